@@ -1,0 +1,50 @@
+"""The ``mmir`` command. Each sub-command lives in its own module with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# Sub-command modules of this package, in the order ``mmir --help`` lists them.
+COMMANDS: tuple[str, ...] = ("demo", "study")
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg_version = version("mmir")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        pkg_version = "unknown"
+    parser = argparse.ArgumentParser(
+        prog="mmir",
+        description="Multi-modal Instance Refinement: environments, agents and co-training for cross-domain action recognition.",
+    )
+    parser.add_argument("--version", action="version", version=f"mmir {pkg_version}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"experiments.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        print(f"mmir {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

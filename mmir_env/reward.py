@@ -1,0 +1,76 @@
+"""Relevance (eq. 3) and the refinement reward (eq. 4), vectorised over any leading shape."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from mmir_env.domains import SOURCE, TARGET
+
+RewardKind = Literal["threshold", "rank"]
+REWARD_KINDS: tuple[str, ...] = ("threshold", "rank")
+
+
+def check_tau(tau: float, name: str = "tau") -> float:
+    """Validate a relevance threshold: a float strictly inside (0, 1)."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+        raise TypeError(f"{name} must be a float in (0, 1), got {type(tau).__name__}")
+    if not 0.0 < float(tau) < 1.0:
+        raise ValueError(f"{name} must lie strictly inside (0, 1), got {tau}")
+    return float(tau)
+
+
+def relevance(logits: Tensor, domain: int | Tensor) -> Tensor:
+    """Eq. 3: relevance of a sample to the *opposite* domain.
+
+    ``sigmoid(D(f))`` for a source sample (domain 0), ``1 - sigmoid(D(f))`` for a target sample
+    (domain 1). ``domain`` is an int or a tensor broadcastable against ``logits``.
+    """
+    p_target = torch.sigmoid(logits)
+    if isinstance(domain, Tensor):
+        is_target = domain.to(device=logits.device, dtype=torch.bool)
+        return torch.where(is_target, 1.0 - p_target, p_target)
+    if domain == SOURCE:
+        return p_target
+    if domain == TARGET:
+        return 1.0 - p_target
+    raise ValueError(f"domain must be {SOURCE} (source) or {TARGET} (target), got {domain!r}")
+
+
+def refinement_reward(relevance: Tensor, tau: float | Tensor = 0.5) -> Tensor:
+    """Eq. 4: +1 where ``relevance < tau`` (a negative sample was selected out), else -1."""
+    if not isinstance(tau, Tensor):
+        check_tau(tau)
+    one = torch.ones((), dtype=relevance.dtype, device=relevance.device)
+    return torch.where(relevance < tau, one, -one)
+
+
+def rank_reward(relevance: Tensor, action: Tensor, selectable: Tensor) -> Tensor:
+    """+1 where the chosen row has the lowest relevance among the rows still selectable, else -1.
+
+    ``relevance: [..., n_c]``, ``action: [...]`` (int64), ``selectable: [..., n_c]`` bool mask of the
+    rows available *before* this selection. Ties count as lowest.
+    """
+    masked = relevance.masked_fill(~selectable, float("inf"))
+    chosen = masked.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+    lowest = masked.amin(dim=-1)
+    one = torch.ones((), dtype=relevance.dtype, device=relevance.device)
+    return torch.where(chosen <= lowest, one, -one)
+
+
+def compute_reward(
+    kind: str,
+    relevance_rows: Tensor,
+    action: Tensor,
+    selectable: Tensor,
+    tau: float,
+) -> Tensor:
+    """Reward of selecting ``action`` from rows with ``relevance_rows: [..., n_c]`` under ``kind``."""
+    if kind == "threshold":
+        chosen = relevance_rows.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        return refinement_reward(chosen, tau)
+    if kind == "rank":
+        return rank_reward(relevance_rows, action, selectable)
+    raise ValueError(f"reward must be one of {REWARD_KINDS}, got {kind!r}")

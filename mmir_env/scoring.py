@@ -1,0 +1,60 @@
+"""Scoring features with a live discriminator (shared by the single and batched environments)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mmir_env.reward import relevance
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Device of a module's first parameter or buffer (CPU for a parameter-free module)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def discriminator_relevance(discriminator: nn.Module, features: Tensor, domain: int | Tensor) -> Tensor:
+    """Eq. 3 relevance of ``features: [..., d]`` -> ``[...]`` under the discriminator as it is *now*.
+
+    The module is switched to eval mode for the forward (no dropout noise in rewards, no
+    batch-norm statistics updates) and put back in the mode it was in.
+    """
+    was_training = discriminator.training
+    discriminator.eval()
+    try:
+        logits = discriminator(features.to(module_device(discriminator), torch.float32))
+    finally:
+        discriminator.train(was_training)
+    if logits.shape != features.shape[:-1]:
+        if logits.shape == (*features.shape[:-1], 1):
+            logits = logits.squeeze(-1)
+        else:
+            raise ValueError(
+                f"discriminator must map [..., d] features to one logit per row, got output shape "
+                f"{tuple(logits.shape)} for input {tuple(features.shape)}"
+            )
+    return relevance(logits.float(), domain)
+
+
+def check_discriminator(discriminator: object, feature_dim: int) -> nn.Module:
+    """Validate that ``discriminator`` is a module scoring ``feature_dim``-wide rows; name what is wrong."""
+    if not isinstance(discriminator, nn.Module):
+        raise TypeError(f"discriminator must be a torch.nn.Module, got {type(discriminator).__name__}")
+    declared = getattr(discriminator, "feature_dim", None)
+    if declared is not None and declared != feature_dim:
+        raise ValueError(
+            f"discriminator expects features of dimension {declared}, but the source provides {feature_dim}"
+        )
+    if declared is None:
+        try:
+            discriminator_relevance(discriminator, torch.zeros(2, feature_dim), 0)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(
+                f"discriminator cannot score features of dimension {feature_dim} from the source: {err}"
+            ) from err
+    return discriminator

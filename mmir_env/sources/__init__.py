@@ -1,0 +1,16 @@
+"""Candidate sources for the instance-refinement environment."""
+
+from mmir_env.sources.base import ArraySource, CandidateBatch, CandidateSource, sample_distinct_rows
+from mmir_env.sources.synthetic import OUTSIDE_CLASSES, SyntheticConfig, SyntheticDomains, SyntheticSource, generate_synthetic_domains
+
+__all__ = [
+    "ArraySource",
+    "CandidateBatch",
+    "CandidateSource",
+    "OUTSIDE_CLASSES",
+    "SyntheticConfig",
+    "SyntheticDomains",
+    "SyntheticSource",
+    "generate_synthetic_domains",
+    "sample_distinct_rows",
+]
