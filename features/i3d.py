@@ -21,7 +21,6 @@ port's per-layer ``F.pad`` and is what ``benchmarks/video_io.py`` measures as th
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -40,6 +39,7 @@ __all__ = [
     "InceptionModule",
     "MaxPool3dSamePadding",
     "Unit3D",
+    "count_parameters",
 ]
 
 Triple = tuple[int, int, int]
@@ -167,9 +167,7 @@ class Unit3D(nn.Module):
         self.kernel_shape = _triple(kernel_shape)
         self.stride = _triple(stride)
         static = _static_pad(self.kernel_shape, self.stride) if fuse_padding else None
-        self._dynamic = static is None and not (
-            self.kernel_shape == (1, 1, 1) and self.stride == (1, 1, 1)
-        )
+        self._dynamic = static is None
         self.activation_fn = activation_fn
         self.conv3d = nn.Conv3d(
             in_channels,
@@ -378,8 +376,10 @@ class InceptionI3d(nn.Module):
             raise FileNotFoundError(f"I3D checkpoint not found: {os.fspath(path)}")
         state = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+            found = (f"a mapping with non-tensor values under {[k for k, v in state.items() if not isinstance(v, Tensor)][:5]}"
+                     if isinstance(state, Mapping) else type(state).__name__)
             raise CheckpointMismatchError(
-                f"{os.fspath(path)}: expected a state dict (mapping of name -> tensor), got {type(state).__name__}"
+                f"{os.fspath(path)}: expected a state dict (mapping of name -> tensor), found {found}"
             )
         bias = state.get("logits.conv3d.bias")
         num_classes = int(bias.shape[0]) if isinstance(bias, Tensor) and bias.dim() == 1 else 400
@@ -422,7 +422,3 @@ class InceptionI3d(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of parameter elements (the "total parameters" the issue asks to report)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def _init_check() -> None:  # pragma: no cover - guards the module constant against edits
-    assert math.isclose(sum(_MIXED_CHANNELS["Mixed_5c"][i] for i in (0, 2, 4, 5)), FEATURE_DIM)
