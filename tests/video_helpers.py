@@ -25,3 +25,10 @@ def i3d_reference(in_channels: int) -> dict[str, Any]:
     if not path.is_file():
         pytest.skip(f"{path} absent")
     return json.loads(path.read_text())["models"][f"in_channels={in_channels}"]
+
+
+def tiny_video_root(tmp_path_factory: pytest.TempPathFactory, seed: int = 0) -> Path:
+    """A tiny two-domain synthetic dataset in the EPIC layout (``S`` and ``T`` domains)."""
+    from features.data.synthetic_video import generate_video_domains, tiny_config
+
+    return generate_video_domains(tmp_path_factory.mktemp("epic_layout"), tiny_config(seed))
