@@ -166,7 +166,7 @@ def _collect(ds: EpicClips, workers: int) -> list[dict]:
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_dataset_end_to_end_with_workers(video_root: Path, split: str) -> None:
-    ds = EpicClips(video_root, "T", split, size=24, seed=5)
+    ds = EpicClips(video_root, "T", split, size=24, seed=5, role="target")
     segments = load_split("T", split, video_root)
     assert len(ds) == len(segments) * (5 if split == "test" else 1)
     batches = _collect(ds, workers=2)
@@ -180,7 +180,9 @@ def test_dataset_end_to_end_with_workers(video_root: Path, split: str) -> None:
     per = 5 if split == "test" else 1
     assert uids == [s.uid for s in segments for _ in range(per)]
     assert torch.cat([b["label"] for b in batches]).tolist() == [s.verb_class for s in segments for _ in range(per)]
-    assert all(d == "T" for b in batches for d in b["domain"])
+    assert all(d == "target" for b in batches for d in b["domain"])
+    assert all(d == "T" for b in batches for d in b["domain_name"])
+    assert ds.class_counts(3).sum() == sum(s.verb_class >= 0 for s in segments)
     negatives = torch.cat([b["is_negative"] for b in batches]).tolist()
     assert negatives == [s.extra["is_negative"] == "1" for s in segments for _ in range(per)]
     if split == "test":

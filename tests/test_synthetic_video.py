@@ -74,8 +74,8 @@ def test_planted_negatives_ground_truth(video_root: Path) -> None:
     tgt_neg = [s for s in target if s.extra["is_negative"] == "1"]
     assert len(src_neg) == len(tgt_neg) == expected
     assert all(s.verb in MOTIONS[: cfg.num_classes] for s in src_neg)  # correct label, odd style
-    assert all(s.verb == "unseen" and s.verb_class == cfg.num_classes for s in tgt_neg)
-    assert all(s.verb_class < cfg.num_classes for s in target if s.extra["is_negative"] == "0")
+    assert all(s.verb == "unseen" and s.verb_class == -1 for s in tgt_neg)
+    assert all(0 <= s.verb_class < cfg.num_classes for s in target if s.extra["is_negative"] == "0")
     for split in ("test",):
         for domain in ("S", "T"):
             assert all(s.extra["is_negative"] == "0" for s in load_split(domain, split, video_root))

@@ -206,9 +206,11 @@ def _read_pickle_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def class_counts(segments: Iterable[EpicSegment], num_classes: int = len(VERB_CLASSES)) -> np.ndarray:
-    """Segments per ``verb_class`` as an int64 array of length ``num_classes``."""
+    """Segments per ``verb_class`` as an int64 array of length ``num_classes`` (-1 labels skipped)."""
     labels = np.fromiter((s.verb_class for s in segments), dtype=np.int64)
-    return np.bincount(labels, minlength=num_classes)
+    if (labels >= num_classes).any() or (labels < -1).any():
+        raise ValueError(f"verb_class outside [-1, {num_classes}): {np.unique(labels[(labels >= num_classes) | (labels < -1)])[:5].tolist()}")
+    return np.bincount(labels[labels >= 0], minlength=num_classes)
 
 
 # ---------------------------------------------------------------------- frames
@@ -269,7 +271,10 @@ class EpicClips(Dataset):
     Items are dicts: ``rgb`` float32 ``[3, T, size, size]``, ``flow`` float32 ``[2, T, size, size]``
     (u, v), both in [-1, 1]; ``label`` (int, ``verb_class``), ``uid`` (int), ``domain`` (str),
     ``clip_index`` (0 in training, 0..test_clips-1 at test), and ``is_negative`` (bool) when the
-    split file has that column (synthetic domains). In ``"test"`` mode the dataset has
+    split file has that column (synthetic domains). ``domain`` is ``role`` when one is given
+    (``"source"``/``"target"``, what the training loop and ``features.extract`` expect), else the
+    domain's name; ``domain_name`` is always the name. Labels outside the known classes are -1
+    (the synthetic target negatives). In ``"test"`` mode the dataset has
     ``test_clips`` items per segment (consecutive indices), averaged per uid by the evaluator.
 
     :param root: folder holding ``rgb/`` and ``flow/``.
@@ -291,6 +296,7 @@ class EpicClips(Dataset):
     :param decoder: ``"simplejpeg"`` (default, faster) or ``"pillow"``.
     :param trust_pickle: see :func:`load_split`.
     :param segments: use these segments instead of reading a split file.
+    :param role: ``"source"`` or ``"target"``: this domain's part in an adaptation run.
     """
 
     def __init__(
@@ -314,6 +320,7 @@ class EpicClips(Dataset):
         decoder: str = "simplejpeg",
         trust_pickle: bool = False,
         segments: Sequence[EpicSegment] | None = None,
+        role: Literal["source", "target"] | None = None,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -321,6 +328,9 @@ class EpicClips(Dataset):
         bad = [m for m in modalities if m not in _CHANNELS]
         if bad or not modalities:
             raise ValueError(f"modalities must be a non-empty subset of ('rgb', 'flow'), got {modalities!r}")
+        if role not in (None, "source", "target"):
+            raise ValueError(f"role must be 'source', 'target' or None, got {role!r}")
+        self.role = role
         self.mode = mode or split
         if self.mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {self.mode!r}")
@@ -363,8 +373,8 @@ class EpicClips(Dataset):
         self.epoch = int(epoch)
 
     def class_counts(self, num_classes: int = len(VERB_CLASSES)) -> np.ndarray:
-        """Segments per class in this domain/split."""
-        return np.bincount(self.labels, minlength=num_classes)
+        """Segments per class in this domain/split (labels -1, outside the classes, not counted)."""
+        return class_counts(self.segments, num_classes)
 
     # ------------------------------------------------------------------ sampling
     def window_starts(self, segment: EpicSegment, rng: np.random.Generator | None, clip_index: int) -> dict[str, int]:
@@ -463,7 +473,8 @@ class EpicClips(Dataset):
         item: dict[str, Any] = {
             "label": int(segment.verb_class),
             "uid": int(segment.uid),
-            "domain": self.domain,
+            "domain": self.role or self.domain,
+            "domain_name": self.domain,
             "clip_index": clip_index,
         }
         if self.has_negatives:

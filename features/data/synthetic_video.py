@@ -15,8 +15,8 @@ speed         ``speed`` px per RGB frame         x ``target_speed`` (1.4)
 Planted negatives (ground truth in the extra ``is_negative`` column of the split CSVs, training
 split only): source clips with an unusual viewpoint and style (motion rotated by 55-70 degrees,
 inverted colours, heavy noise: a correct label but misleading for alignment), and target clips of an
-*unseen* motion (diagonal, ``verb`` ``"unseen"``, ``verb_class == num_classes``: one past the last
-real class, so using it as a label fails loudly instead of silently).
+*unseen* motion (diagonal, ``verb`` ``"unseen"``, ``verb_class == -1``: outside the source classes,
+the convention of the snapshot files; a cross-entropy on it fails loudly instead of silently).
 
 Layout written under ``root`` (same as EPIC; frame numbers 1-based)::
 
@@ -316,7 +316,7 @@ def generate_video_domains(
                     for k, pair in zip(flow_ids, levels):
                         _write_jpeg(u_dir / f"frame_{k:010d}.jpg", pair[..., 0], cfg.jpeg_quality)
                         _write_jpeg(v_dir / f"frame_{k:010d}.jpg", pair[..., 1], cfg.jpeg_quality)
-                    label = MOTIONS.index(clip.motion) if clip.motion in MOTIONS else cfg.num_classes
+                    label = MOTIONS.index(clip.motion) if clip.motion in MOTIONS else -1
                     verb = clip.motion if clip.motion in MOTIONS else "unseen"
                     rows.append({
                         "uid": uid, "participant_id": participant, "video_id": video_id,
@@ -335,7 +335,7 @@ def generate_video_domains(
         "config": asdict(cfg),
         "domains": {"S": "P90", "T": "P91"},
         "classes": list(MOTIONS[: cfg.num_classes]),
-        "unseen_motion": {"verb": "unseen", "motion": UNSEEN_MOTION, "verb_class": cfg.num_classes},
+        "unseen_motion": {"verb": "unseen", "motion": UNSEEN_MOTION, "verb_class": -1},
         "flow_encoding": {
             "bound_px": cfg.flow_bound,
             "encode": "q = round((clip(f, -bound, bound) + bound) / (2 * bound) * 255)",
