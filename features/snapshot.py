@@ -460,11 +460,20 @@ class Snapshot:
     :param path: the snapshot file.
     :param validate: run :meth:`validate` on open and raise :class:`SnapshotError` if it fails.
     :param rdcc_nbytes: HDF5 chunk cache per dataset (only chunked files written by other tools use it).
+    :param memory_map: map contiguous feature matrices for row reads (False: HDF5 reads only, e.g.
+        on file systems where mmap is slow or unsafe).
     """
 
-    def __init__(self, path: str | os.PathLike[str], validate: bool = True, rdcc_nbytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        validate: bool = True,
+        rdcc_nbytes: int = 64 << 20,
+        memory_map: bool = True,
+    ) -> None:
         self.path = Path(path)
         self.rdcc_nbytes = int(rdcc_nbytes)
+        self.memory_map = bool(memory_map)
         self._handle: h5py.File | None = None
         self._pid: int | None = None
         self._maps: dict[str, np.ndarray | None] = {}
@@ -613,6 +622,8 @@ class Snapshot:
 
     def memmap(self, domain: str, modality: str) -> np.ndarray | None:
         """A read-only ``numpy.memmap`` of a contiguous, uncompressed feature matrix (None otherwise)."""
+        if not self.memory_map:
+            return None
         name = feature_path(domain, modality)
         handle = self.file  # reopens (and forgets maps) after a fork
         if name not in self._maps:

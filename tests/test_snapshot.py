@@ -62,6 +62,11 @@ def test_read_rows_any_shape_with_duplicates(tmp_path: Path) -> None:
     snap = Snapshot(write_snapshot(tmp_path / "s.h5", data))
     index = np.array([[5, 3, 5], [59, 0, 3]])
     np.testing.assert_array_equal(snap.read_rows("source", "flow", index), data["source"]["features"]["flow"][index])
+    unmapped = Snapshot(snap.path, memory_map=False)  # sorted, de-duplicated HDF5 reads
+    assert unmapped.memmap("source", "flow") is None
+    np.testing.assert_array_equal(unmapped.read_rows("source", "flow", index), data["source"]["features"]["flow"][index])
+    with pytest.raises(IndexError, match=r"/source/features/flow: row index out of range \[0, 60\)"):
+        unmapped.read_rows("source", "flow", [60])
 
 
 def test_discriminator_weights_round_trip_without_pickle(tmp_path: Path) -> None:

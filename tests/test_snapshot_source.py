@@ -30,11 +30,13 @@ def snap_path(tmp_path_factory: pytest.TempPathFactory, data: dict) -> Path:
     return write_snapshot(tmp_path_factory.mktemp("snap") / "s.h5", data, dtype="float32")
 
 
-@pytest.mark.parametrize("in_memory", [True, False], ids=["ram", "file"])
+@pytest.mark.parametrize("backend", ["ram", "memmap", "hdf5"])
 @pytest.mark.parametrize("mode", ["random", "epoch"])
-def test_sets_are_deterministic_distinct_and_carry_ground_truth(snap_path: Path, data: dict, mode: str, in_memory: bool) -> None:
-    source = SnapshotSource(snap_path, "flow", mode=mode, batch_size=20, in_memory=in_memory)
-    assert isinstance(source, CandidateSource) and source.in_memory is in_memory and source.has_ground_truth
+def test_sets_are_deterministic_distinct_and_carry_ground_truth(snap_path: Path, data: dict, mode: str, backend: str) -> None:
+    snap = Snapshot(snap_path, memory_map=backend != "hdf5")
+    source = SnapshotSource(snap, "flow", mode=mode, batch_size=20, in_memory=backend == "ram")
+    assert isinstance(source, CandidateSource) and source.in_memory is (backend == "ram") and source.has_ground_truth
+    assert (snap.memmap("source", "flow") is not None) is (backend == "memmap")
     for domain in ("source", "target"):
         a = source.sample(np.random.default_rng(5), domain, 37, 5)
         b = source.sample(np.random.default_rng(5), domain, 37, 5)
