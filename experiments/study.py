@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -44,6 +45,7 @@ def evaluate_selection(
     rewards = np.zeros(episodes)
     selected = negatives_selected = negatives_shown = invalid = steps = 0
     has_truth = bool(getattr(base.source, "has_ground_truth", False))
+    takes_masks = "action_masks" in inspect.signature(agent.predict).parameters
     start = time.perf_counter()
     obs, info = env.reset(seed=seed)
     for episode in range(episodes):
@@ -54,7 +56,8 @@ def evaluate_selection(
             negatives_shown += int(np.count_nonzero(truth))
         done = False
         while not done:
-            action, _ = agent.predict(obs, deterministic=deterministic, action_masks=info["action_mask"])
+            masks = {"action_masks": info["action_mask"]} if takes_masks else {}
+            action, _ = agent.predict(obs, deterministic=deterministic, **masks)
             obs, reward, terminated, truncated, info = env.step(action)
             rewards[episode] += reward
             steps += 1

@@ -29,6 +29,15 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
+def check_logit_noise(value: object) -> float:
+    """Validate ``logit_noise``: a float >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"logit_noise must be a float >= 0, got {type(value).__name__}")
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(f"logit_noise must be a finite float >= 0, got {value}")
+    return float(value)
+
+
 def check_refinement_args(n_c: object, E: object, tau: object, reward: object) -> tuple[int, int, float, str]:
     """Validate the arguments shared by the single and batched environments."""
     n_c = check_int("n_c", n_c, 2)
@@ -67,6 +76,12 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
     ``D`` is the discriminator *object*: when a training loop updates its weights, the next reward
     uses them. It is scored in eval mode and without gradients.
 
+    ``logit_noise`` (default 0: eq. 4 exactly) adds Gaussian noise of that std to the logit before
+    eq. 3, drawn from ``self.np_random``. It emulates the discriminator of co-training, which
+    moves between the agent's observation and its reward. Why it matters: with a frozen
+    discriminator eq. 4 pays every row below ``tau`` alike, so no agent can learn to prefer the
+    *least* relevant row; with drift, the expected reward falls strictly with relevance.
+
     ## Starting State
     ``n_c`` distinct rows drawn from the source's pool of ``domain`` with ``self.np_random``, or a
     candidate set handed in with ``reset(options={"features": array [n_c, d]})``.
@@ -76,14 +91,14 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Info
     ``action_mask`` (bool ``[n_c]``), ``candidate_index`` (pool rows of the set, reset only),
-    ``relevance`` and ``invalid_action`` (step only), ``is_negative`` of the chosen row when the
+    ``relevance`` (NaN for an invalid action) and ``invalid_action`` (step only), ``is_negative`` of the chosen row when the
     source has planted ground truth (never part of the observation).
 
     ## Arguments
     ``source`` (a :class:`~mmir_env.sources.CandidateSource`), ``discriminator`` (a module mapping
     ``[..., d]`` to logits ``[...]``; defaults to ``source.discriminator``), ``domain``
     ("source"/"target" or 0/1), ``n_c`` (5), ``E`` (1), ``tau`` (0.5; the paper's tau_s or tau_t),
-    ``reward`` ("threshold" or "rank").
+    ``reward`` ("threshold" or "rank"), ``logit_noise`` (0.0).
 
     ## Vectorized environment
     :class:`~mmir_env.batched.BatchedRefinementEnv` holds thousands of candidate sets in one tensor
@@ -104,6 +119,7 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
         E: int = 1,
         tau: float = 0.5,
         reward: str = "threshold",
+        logit_noise: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(source, CandidateSource):
@@ -113,6 +129,7 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
             )
         self.n_c, self.E, self.tau, self.reward_kind = check_refinement_args(n_c, E, tau, reward)
         self.domain = domain_id(domain)
+        self.logit_noise = check_logit_noise(logit_noise)
         self.source = source
         if self.n_c > source.num_samples(self.domain):
             raise ValueError(
@@ -157,8 +174,11 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
             raise RuntimeError("the episode has ended (or never started): call reset() before step()")
         a = self._check_action(action)
         valid = bool(self._mask[a])
-        rows = torch.from_numpy(self._features)
-        rel = discriminator_relevance(self.discriminator, rows, self.domain)  # [n_c]: one forward
+        if self.reward_kind == "rank":
+            rel = discriminator_relevance(self.discriminator, torch.from_numpy(self._features), self.domain, self._drift(self.n_c))
+        else:  # the threshold reward needs the chosen row only
+            rel = torch.full((self.n_c,), float("nan"))
+            rel[a] = discriminator_relevance(self.discriminator, torch.from_numpy(self._features[a]), self.domain, self._drift(()))
         if valid:
             reward = compute_reward(
                 self.reward_kind, rel.cpu(), torch.tensor(a), torch.from_numpy(self._mask), self.tau
@@ -171,7 +191,8 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
         self._needs_reset = terminated
         info: dict[str, Any] = {
             "action_mask": self._mask.copy(),
-            "relevance": float(rel[a]),
+            # an invalid choice names a row that is no longer in the candidate set: no relevance
+            "relevance": float(rel[a]) if valid else float("nan"),
             "invalid_action": not valid,
         }
         if self._is_negative is not None:
@@ -188,6 +209,11 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
         return self._mask.copy()
 
     # -- helpers --------------------------------------------------------------------------------
+    def _drift(self, shape: int | tuple[()]) -> torch.Tensor | None:
+        if self.logit_noise == 0.0:
+            return None  # keeps the RNG stream of a frozen-discriminator env untouched
+        return torch.from_numpy(np.asarray(self.np_random.normal(0.0, self.logit_noise, size=shape), dtype=np.float32))
+
     def _observation(self) -> np.ndarray:
         return np.where(self._mask[:, None], self._features, np.float32(0.0))
 

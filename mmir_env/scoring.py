@@ -18,8 +18,11 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def discriminator_relevance(discriminator: nn.Module, features: Tensor, domain: int | Tensor) -> Tensor:
+def discriminator_relevance(discriminator: nn.Module, features: Tensor, domain: int | Tensor, logit_noise: Tensor | None = None) -> Tensor:
     """Eq. 3 relevance of ``features: [..., d]`` -> ``[...]`` under the discriminator as it is *now*.
+
+    ``logit_noise`` (same shape as the output) is added to the logits first: the environments'
+    emulation of a drifting, co-trained discriminator (see ``InstanceRefinementEnv``).
 
     The module is switched to eval mode for the forward (no dropout noise in rewards, no
     batch-norm statistics updates) and put back in the mode it was in.
@@ -38,7 +41,10 @@ def discriminator_relevance(discriminator: nn.Module, features: Tensor, domain: 
                 f"discriminator must map [..., d] features to one logit per row, got output shape "
                 f"{tuple(logits.shape)} for input {tuple(features.shape)}"
             )
-    return relevance(logits.float(), domain)
+    logits = logits.float()
+    if logit_noise is not None:
+        logits = logits + logit_noise.to(logits.device, logits.dtype)
+    return relevance(logits, domain)
 
 
 def check_discriminator(discriminator: object, feature_dim: int) -> nn.Module:

@@ -9,6 +9,9 @@ from mmir_env.env import InstanceRefinementEnv
 from mmir_env.sources.synthetic import SyntheticConfig, SyntheticSource
 
 DISCRIMINATOR_PRETRAIN_STEPS = 200
+# The synthetic benchmark's discriminator is frozen; this drift stands in for co-training's live
+# one (see InstanceRefinementEnv, "Rewards"), so that eq. 4's expected reward ranks the rows.
+SYNTHETIC_LOGIT_NOISE = 1.0
 
 
 def make_synthetic_source(
@@ -35,6 +38,7 @@ def make_synthetic_refinement_env(
     E: int = 1,
     tau: float = 0.5,
     reward: str = "threshold",
+    logit_noise: float = SYNTHETIC_LOGIT_NOISE,
     seed: int = 0,
     modality: str = "rgb",
     pretrain_steps: int = DISCRIMINATOR_PRETRAIN_STEPS,
@@ -45,4 +49,4 @@ def make_synthetic_refinement_env(
     ``seed`` fixes the generated data and the discriminator; episodes are seeded by ``reset(seed=...)``.
     """
     source = make_synthetic_source(seed=seed, modality=modality, pretrain_steps=pretrain_steps, **synthetic)
-    return InstanceRefinementEnv(source, domain=domain, n_c=n_c, E=E, tau=tau, reward=reward)
+    return InstanceRefinementEnv(source, domain=domain, n_c=n_c, E=E, tau=tau, reward=reward, logit_noise=logit_noise)

@@ -1,0 +1,363 @@
+"""RefinementDQN: deep Q-learning for instance refinement with Stable-Baselines3's surface."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from agents.exploration import ConstantEpsilon, ExponentialEpsilon, LinearEpsilon, make_schedule
+from agents.qnets import Q_NETWORKS, masked_q, rows_present
+from agents.replay import ReplayBuffer
+
+SAVE_FORMAT = "mmir-dqn"
+SAVE_VERSION = 1
+_SCHEDULES = {cls.__name__: cls for cls in (ConstantEpsilon, LinearEpsilon, ExponentialEpsilon)}
+
+
+def candidate_set_shape(space: gym.Space) -> tuple[int, int]:
+    """``(n_c, d)`` of a candidate-set observation space, or a ValueError saying what was expected."""
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 2:
+        raise ValueError(
+            f"expected a candidate-set observation space Box(shape=(n_c, d)), got {space!r}"
+        )
+    return int(space.shape[0]), int(space.shape[1])
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RefinementDQN:
+    """DQN agent that selects negative samples out of candidate sets (paper eq. 2, 5-7, 10).
+
+    Mnih et al. (2015) with experience replay (Lin, 1992) and a target network; masked
+    epsilon-greedy so that removed rows are never chosen; TD targets take their max over the next
+    state's selectable rows only. Offline it owns the loop (``learn``); in co-training the outer
+    loop drives it with ``act`` / ``observe`` / ``update`` and adds the returned loss to eq. 9.
+
+    :param env: an :class:`~mmir_env.InstanceRefinementEnv` (or wrapper) or a
+        :class:`~mmir_env.batched.BatchedRefinementEnv`; None when driven step-wise (then give
+        ``n_c`` and ``feature_dim``).
+    :param q_net: "set" (:class:`~agents.qnets.CandidateSetQNet`, default) or "flat"
+        (:class:`~agents.qnets.FlatQNet`, the released code's).
+    :param q_net_kwargs: keyword arguments of the Q-network.
+    :param learning_rate: Adam's step size (paper stage 2: 1e-3).
+    :param gamma: discount (paper 4.1: 0.9).
+    :param epsilon: exploration: a float (constant; paper 4.1: 0.5), "released" (0.01 + 0.89
+        exp(-c/24000), the authors' code), a :class:`~agents.exploration.LinearEpsilon`, or any
+        callable of the selection count c.
+    :param buffer_size: replay capacity in transitions (not SB3's 1e6: 5x1024 states would need 41 GB).
+    :param batch_size: minibatch of each gradient step.
+    :param learning_starts: transitions stored before the first update (default: ``batch_size``).
+    :param train_freq: env steps (vector steps for a batched env) between updates.
+    :param gradient_steps: gradient steps per update.
+    :param target_update_interval: selections between hard target-network copies.
+    :param loss: "mse" (eq. 6, default) or "huber".
+    :param max_grad_norm: clip the Q-network's gradient norm to this (None: no clipping).
+    :param weight_decay: Adam weight decay (paper: 1e-7).
+    :param replay_dtype: storage dtype of replayed features (float16 halves memory).
+    :param device: "auto" (CUDA when present), "cpu", "cuda", ...
+    :param seed: seeds the network initialisation, exploration and replay sampling.
+    """
+
+    def __init__(
+        self,
+        env: Any = None,
+        q_net: str = "set",
+        q_net_kwargs: dict[str, Any] | None = None,
+        learning_rate: float = 1e-3,
+        gamma: float = 0.9,
+        epsilon: float | str | Callable[[int], float] = 0.5,
+        buffer_size: int = 10_000,
+        batch_size: int = 256,
+        learning_starts: int | None = None,
+        train_freq: int = 1,
+        gradient_steps: int = 1,
+        target_update_interval: int = 2_000,
+        loss: str = "mse",
+        max_grad_norm: float | None = None,
+        weight_decay: float = 1e-7,
+        replay_dtype: str = "float32",
+        n_c: int | None = None,
+        feature_dim: int | None = None,
+        device: str | torch.device = "auto",
+        seed: int | None = None,
+    ) -> None:
+        if q_net not in Q_NETWORKS:
+            raise ValueError(f"q_net must be one of {sorted(Q_NETWORKS)}, got {q_net!r}")
+        if loss not in ("mse", "huber"):
+            raise ValueError(f"loss must be 'mse' or 'huber', got {loss!r}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+        if replay_dtype not in ("float32", "float16"):
+            raise ValueError(f"replay_dtype must be 'float32' or 'float16', got {replay_dtype!r}")
+        for name, value in (("buffer_size", buffer_size), ("batch_size", batch_size), ("train_freq", train_freq),
+                            ("gradient_steps", gradient_steps), ("target_update_interval", target_update_interval)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.env = env
+        if env is not None:
+            space = getattr(env, "single_observation_space", None) or env.observation_space
+            env_n_c, env_d = candidate_set_shape(space)
+            if (n_c, feature_dim) != (None, None) and (n_c, feature_dim) != (env_n_c, env_d):
+                raise ValueError(f"n_c/feature_dim ({n_c}, {feature_dim}) disagree with the env's ({env_n_c}, {env_d})")
+            n_c, feature_dim = env_n_c, env_d
+        if n_c is None or feature_dim is None:
+            raise ValueError("without an env, pass n_c and feature_dim")
+        self.n_c, self.feature_dim = int(n_c), int(feature_dim)
+        env_device = getattr(getattr(env, "unwrapped", env), "device", None) if env is not None else None
+        self.device = torch.device(env_device) if (str(device) == "auto" and env_device is not None) else _resolve_device(device)
+        self.epsilon_spec = epsilon
+        self.exploration = make_schedule(epsilon)
+        self.hyperparameters: dict[str, Any] = dict(
+            q_net=q_net, q_net_kwargs=dict(q_net_kwargs or {}), learning_rate=learning_rate, gamma=gamma,
+            buffer_size=int(buffer_size), batch_size=int(batch_size),
+            learning_starts=int(batch_size if learning_starts is None else learning_starts),
+            train_freq=int(train_freq), gradient_steps=int(gradient_steps),
+            target_update_interval=int(target_update_interval), loss=loss, max_grad_norm=max_grad_norm,
+            weight_decay=weight_decay, replay_dtype=replay_dtype, n_c=self.n_c, feature_dim=self.feature_dim, seed=seed,
+        )
+        self.gamma, self.batch_size, self.seed = float(gamma), int(batch_size), seed
+        self.learning_starts = self.hyperparameters["learning_starts"]
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.q_net = Q_NETWORKS[q_net](self.feature_dim, self.n_c, **(q_net_kwargs or {})).to(self.device)
+        self.q_net_target = Q_NETWORKS[q_net](self.feature_dim, self.n_c, **(q_net_kwargs or {})).to(self.device)
+        self.q_net_target.load_state_dict(self.q_net.state_dict())
+        self.q_net_target.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+        self.replay = self._make_replay()
+        self.num_timesteps = 0  # env steps summed over sub-environments (SB3's convention)
+        self.selections = 0  # the selection count c of the epsilon schedules
+        self.updates = 0
+        self._last_sync = 0
+        self._last_obs: Any = None
+        from stable_baselines3.common.logger import Logger
+
+        self.logger = Logger(folder=None, output_formats=[])
+
+    # -- construction helpers -------------------------------------------------------------------
+    def _make_replay(self) -> ReplayBuffer:
+        pool = None
+        base = getattr(self.env, "unwrapped", self.env)
+        if base is not None and getattr(base, "_pool", None) is not None and hasattr(base, "candidate_index"):
+            pool = base._pool  # a fixed pool: store pool rows, not features
+        return ReplayBuffer(
+            self.hyperparameters["buffer_size"], self.n_c, self.feature_dim, device=self.device, pool=pool,
+            dtype=getattr(torch, self.hyperparameters["replay_dtype"]),
+        )
+
+    def get_env(self) -> Any:
+        return self.env
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The online Q-network's parameters (for an outer optimizer, if the caller prefers one)."""
+        return list(self.q_net.parameters())
+
+    @property
+    def exploration_rate(self) -> float:
+        """Epsilon at the current selection count."""
+        return float(self.exploration(self.selections))
+
+    # -- step-wise API (co-training) ------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: Tensor, mask: Tensor | None = None, deterministic: bool = False, count: bool = True) -> Tensor:
+        """Masked epsilon-greedy actions ``[B]`` for ``obs: [B, n_c, d]`` (eq. 10); counts selections."""
+        obs = obs.to(self.device, torch.float32)
+        mask = rows_present(obs) if mask is None else mask.to(self.device, torch.bool)
+        b = obs.shape[0]
+        eps = 0.0 if deterministic else self.exploration_rate
+        explore = torch.rand(b, generator=self.generator, device=self.device) < eps
+        keys = torch.rand((b, self.n_c), generator=self.generator, device=self.device).masked_fill(~mask, -1.0)
+        actions = keys.argmax(dim=-1)  # uniform among selectable rows
+        greedy = (~explore).nonzero().squeeze(-1)
+        if greedy.numel():
+            q = masked_q(self.q_net(obs[greedy], mask[greedy]), mask[greedy])
+            actions[greedy] = q.argmax(dim=-1)
+        if count:
+            self.selections += b
+        return actions
+
+    def observe(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor | None, dones: Tensor, masks: Tensor, obs_masks: Tensor | None = None) -> None:
+        """Store transitions. ``masks`` are the next states' selectable rows.
+
+        The next state is rebuilt as ``obs * masks`` (the MDP's transition: the selected row is
+        zeroed), so ``next_obs`` is not stored; this also makes a SAME_STEP autoreset harmless.
+        ``obs_masks`` default to the non-zero rows of ``obs``.
+        """
+        obs = torch.as_tensor(obs, device=self.device, dtype=torch.float32)
+        if tuple(obs.shape[1:]) != (self.n_c, self.feature_dim):
+            raise ValueError(f"obs must be [B, n_c={self.n_c}, d={self.feature_dim}], got {tuple(obs.shape)}")
+        if self.replay.indexed:
+            raise RuntimeError("this agent's replay stores pool rows: use observe_indexed()")
+        obs_masks = rows_present(obs) if obs_masks is None else torch.as_tensor(obs_masks, device=self.device)
+        self.replay.add(obs, obs_masks, torch.as_tensor(actions), torch.as_tensor(rewards), torch.as_tensor(masks), torch.as_tensor(dones))
+
+    def observe_indexed(self, index: Tensor, obs_masks: Tensor, actions: Tensor, rewards: Tensor, masks: Tensor, dones: Tensor) -> None:
+        """Store transitions whose states are pool rows ``index: [B, n_c]`` (fixed-pool replay)."""
+        self.replay.add(index, obs_masks, actions, rewards, masks, dones)
+
+    def td_loss(self) -> Tensor:
+        """Eq. 5-6 on a replay minibatch (attached to the Q-network's graph)."""
+        batch = self.replay.sample(self.batch_size, self.generator if self.device.type == "cpu" else None)
+        q = self.q_net(batch.obs, batch.mask).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            next_q = masked_q(self.q_net_target(batch.next_obs, batch.next_mask), batch.next_mask).amax(dim=1)
+            bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
+            target = batch.rewards + self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
+        if self.hyperparameters["loss"] == "huber":
+            return F.smooth_l1_loss(q, target)
+        return F.mse_loss(q, target)
+
+    def update(self, optimize: bool = True) -> Tensor:
+        """One gradient step's TD loss (eq. 6); zero while fewer than ``learning_starts`` transitions are stored.
+
+        ``optimize=True``: backward, clip, step this agent's Adam, sync the target; returns the loss detached.
+        ``optimize=False``: returns the loss attached to the graph for the caller's total loss
+        (eq. 7/9); call :meth:`optimizer_step` after the caller's backward.
+        """
+        if len(self.replay) < max(self.learning_starts, 1):
+            return torch.zeros((), device=self.device)
+        loss = self.td_loss()
+        if not optimize:
+            return loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_step()
+        return loss.detach()
+
+    def optimizer_step(self) -> None:
+        """Clip, step the Q-network's optimizer and copy to the target network when due."""
+        max_norm = self.hyperparameters["max_grad_norm"]
+        if max_norm is not None:
+            nn.utils.clip_grad_norm_(self.q_net.parameters(), max_norm)
+        self.optimizer.step()
+        self.updates += 1
+        if self.selections - self._last_sync >= self.hyperparameters["target_update_interval"]:
+            self.q_net_target.load_state_dict(self.q_net.state_dict())
+            self._last_sync = self.selections
+
+    # -- SB3 surface ----------------------------------------------------------------------------
+    def predict(
+        self,
+        observation: Any,
+        state: Any = None,
+        episode_start: Any = None,
+        deterministic: bool = False,
+        action_masks: Any = None,
+    ) -> tuple[np.ndarray, None]:
+        """SB3's ``predict``: actions for ``[n_c, d]`` (a 0-d array) or ``[B, n_c, d]`` observations."""
+        obs = torch.as_tensor(np.asarray(observation, dtype=np.float32) if not isinstance(observation, Tensor) else observation)
+        single = obs.ndim == 2
+        if single:
+            obs = obs.unsqueeze(0)
+        if tuple(obs.shape[1:]) != (self.n_c, self.feature_dim):
+            raise ValueError(f"observation must be [n_c={self.n_c}, d={self.feature_dim}] or a batch of them, got {tuple(obs.shape)}")
+        mask = None if action_masks is None else torch.as_tensor(np.asarray(action_masks, dtype=bool)).reshape(obs.shape[:2])
+        actions = self.act(obs, mask, deterministic=deterministic, count=False).cpu().numpy()
+        return (actions[0] if single else actions), None
+
+    def learn(self, total_timesteps: int, callback: Any = None, progress_bar: bool = False, reset_num_timesteps: bool = True) -> "RefinementDQN":
+        """Train on ``self.env`` for ``total_timesteps`` env steps (summed over sub-environments)."""
+        from agents.training_loop import run_learning_loop
+
+        if self.env is None:
+            raise ValueError("learn() needs an env: RefinementDQN(env, ...) or model.set_env(env)")
+        return run_learning_loop(self, int(total_timesteps), callback, progress_bar, reset_num_timesteps)
+
+    def set_env(self, env: Any) -> None:
+        """Attach an env with the same candidate-set shape (as SB3's ``set_env``)."""
+        space = getattr(env, "single_observation_space", None) or env.observation_space
+        shape = candidate_set_shape(space)
+        if shape != (self.n_c, self.feature_dim):
+            raise ValueError(f"this agent was built for n_c={self.n_c}, d={self.feature_dim}; the env has n_c={shape[0]}, d={shape[1]}")
+        self.env = env
+        if self.replay.indexed or getattr(getattr(env, "unwrapped", env), "_pool", None) is not None:
+            self.replay = self._make_replay()
+        self._last_obs = None
+
+    def save(self, path: str | os.PathLike[str], include_replay: bool = False) -> None:
+        """Write networks, optimizer, counters, RNG state and hyperparameters (atomic; ``torch.load(weights_only=True)``)."""
+        schedule = self.exploration
+        if dataclasses.is_dataclass(schedule) and type(schedule).__name__ in _SCHEDULES:
+            epsilon = {"schedule": type(schedule).__name__, **dataclasses.asdict(schedule)}
+        else:
+            epsilon = None  # a custom callable: pass epsilon= again to load()
+        state = {
+            "format": SAVE_FORMAT,
+            "version": SAVE_VERSION,
+            "hyperparameters": json.dumps(self.hyperparameters),
+            "epsilon": json.dumps(epsilon),
+            "q_net": self.q_net.state_dict(),
+            "q_net_target": self.q_net_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "counters": torch.tensor([self.num_timesteps, self.selections, self.updates, self._last_sync], dtype=torch.int64),
+            "generator": self.generator.get_state(),
+            "replay": self.replay.state_dict() if include_replay and not self.replay.indexed else None,
+        }
+        _atomic_torch_save(state, Path(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], env: Any = None, device: str | torch.device = "auto", **overrides: Any) -> "RefinementDQN":
+        """Rebuild an agent saved with :meth:`save`; checks that ``env`` has the saved ``n_c`` and ``d``."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no saved agent at {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for non-checkpoint files
+            raise ValueError(f"{path} is not a RefinementDQN file readable with weights_only=True: {err}") from err
+        if not isinstance(state, dict) or state.get("format") != SAVE_FORMAT:
+            raise ValueError(f"{path} is not a RefinementDQN file (format key {state.get('format') if isinstance(state, dict) else None!r})")
+        if state.get("version") != SAVE_VERSION:
+            raise ValueError(f"{path} has RefinementDQN format version {state.get('version')}; this mmir reads version {SAVE_VERSION}")
+        hp = json.loads(state["hyperparameters"])
+        if env is not None:
+            space = getattr(env, "single_observation_space", None) or env.observation_space
+            n_c, d = candidate_set_shape(space)
+            if (n_c, d) != (hp["n_c"], hp["feature_dim"]):
+                raise ValueError(
+                    f"{path} was saved for candidate sets of n_c={hp['n_c']}, d={hp['feature_dim']}; "
+                    f"the env has n_c={n_c}, d={d}"
+                )
+        epsilon = json.loads(state["epsilon"])
+        if "epsilon" not in overrides and epsilon is not None:
+            overrides["epsilon"] = _SCHEDULES[epsilon.pop("schedule")](**epsilon)
+        kwargs = {**hp, **overrides}
+        agent = cls(env=env, device=device, **kwargs) if env is not None else cls(device=device, **kwargs)
+        agent.q_net.load_state_dict(state["q_net"])
+        agent.q_net_target.load_state_dict(state["q_net_target"])
+        agent.optimizer.load_state_dict(state["optimizer"])
+        agent.num_timesteps, agent.selections, agent.updates, agent._last_sync = (int(v) for v in state["counters"])
+        if agent.device.type == "cpu":
+            agent.generator.set_state(state["generator"])
+        if state.get("replay") is not None and not agent.replay.indexed:
+            agent.replay.load_state_dict(state["replay"])
+        return agent

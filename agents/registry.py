@@ -1,0 +1,138 @@
+"""``make_agent(name, env)``: every algorithm that can train on the refinement env, by name.
+
+Built in: ``mmir-dqn`` (:class:`~agents.dqn.RefinementDQN`), SB3's ``dqn``, ``ppo``, ``a2c``,
+sb3-contrib's ``maskable-ppo`` and ``qrdqn``, and the heuristics ``random`` and ``oracle``.
+User code adds algorithms with :func:`register_agent`; installed packages through the entry-point
+group ``mmir.agents`` (each entry point loads a factory ``f(env, **kwargs) -> agent``).
+An agent is anything with SB3's ``learn(total_timesteps, ...)`` and ``predict(obs, deterministic=...)``.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+AgentFactory = Callable[..., Any]
+ENTRY_POINT_GROUP = "mmir.agents"
+_REGISTRY: dict[str, AgentFactory] = {}
+_entry_points_loaded = False
+
+# Replay sizes fit memory: SB3's default 1e6 transitions of 5x1024 float32 states would be ~41 GB.
+SB3_REPLAY_SIZE = 20_000
+
+
+def register_agent(name: str, factory: AgentFactory, overwrite: bool = False) -> None:
+    """Register ``factory(env, **kwargs) -> agent`` under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"agent name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"an agent named {name!r} is already registered (pass overwrite=True to replace it)")
+    _REGISTRY[name] = factory
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = _lazy_entry_point(ep)
+
+
+def _lazy_entry_point(ep: Any) -> AgentFactory:
+    def factory(env: Any, **kwargs: Any) -> Any:
+        return ep.load()(env, **kwargs)
+
+    factory.__doc__ = f"entry point {ep.value} of group {ENTRY_POINT_GROUP}"
+    return factory
+
+
+def registered_agents() -> list[str]:
+    """Names accepted by :func:`make_agent`, sorted."""
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def make_agent(name: str, env: Any, **kwargs: Any) -> Any:
+    """Build the agent registered as ``name`` for ``env``; an unknown name lists the registered ones."""
+    _load_entry_points()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown agent {name!r}; registered agents: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](env, **kwargs)
+
+
+# -- built-in factories ---------------------------------------------------------------------------
+def _sb3_env(env: Any) -> Any:
+    """SB3 takes a gymnasium Env or an SB3 VecEnv; a BatchedRefinementEnv is wrapped as the latter."""
+    from mmir_env.batched import BatchedRefinementEnv
+
+    if isinstance(env, BatchedRefinementEnv):
+        from agents.sb3_adapters import RefinementVecEnv
+
+        return RefinementVecEnv(env)
+    return env
+
+
+def _policy_kwargs(kwargs: dict[str, Any], net_arch: Any) -> dict[str, Any]:
+    from agents.sb3_adapters import CandidateSetExtractor
+
+    policy_kwargs = {"features_extractor_class": CandidateSetExtractor, "net_arch": net_arch}
+    policy_kwargs.update(kwargs.pop("policy_kwargs", {}) or {})
+    return policy_kwargs
+
+
+def _sb3_factory(algorithm: str) -> AgentFactory:
+    def factory(env: Any, **kwargs: Any) -> Any:
+        if algorithm in ("dqn", "qrdqn"):
+            from stable_baselines3 import DQN
+            from sb3_contrib import QRDQN
+
+            cls = DQN if algorithm == "dqn" else QRDQN
+            defaults = dict(buffer_size=SB3_REPLAY_SIZE, learning_starts=500, gamma=0.9, train_freq=4,
+                            target_update_interval=1000, exploration_fraction=0.3, learning_rate=1e-3, batch_size=64)
+            policy_kwargs = _policy_kwargs(kwargs, [64])
+        elif algorithm in ("ppo", "a2c", "maskable-ppo"):
+            from sb3_contrib import MaskablePPO
+            from stable_baselines3 import A2C, PPO
+
+            cls = {"ppo": PPO, "a2c": A2C, "maskable-ppo": MaskablePPO}[algorithm]
+            defaults = dict(gamma=0.9, learning_rate=1e-3)
+            if algorithm != "a2c":
+                defaults.update(n_steps=256, batch_size=64, n_epochs=4)
+            policy_kwargs = _policy_kwargs(kwargs, dict(pi=[64], vf=[64]))
+        else:  # pragma: no cover - closed set above
+            raise KeyError(algorithm)
+        params = {**defaults, "verbose": 0, **kwargs}
+        return cls("MlpPolicy", _sb3_env(env), policy_kwargs=policy_kwargs, **params)
+
+    factory.__name__ = f"make_{algorithm.replace('-', '_')}"
+    return factory
+
+
+def _mmir_dqn(env: Any, **kwargs: Any) -> Any:
+    from agents.dqn import RefinementDQN
+
+    return RefinementDQN(env, **kwargs)
+
+
+def _random(env: Any, **kwargs: Any) -> Any:
+    from agents.heuristics import RandomAgent
+
+    return RandomAgent(env, seed=kwargs.pop("seed", None))
+
+
+def _oracle(env: Any, **kwargs: Any) -> Any:
+    from agents.heuristics import OracleAgent
+
+    kwargs.pop("seed", None)
+    return OracleAgent(env, **kwargs)
+
+
+for _name in ("dqn", "ppo", "a2c", "maskable-ppo", "qrdqn"):
+    register_agent(_name, _sb3_factory(_name))
+register_agent("mmir-dqn", _mmir_dqn)
+register_agent("random", _random)
+register_agent("oracle", _oracle)

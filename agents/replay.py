@@ -1,0 +1,115 @@
+"""A bounded tensor replay buffer on the agent's device.
+
+Each transition stores the state, its mask, the action, the reward, the *next* state's mask and
+the done flag. The next state is not stored: in the refinement MDP it is the state with the
+selected row zeroed, i.e. ``state * next_mask`` -- half the memory and traffic of storing it.
+With a fixed feature pool (a snapshot, the synthetic source) a state can be stored as the pool
+rows of its candidate set instead of their features (``pool=``): a few integers per transition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ReplaySample:
+    obs: Tensor  # [B, n_c, d]
+    mask: Tensor  # [B, n_c]
+    actions: Tensor  # [B]
+    rewards: Tensor  # [B]
+    next_obs: Tensor  # [B, n_c, d]
+    next_mask: Tensor  # [B, n_c]
+    dones: Tensor  # [B]
+
+
+class ReplayBuffer:
+    """Circular buffer of ``capacity`` transitions.
+
+    :param pool: optional ``[P, d]`` feature pool; then ``add`` takes pool row indices ``[B, n_c]``
+        as states instead of features.
+    :param dtype: storage dtype of features (float32, or float16 to halve memory).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        n_c: int,
+        feature_dim: int,
+        device: torch.device | str = "cpu",
+        pool: Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity, self.n_c, self.feature_dim = int(capacity), int(n_c), int(feature_dim)
+        self.device = torch.device(device)
+        self.pool = None if pool is None else pool.to(self.device)
+        if self.pool is None:
+            self.states = torch.zeros((capacity, n_c, feature_dim), dtype=dtype, device=self.device)
+        else:
+            self.states = torch.zeros((capacity, n_c), dtype=torch.int64, device=self.device)
+        self.masks = torch.zeros((capacity, n_c), dtype=torch.bool, device=self.device)
+        self.next_masks = torch.zeros((capacity, n_c), dtype=torch.bool, device=self.device)
+        self.actions = torch.zeros(capacity, dtype=torch.int64, device=self.device)
+        self.rewards = torch.zeros(capacity, dtype=torch.float32, device=self.device)
+        self.dones = torch.zeros(capacity, dtype=torch.bool, device=self.device)
+        self.pos = 0
+        self.size = 0
+
+    @property
+    def indexed(self) -> bool:
+        return self.pool is not None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, states: Tensor, masks: Tensor, actions: Tensor, rewards: Tensor, next_masks: Tensor, dones: Tensor) -> None:
+        """Append a batch of transitions (one tensor op per field, wrapping around)."""
+        b = int(actions.shape[0])
+        if b > self.capacity:  # only the newest fit
+            sl = slice(b - self.capacity, b)
+            states, masks, actions, rewards, next_masks, dones = (t[sl] for t in (states, masks, actions, rewards, next_masks, dones))
+            b = self.capacity
+        slots = (self.pos + torch.arange(b, device=self.device)) % self.capacity
+        self.states[slots] = states.to(self.device, self.states.dtype)
+        self.masks[slots] = masks.to(self.device, torch.bool)
+        self.actions[slots] = actions.to(self.device, torch.int64)
+        self.rewards[slots] = rewards.to(self.device, torch.float32)
+        self.next_masks[slots] = next_masks.to(self.device, torch.bool)
+        self.dones[slots] = dones.to(self.device, torch.bool)
+        self.pos = (self.pos + b) % self.capacity
+        self.size = min(self.capacity, self.size + b)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplaySample:
+        """``batch_size`` transitions drawn uniformly with replacement."""
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty replay buffer")
+        idx = torch.randint(self.size, (batch_size,), generator=generator, device="cpu").to(self.device)
+        mask, next_mask = self.masks[idx], self.next_masks[idx]
+        if self.pool is None:
+            base = self.states[idx].float()
+        else:
+            base = self.pool[self.states[idx]]
+        obs = base * mask.unsqueeze(-1)
+        next_obs = base * next_mask.unsqueeze(-1)
+        return ReplaySample(obs, mask, self.actions[idx], self.rewards[idx], next_obs, next_mask, self.dones[idx])
+
+    def state_dict(self) -> dict[str, Tensor | int]:
+        return {
+            "states": self.states[: self.size].cpu(), "masks": self.masks[: self.size].cpu(),
+            "actions": self.actions[: self.size].cpu(), "rewards": self.rewards[: self.size].cpu(),
+            "next_masks": self.next_masks[: self.size].cpu(), "dones": self.dones[: self.size].cpu(),
+            "pos": self.pos, "size": self.size,
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        size = int(state["size"])
+        if size > self.capacity:
+            raise ValueError(f"replay state holds {size} transitions, more than the capacity {self.capacity}")
+        for name in ("states", "masks", "actions", "rewards", "next_masks", "dones"):
+            getattr(self, name)[:size] = state[name].to(self.device)  # type: ignore[union-attr]
+        self.size, self.pos = size, int(state["pos"])

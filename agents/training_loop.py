@@ -1,0 +1,121 @@
+"""The offline learning loop of :class:`~agents.dqn.RefinementDQN` on a single or a batched env."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+
+from agents.qnets import rows_present
+
+if TYPE_CHECKING:
+    from agents.dqn import RefinementDQN
+
+
+def as_sb3_callback(agent: Any, callback: Any) -> BaseCallback | None:
+    """SB3 callbacks, lists of them, or a function ``f(locals, globals) -> bool``, initialised on ``agent``."""
+    if callback is None:
+        return None
+    if isinstance(callback, list):
+        callback = CallbackList(callback)
+    elif not isinstance(callback, BaseCallback):
+        if not callable(callback):
+            raise TypeError(f"callback must be an SB3 BaseCallback, a list of them or a callable, got {type(callback).__name__}")
+        callback = ConvertCallback(callback)
+    callback.init_callback(agent)
+    return callback
+
+
+def run_learning_loop(agent: "RefinementDQN", total_timesteps: int, callback: Any, progress_bar: bool, reset_num_timesteps: bool) -> "RefinementDQN":
+    from mmir_env.batched import BatchedRefinementEnv
+
+    if total_timesteps < 1:
+        raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
+    cb = as_sb3_callback(agent, callback)
+    if reset_num_timesteps:
+        agent.num_timesteps = 0
+        agent._last_obs = None
+    target = agent.num_timesteps + total_timesteps
+    batched = isinstance(getattr(agent.env, "unwrapped", agent.env), BatchedRefinementEnv)
+    if cb is not None:
+        cb.on_training_start(locals(), globals())
+    bar = _progress(progress_bar, total_timesteps)
+    with bar if bar is not None else nullcontext():
+        task = bar.add_task("mmir-dqn", total=total_timesteps) if bar is not None else None
+        step_fn = _batched_step if batched else _single_step
+        vec_steps = 0
+        start = agent.num_timesteps
+        while agent.num_timesteps < target:
+            step_fn(agent)
+            vec_steps += 1
+            if vec_steps % agent.hyperparameters["train_freq"] == 0:
+                for _ in range(agent.hyperparameters["gradient_steps"]):
+                    agent.update()
+            if bar is not None:
+                bar.update(task, completed=min(total_timesteps, agent.num_timesteps - start))
+            if cb is not None:
+                cb.update_locals(locals())
+                if not cb.on_step():
+                    break
+    if cb is not None:
+        cb.on_training_end()
+    return agent
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+
+
+def _batched_step(agent: "RefinementDQN") -> None:
+    env = agent.env.unwrapped if hasattr(agent.env, "unwrapped") else agent.env
+    if agent._last_obs is None:
+        agent._last_obs, _ = env.reset(seed=agent.seed)
+    obs = agent._last_obs
+    stepping = ~env.needs_reset
+    mask = env.mask.clone()
+    index = env.candidate_index.clone() if agent.replay.indexed else None
+    actions = agent.act(obs, mask)
+    stored_obs = None if index is not None else obs.clone()  # the env may overwrite obs in place
+    next_obs, rewards, terminated, truncated, infos = env.step(actions)
+    dones = terminated | truncated
+    next_mask = infos["action_mask"]
+    if "final_info" in infos:  # SAME_STEP: terminal masks of the sets that were reset
+        next_mask = torch.where(infos["_final_info"].unsqueeze(-1), infos["final_info"]["action_mask"], next_mask)
+    keep = stepping.nonzero().squeeze(-1) if not bool(stepping.all()) else None
+    fields = (index if index is not None else stored_obs, mask, actions, rewards, next_mask, dones)
+    if keep is not None:  # NEXT_STEP reset steps are not transitions
+        fields = tuple(f[keep] for f in fields)
+    if index is not None:
+        agent.observe_indexed(*fields)
+    else:
+        s, m, a, r, nm, d = fields
+        agent.observe(s, a, r, None, d, nm, obs_masks=m)
+    agent.num_timesteps += int(stepping.sum())
+    if env.autoreset_mode.value == "Disabled" and bool(env.needs_reset.all()):
+        next_obs, _ = env.reset()
+    agent._last_obs = next_obs
+
+
+def _single_step(agent: "RefinementDQN") -> None:
+    env = agent.env
+    if agent._last_obs is None:
+        agent._last_obs = env.reset(seed=agent.seed)
+    obs, info = agent._last_obs
+    obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=agent.device).unsqueeze(0)
+    mask = info.get("action_mask")
+    mask_t = rows_present(obs_t) if mask is None else torch.as_tensor(mask, device=agent.device).unsqueeze(0)
+    action = agent.act(obs_t, mask_t)
+    next_obs, reward, terminated, truncated, next_info = env.step(int(action[0]))
+    done = bool(terminated or truncated)
+    next_mask = next_info.get("action_mask")
+    next_mask_t = rows_present(torch.as_tensor(np.asarray(next_obs, dtype=np.float32))).unsqueeze(0) if next_mask is None else torch.as_tensor(next_mask).unsqueeze(0)
+    agent.observe(obs_t, action, torch.tensor([reward]), None, torch.tensor([done]), next_mask_t, obs_masks=mask_t)
+    agent.num_timesteps += 1
+    agent._last_obs = env.reset() if done else (next_obs, next_info)
