@@ -110,8 +110,8 @@ def test_bad_arguments_are_named(snap_path: Path) -> None:
 
 def test_synthetic_snapshot_matches_the_in_memory_source(tmp_path: Path) -> None:
     path = write_synthetic_snapshot(tmp_path / "synth.h5", seed=4, pretrain_steps=60, **SYNTH)
-    for modality in ("rgb", "flow"):
-        memory = make_synthetic_source(seed=4, modality=modality, pretrain_steps=60, **SYNTH)
+    memories = {m: make_synthetic_source(seed=4, modality=m, pretrain_steps=60, **SYNTH) for m in ("rgb", "flow")}
+    for modality, memory in memories.items():
         snap = SnapshotSource(path, modality)
         for domain in ("source", "target"):
             assert torch.equal(snap.features(domain), memory.features(domain))
@@ -119,14 +119,13 @@ def test_synthetic_snapshot_matches_the_in_memory_source(tmp_path: Path) -> None
         for key, value in memory.discriminator.state_dict().items():
             assert torch.equal(snap.discriminator.state_dict()[key], value), (modality, key)
     # Same seeds -> same candidate sets -> identical random/oracle selections and precision.
-    memory = make_synthetic_source(seed=4, modality="rgb", pretrain_steps=60, **SYNTH)
-    cases = [(True, "source", "random"), (True, "source", "oracle"), (True, "target", "random"),
-             (True, "target", "oracle"), (False, "target", "oracle")]
+    memory = memories["rgb"]
+    cases = [(True, "source", "oracle"), (True, "target", "random"), (False, "target", "oracle")]
     for in_memory, domain, agent in cases:
         snap = SnapshotSource(path, "rgb", in_memory=in_memory)
         envs = (InstanceRefinementEnv(memory, domain=domain), InstanceRefinementEnv(snap, domain=domain))
         make = (lambda env: RandomAgent(env, seed=0)) if agent == "random" else OracleAgent
-        stats = [evaluate_selection(make(env), env, 150, seed=9) for env in envs]
+        stats = [evaluate_selection(make(env), env, 100, seed=9) for env in envs]
         assert stats[0].precision == stats[1].precision and stats[0].recall == stats[1].recall
         assert stats[0].mean_episode_reward == stats[1].mean_episode_reward
 
@@ -137,5 +136,5 @@ def test_float16_synthetic_snapshot_stays_close(tmp_path: Path) -> None:
     snap = SnapshotSource(path, "rgb")
     torch.testing.assert_close(snap.features("target"), memory.features("target"), rtol=2**-10, atol=1e-4)
     envs = [InstanceRefinementEnv(s, domain="target") for s in (memory, snap)]
-    stats = [evaluate_selection(OracleAgent(env), env, 400, seed=1) for env in envs]
-    assert abs(stats[0].precision - stats[1].precision) <= 0.02
+    stats = [evaluate_selection(OracleAgent(env), env, 200, seed=1) for env in envs]
+    assert abs(stats[0].precision - stats[1].precision) <= 0.03
