@@ -131,3 +131,12 @@ def test_config_validation() -> None:
         SyntheticVideoConfig(min_frames=50, max_frames=40)
     with pytest.raises(ValueError, match="source_negative_fraction"):
         SyntheticVideoConfig(source_negative_fraction=1.5)
+
+
+def test_domain_subset_is_the_same_bytes(video_root: Path, tmp_path: Path) -> None:
+    only_source = generate_video_domains(tmp_path / "s", tiny_config(0), domains=("S",))
+    assert not (only_source / "T_train.csv").exists() and not (only_source / "rgb" / "P91").exists()
+    for rel in ("S_train.csv", "rgb/P90/P90_01/frame_0000000010.jpg", "flow/P90/P90_02/u/frame_0000000009.jpg"):
+        assert (only_source / rel).read_bytes() == (video_root / rel).read_bytes(), rel
+    with pytest.raises(ValueError, match="domains"):
+        generate_video_domains(tmp_path / "x", tiny_config(0), domains=("Q",))

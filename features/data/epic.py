@@ -443,23 +443,28 @@ class EpicClips(Dataset):
         return top, left, ch, cw
 
     def _transform(self, frames: np.ndarray, modality: Modality, box: tuple[float, float, float, float], flip: bool) -> Tensor:
-        """uint8 ``[T, H, W, C]`` -> float ``[C, T, size, size]`` in [-1, 1]."""
+        """uint8 ``[T, H, W, C]`` -> float ``[C, T, size, size]`` in [-1, 1].
+
+        Crop, flip and resize run on uint8 (a quarter of the bytes of float; the uint8 bilinear
+        kernel with antialias is PyTorch's fast path for channels-last images, the layout decoded
+        frames already have), and the float conversion happens once at the output size.
+        """
         t, height, width, _ = frames.shape
         # box is fractional so RGB and flow of different resolutions can share a crop
         top, left = int(round(box[0] * height)), int(round(box[1] * width))
         ch = max(1, min(height - top, int(round(box[2] * height))))
         cw = max(1, min(width - left, int(round(box[3] * width))))
-        crop = torch.from_numpy(np.ascontiguousarray(frames[:, top : top + ch, left : left + cw]))
-        x = crop.permute(0, 3, 1, 2).float()  # [T, C, h, w]
-        if (ch, cw) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=ch > self.size or cw > self.size)
-        x = x.div_(127.5).sub_(1.0).clamp_(-1.0, 1.0)
+        crop = frames[:, top : top + ch, left : left + cw]
         if flip:
-            x = x.flip(-1)
-            if modality == "flow":
-                x[:, 0].neg_()  # mirrored horizontal motion
-        return x.permute(1, 0, 2, 3).contiguous()  # [C, T, size, size]
+            crop = crop[:, :, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(crop))  # [T, h, w, C] uint8
+        if flip and modality == "flow":
+            x[..., 0] = 255 - x[..., 0]  # mirrored horizontal motion: u -> -u after scaling
+        x = x.permute(0, 3, 1, 2)  # [T, C, h, w], channels-last strides
+        if (ch, cw) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        # bilinear weights are a convex combination: values stay in [0, 255], no clamp needed
+        return x.permute(1, 0, 2, 3).contiguous().float().div_(127.5).sub_(1.0)  # [C, T, size, size]
 
     # ------------------------------------------------------------------ items
     def __getitem__(self, index: int) -> dict[str, Any]:

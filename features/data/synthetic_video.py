@@ -196,9 +196,11 @@ def _render(clip: _Clip, domain: str, times: np.ndarray, flow_times: np.ndarray,
     height, width, _ = background.shape
     radius = 0.16 * min(height, width)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    times, flow_times = times.astype(np.float32), flow_times.astype(np.float32)
 
     def object_coords(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         pos = _positions(clip, t, height, width)
+        pos = pos.astype(np.float32)
         dx = _wrapped(x[None] - pos[:, 0, None, None], width)  # [T, H, W]
         dy = _wrapped(y[None] - pos[:, 1, None, None], height)
         return dx, dy
@@ -210,12 +212,13 @@ def _render(clip: _Clip, domain: str, times: np.ndarray, flow_times: np.ndarray,
         texture = np.sign(np.sin(2 * np.pi * dx / wavelength) * np.sin(2 * np.pi * dy / wavelength))
     else:  # diagonal stripes
         texture = np.sign(np.sin(2 * np.pi * (dx + dy) / wavelength))
-    shade = (0.65 + 0.35 * texture)[..., None] * colour  # [T, H, W, 3]
-    frames = np.where(inside[..., None], shade, background[None])
-    frames = frames + rng.normal(0.0, 12.0 if clip.negative_style else 3.0, frames.shape)
+    shade = (0.65 + 0.35 * texture)[..., None] * colour.astype(np.float32)  # [T, H, W, 3]
+    frames = np.where(inside[..., None], shade.astype(np.float32), background[None].astype(np.float32))
+    noise = rng.standard_normal(frames.shape, dtype=np.float32)
+    frames += noise * np.float32(12.0 if clip.negative_style else 3.0)
     if clip.negative_style:
         frames = 255.0 - frames
-    rgb = np.clip(np.round(frames), 0, 255).astype(np.uint8)
+    rgb = np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
     fdx, fdy = object_coords(flow_times)
     on_object = fdx**2 + fdy**2 <= radius**2  # [K, H, W], object pixels at RGB frame 2k
@@ -266,9 +269,16 @@ def _domain_clips(cfg: SyntheticVideoConfig, domain: str, n: int, negatives: int
 
 
 def generate_video_domains(
-    root: str | os.PathLike[str], config: SyntheticVideoConfig | None = None, **overrides: object
+    root: str | os.PathLike[str],
+    config: SyntheticVideoConfig | None = None,
+    *,
+    domains: tuple[str, ...] = ("S", "T"),
+    **overrides: object,
 ) -> Path:
     """Write the source (``S``) and target (``T``) domains under ``root`` in the EPIC layout.
+
+    ``domains`` limits the output to some of them (e.g. ``("S",)`` for a loader benchmark); each
+    domain draws from its own seed stream, so ``S`` is the same bytes whether or not ``T`` is made.
 
     Deterministic in ``config.seed``. Returns ``root``. ``overrides`` replace config fields, e.g.
     ``generate_video_domains(tmp, tiny_config(), seed=3)``. Read it back with
@@ -277,10 +287,15 @@ def generate_video_domains(
     cfg = replace(config or SyntheticVideoConfig(), **overrides)  # type: ignore[arg-type]
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(cfg.seed)
+    unknown = [d for d in domains if d not in ("S", "T")]
+    if unknown:
+        raise ValueError(f"domains must be a subset of ('S', 'T'), got {domains!r}")
     margin = 2
-    uid = 100000
     for domain, participant in (("S", "P90"), ("T", "P91")):
+        if domain not in domains:
+            continue
+        rng = np.random.default_rng([cfg.seed, 0 if domain == "S" else 1])
+        uid = 100000 if domain == "S" else 200000
         palette = (np.array([[220, 60, 40], [240, 140, 30], [200, 40, 90]], dtype=np.float64) if domain == "S"
                    else np.array([[40, 200, 90], [30, 120, 230], [20, 190, 190]], dtype=np.float64))
         video_no = 0
