@@ -113,6 +113,7 @@ def test_synthetic_snapshot_matches_the_in_memory_source(tmp_path: Path) -> None
     memories = {m: make_synthetic_source(seed=4, modality=m, pretrain_steps=60, **SYNTH) for m in ("rgb", "flow")}
     for modality, memory in memories.items():
         snap = SnapshotSource(path, modality)
+        assert snap.negative_fraction == memory.negative_fraction
         for domain in ("source", "target"):
             assert torch.equal(snap.features(domain), memory.features(domain))
             assert torch.equal(snap.is_negative(domain), memory.is_negative(domain))

@@ -147,6 +147,14 @@ class SnapshotSource:
     def is_negative(self, domain: int | str) -> Tensor | None:
         return self._is_negative[domain_id(domain)]
 
+    @property
+    def negative_fraction(self) -> dict[str, float]:
+        """Fraction of planted negatives per domain (NaN where the snapshot has no ground truth)."""
+        return {
+            DOMAIN_NAMES[d]: float("nan") if neg is None or neg.numel() == 0 else float(neg.float().mean())
+            for d, neg in self._is_negative.items()
+        }
+
     def _next_epoch_sets(self, rng: np.random.Generator, d: int, n_sets: int, n_c: int) -> np.ndarray:
         if n_c > self.batch_size:
             raise ValueError(f"n_c={n_c} exceeds batch_size={self.batch_size}: a batch must hold at least one candidate set")
