@@ -151,7 +151,7 @@ class SnapshotSource:
     def negative_fraction(self) -> dict[str, float]:
         """Fraction of planted negatives per domain (NaN where the snapshot has no ground truth)."""
         return {
-            DOMAIN_NAMES[d]: float("nan") if neg is None or neg.numel() == 0 else float(neg.float().mean())
+            DOMAIN_NAMES[d]: float("nan") if neg is None or neg.numel() == 0 else float(np.mean(neg.numpy()))
             for d, neg in self._is_negative.items()
         }
 
