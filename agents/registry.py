@@ -102,6 +102,8 @@ def _sb3_factory(algorithm: str) -> AgentFactory:
             defaults = dict(gamma=0.9, learning_rate=1e-3)
             if algorithm != "a2c":
                 defaults.update(n_steps=256, batch_size=64, n_epochs=4)
+            else:
+                defaults.update(n_steps=32)  # SB3 default 5: one update per 5 steps is slow on candidate sets
             policy_kwargs = _policy_kwargs(kwargs, dict(pi=[64], vf=[64]))
         else:  # pragma: no cover - closed set above
             raise KeyError(algorithm)
