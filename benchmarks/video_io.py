@@ -11,10 +11,11 @@ Measures, in one run:
   reference), our default (SAME padding fused into the kernels where it is static), plus
   ``channels_last_3d``, bf16 autocast, and ``torch.compile`` (when it works on this machine).
 
-The default run is sized for about 5 minutes on 2 CPU cores (batch 2, 2 timed iterations); use
-``--iters``, ``--batch``, ``--clips`` for more stable numbers, ``--skip-compile`` to save time.
+The default run is sized for about 5 minutes on 2 CPU cores (batch 2, 2 timed iterations, one
+torch thread: see ``--threads``); use ``--iters``, ``--batch``, ``--clips``, ``--repeat`` for more
+stable numbers, ``--skip-compile`` to save time.
 
-    python benchmarks/video_io.py [--batch 2] [--iters 2] [--clips 24] [--size 224] [--skip-compile]
+    python benchmarks/video_io.py [--batch 2] [--iters 2] [--clips 24] [--size 224] [--threads 1] [--skip-compile]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import tempfile
 import time
@@ -64,10 +66,11 @@ def bench_decode(repeats: int = 300) -> list[Row]:
     return rows
 
 
-def bench_dataset(root: Path, size: int, workers: tuple[int, ...], batch: int) -> list[Row]:
+def bench_dataset(root: Path, size: int, workers: tuple[int, ...], batch: int, repeat: int) -> list[Row]:
     rows: list[Row] = []
+    segments = EpicClips(root, "S", "train").segments * repeat  # more clips without generating more
     for n in workers:
-        ds = EpicClips(root, "S", "train", size=size, seed=0)
+        ds = EpicClips(root, "S", "train", size=size, seed=0, segments=segments)
         loader = DataLoader(ds, batch_size=batch, num_workers=n, shuffle=False)
         start = time.perf_counter()
         clips = sum(int(b["label"].shape[0]) for b in loader)  # includes worker start-up, as in training
@@ -84,12 +87,12 @@ def _time(fn: Callable[[], None], iters: int) -> float:
 
 
 def _variants(compile_ok: bool) -> Iterator[tuple[str, dict]]:
-    yield "reference (pytorch-i3d F.pad)", {"fuse_padding": False}
-    yield "fp32 eager (default)", {}
-    yield "channels_last_3d", {"channels_last": True}
-    yield "bf16 autocast", {"bf16": True}
+    yield "reference: pytorch-i3d (F.pad), fp32", {"fuse_padding": False, "channels_last": False}
+    yield "fused padding, fp32 contiguous", {"channels_last": False}
+    yield "fused + channels_last_3d (default)", {}
+    yield "default + bf16 autocast", {"bf16": True}
     if compile_ok:
-        yield "torch.compile", {"compile": True}
+        yield "default + torch.compile", {"compile": True}
 
 
 def bench_i3d(batch: int, iters: int, skip_compile: bool, console: Console) -> list[Row]:
@@ -98,11 +101,9 @@ def bench_i3d(batch: int, iters: int, skip_compile: bool, console: Console) -> l
     x = torch.randn(batch, 3, 16, 224, 224)
     target = torch.randint(0, 400, (batch,))
     for name, opts in _variants(not skip_compile):
-        model = InceptionI3d(in_channels=3, fuse_padding=opts.get("fuse_padding", True))
-        inp = x
-        if opts.get("channels_last"):
-            model = model.to(memory_format=torch.channels_last_3d)
-            inp = x.contiguous(memory_format=torch.channels_last_3d)
+        model = InceptionI3d(in_channels=3, fuse_padding=opts.get("fuse_padding", True),
+                             channels_last=opts.get("channels_last", True))
+        inp = x  # the model converts its input to its own memory format, as in training
         run = model
         if opts.get("compile"):
             run = torch.compile(model)  # type: ignore[assignment]
@@ -139,14 +140,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=24, help="clips in the generated dataset (source train split)")
     parser.add_argument("--size", type=int, default=224, help="dataset output size (224 for I3D on EPIC)")
     parser.add_argument("--loader-batch", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--repeat", type=int, default=3, help="passes over the generated clips per loader measurement")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads in the main process (0: torch's default). Default 1: on a shared "
+                             "2-core machine two OpenMP threads next to another busy process ran I3D 3-100x "
+                             "slower (spin-waiting), which made every comparison noise")
     parser.add_argument("--skip-compile", action="store_true", help="skip torch.compile (its compile time is minutes)")
     parser.add_argument("--skip-i3d", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console()
-    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load:.1f}")
     rows = bench_decode()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = SyntheticVideoConfig(height=256, width=456, num_classes=5, train_clips=args.clips, test_clips=1,
@@ -154,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         root = generate_video_domains(Path(tmp), cfg, domains=("S",))
         console.print(f"generated {args.clips + 1} EPIC-sized clips in {time.perf_counter() - start:.1f} s")
-        rows += bench_dataset(root, args.size, (0, 1, 2), args.loader_batch)
+        rows += bench_dataset(root, args.size, (0, 1, 2), args.loader_batch, args.repeat)
     if not args.skip_i3d:
         rows += bench_i3d(args.batch, args.iters, args.skip_compile, console)
 
