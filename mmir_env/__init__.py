@@ -17,6 +17,7 @@ from mmir_env.discriminator import (
     seeded_discriminator,
 )
 from mmir_env.domains import DOMAIN_NAMES, SOURCE, TARGET, domain_id
+from mmir_env.batched import BatchedRefinementEnv
 from mmir_env.env import InstanceRefinementEnv
 from mmir_env.reward import REWARD_KINDS, rank_reward, refinement_reward, relevance
 from mmir_env.scoring import discriminator_relevance
@@ -24,6 +25,7 @@ from mmir_env.sources import (
     ArraySource,
     CandidateBatch,
     CandidateSource,
+    SnapshotSource,
     SyntheticConfig,
     SyntheticSource,
     generate_synthetic_domains,
@@ -57,6 +59,8 @@ __all__ = [
     "REWARD_KINDS",
     "SOURCE",
     "SYNTHETIC_REFINEMENT_ID",
+    "SnapshotSource",
+    "BatchedRefinementEnv",
     "SyntheticConfig",
     "SyntheticSource",
     "TARGET",

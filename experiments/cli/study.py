@@ -1,87 +1,146 @@
-"""``mmir study``: run agents on the instance-refinement environment and tabulate their selections."""
+"""``mmir study``: train agents on the instance-refinement environment and tabulate their selections."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import warnings
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-HEURISTICS = ("random", "oracle")
+DEFAULT_LOGIT_NOISE = 1.0  # the synthetic benchmark's discriminator drift (mmir_env.synthetic_env)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "study",
-        help="run agents on the synthetic refinement env and report precision/recall",
-        description="Run each agent for N episodes on the instance-refinement environment built on the "
-        "synthetic benchmark (planted negatives with ground truth) and print a table of its selections.",
+        help="train agents on the refinement env and report precision/recall against planted negatives",
+        description="Train each agent (any registered algorithm) on the instance-refinement environment of the "
+        "synthetic benchmark or of a snapshot, evaluate it greedily, and print mean +- std over seeds.",
     )
-    p.add_argument("--agent", default="random,oracle", help="comma-separated agents (default: %(default)s; available: random, oracle)")
-    p.add_argument("--episodes", type=int, default=2000, help="evaluation episodes per agent and domain (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data, the discriminator and the episodes (default: %(default)s)")
+    p.add_argument("--agent", default="random,oracle", help="comma-separated registered agents (default: %(default)s; e.g. mmir-dqn,dqn,ppo,maskable-ppo)")
+    p.add_argument("--timesteps", type=int, default=50_000, help="training env steps per agent, domain and seed (default: %(default)s)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds: --seed, --seed+1, ... (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="data seed and first agent seed (default: %(default)s)")
+    p.add_argument("--episodes", type=int, default=2000, help="greedy evaluation episodes per run (default: %(default)s)")
     p.add_argument("--domain", choices=("source", "target", "both"), default="both", help="S-agent, T-agent or both (default: %(default)s)")
+    p.add_argument("--num-envs", type=int, default=1024, help="candidate sets per step of mmir-dqn's batched env (default: %(default)s)")
+    p.add_argument("--snapshot", type=Path, default=None, help="replay candidate sets from this HDF5 snapshot instead of the synthetic source")
+    p.add_argument("--modality", default="rgb", help="snapshot modality (default: %(default)s)")
+    p.add_argument("--mode", choices=("random", "epoch"), default="random", help="snapshot sampling: independent sets or the co-training layout (default: %(default)s)")
     p.add_argument("--n-c", type=int, default=5, dest="n_c", help="candidate-set size n_c (default: %(default)s)")
     p.add_argument("-E", type=int, default=1, dest="E", help="selections per episode E (default: %(default)s)")
     p.add_argument("--tau", type=float, default=0.5, help="relevance threshold tau (default: %(default)s)")
     p.add_argument("--reward", choices=("threshold", "rank"), default="threshold", help="reward variant (default: %(default)s)")
+    p.add_argument("--logit-noise", type=float, default=DEFAULT_LOGIT_NOISE, help="discriminator drift, std of logit noise; 0 = frozen (default: %(default)s)")
     p.add_argument("--feature-dim", type=int, default=1024, help="feature dimension d of the synthetic data (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None, help="write results.json and every trained agent (save) here")
     p.set_defaults(func=run)
 
 
-def make_heuristic(name: str, env: Any, seed: int) -> Any:
-    from agents.heuristics import OracleAgent, RandomAgent
+def build_source(args: argparse.Namespace) -> Any:
+    from experiments.cli import CLIError
 
-    if name == "random":
-        return RandomAgent(env, seed=seed)
-    if name == "oracle":
-        return OracleAgent(env)
-    raise KeyError(name)
+    try:
+        if args.snapshot is not None:
+            from mmir_env import SnapshotSource
+
+            if not args.snapshot.exists():
+                raise CLIError(f"snapshot file not found: {args.snapshot}")
+            return SnapshotSource(args.snapshot, modality=args.modality, mode=args.mode)
+        from mmir_env import make_synthetic_source
+
+        return make_synthetic_source(seed=args.seed, feature_dim=args.feature_dim)
+    except (TypeError, ValueError, OSError) as err:
+        raise CLIError(str(err).splitlines()[0]) from err
 
 
 def run(args: argparse.Namespace) -> int:
+    from agents.registry import registered_agents
     from experiments.cli import CLIError
-    from experiments.study import evaluate_selection
-    from mmir_env import InstanceRefinementEnv, make_synthetic_source
+    from experiments.study import summarize, train_and_evaluate
+    from mmir_env.env import InstanceRefinementEnv
 
-    agents = [a.strip() for a in args.agent.split(",") if a.strip()]
-    unknown = [a for a in agents if a not in HEURISTICS]
-    if unknown or not agents:
-        raise CLIError(f"unknown agent(s) {unknown or args.agent!r}; available: {', '.join(HEURISTICS)}")
-    if args.episodes < 1:
-        raise CLIError(f"--episodes must be >= 1, got {args.episodes}")
+    names = [a.strip() for a in args.agent.split(",") if a.strip()]
+    known = registered_agents()
+    unknown = [a for a in names if a not in known]
+    if unknown or not names:
+        raise CLIError(f"unknown agent(s) {unknown or args.agent!r}; registered agents: {', '.join(known)}")
+    for flag, value, minimum in (("--episodes", args.episodes, 1), ("--seeds", args.seeds, 1), ("--timesteps", args.timesteps, 0), ("--num-envs", args.num_envs, 1)):
+        if value < minimum:
+            raise CLIError(f"{flag} must be >= {minimum}, got {value}")
     console = Console()
     domains = ("source", "target") if args.domain == "both" else (args.domain,)
+    source = build_source(args)
+    env_kwargs = dict(n_c=args.n_c, E=args.E, tau=args.tau, reward=args.reward, logit_noise=args.logit_noise)
     try:
-        source = make_synthetic_source(seed=args.seed, feature_dim=args.feature_dim)
-        envs = {d: InstanceRefinementEnv(source, domain=d, n_c=args.n_c, E=args.E, tau=args.tau, reward=args.reward) for d in domains}
+        for d in domains:  # validate the env arguments once, before any training
+            InstanceRefinementEnv(source, domain=d, **env_kwargs)
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from err
 
-    table = Table(title=f"Instance refinement on the synthetic benchmark (seed {args.seed}, n_c={args.n_c}, E={args.E}, tau={args.tau}, {args.reward} reward)")
-    for col in ("agent", "domain", "episodes", "mean reward", "precision", "recall", "invalid", "steps/s"):
-        table.add_column(col, justify="left" if col in ("agent", "domain") else "right")
-    negatives = source.negative_fraction
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as progress:
-        for name in agents:
+    results = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*unconventional shape.*")
+        for name in names:
             for domain in domains:
-                task = progress.add_task(f"{name} / {domain}", total=args.episodes)
-                agent = make_heuristic(name, envs[domain], args.seed)
-                stats = evaluate_selection(agent, envs[domain], args.episodes, seed=args.seed, progress=lambda n, t=task: progress.update(t, completed=n))
-                table.add_row(
-                    name, domain, str(stats.episodes), f"{stats.mean_episode_reward:+.3f}", _pct(stats.precision),
-                    _pct(stats.recall), _pct(stats.invalid_rate), f"{stats.steps_per_second:,.0f}",
-                )
-    console.print(table)
-    console.print(
-        "planted negatives: " + ", ".join(f"{d} {negatives[d]:.1%}" for d in domains)
-        + " (random's expected precision); oracle = argmin relevance, the best the reward can teach."
-    )
+                for seed in range(args.seed, args.seed + args.seeds):
+                    task = progress.add_task(f"{name} / {domain} / seed {seed}", total=args.timesteps or 1)
+                    agent, result = train_and_evaluate(
+                        name, source, domain, seed, args.timesteps, args.episodes, env_kwargs, num_envs=args.num_envs,
+                        on_progress=lambda n, t=task: progress.update(t, completed=n),
+                    )
+                    progress.update(task, completed=args.timesteps or 1)
+                    results.append(result)
+                    if args.out is not None and hasattr(agent, "save"):
+                        (args.out / "agents").mkdir(parents=True, exist_ok=True)
+                        agent.save(args.out / "agents" / f"{name}-{domain}-seed{seed}")
+    rows = summarize(results)
+    console.print(_table(rows, args, source))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        payload = {"arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+                   "summary": rows, "runs": [r.as_dict() for r in results]}
+        (args.out / "results.json").write_text(json.dumps(payload, indent=2))
+        console.print(f"results written to {args.out / 'results.json'}")
     return 0
 
 
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.1%}"
+def _table(rows: list[dict[str, Any]], args: argparse.Namespace, source: Any) -> Table:
+    origin = f"snapshot {args.snapshot.name} ({args.modality}, {args.mode})" if args.snapshot else "synthetic benchmark"
+    table = Table(title=f"Instance refinement on the {origin}", title_style="bold")
+    for col in ("agent", "domain", "reward", "precision %", "recall %", "invalid %", "train steps/s", "wall s"):
+        table.add_column(col, justify="left" if col in ("agent", "domain") else "right")
+    for r in rows:
+        one = r["seeds"] == 1
+        table.add_row(
+            r["agent"], r["domain"], _ms(r["reward"], "{:+.3f}", one), _ms(r["precision"], "pct", one),
+            _ms(r["recall"], "pct", one), _ms(r["invalid_rate"], "pct", one), _ms(r["train_steps_per_second"], "{:,.0f}", one),
+            _ms(r["train_seconds"], "{:.1f}", one),
+        )
+    notes = [f"n_c={args.n_c}, E={args.E}, tau={args.tau}, {args.reward} reward, drift {args.logit_noise}; "
+             f"{args.timesteps:,} training steps; {args.episodes:,} greedy episodes; "
+             + ("one seed" if args.seeds == 1 else f"mean ± std over {args.seeds} seeds")]
+    fractions = getattr(source, "negative_fraction", None)
+    if fractions:
+        notes.append("planted negatives " + ", ".join(f"{d} {v:.1%}" for d, v in fractions.items())
+                     + " (random's expected precision); oracle = argmin relevance, the best the reward can teach")
+    table.caption = "\n".join(notes)
+    return table
+
+
+def _ms(pair: tuple[float, float], fmt: str, mean_only: bool) -> str:
+    """``mean ± std`` (``mean`` alone for one seed); ``fmt="pct"`` shows fractions as percentages."""
+    mean, std = pair
+    if math.isnan(mean):
+        return "-"
+    if fmt == "pct":
+        fmt, mean, std = "{:.1f}", 100.0 * mean, 100.0 * std
+    text = fmt.format(mean)
+    return text if mean_only else f"{text} ± {fmt.format(std).lstrip('+')}"
