@@ -53,8 +53,9 @@ def test_fused_padding_is_the_ports_function() -> None:
     # Odd sizes exercise the asymmetric (extra pixel at the end) SAME padding of the strided layers.
     torch.manual_seed(1)
     fused = InceptionI3d(num_classes=5, width=0.25).eval()
-    literal = InceptionI3d(num_classes=5, width=0.25, fuse_padding=False).eval()
+    literal = InceptionI3d(num_classes=5, width=0.25, fuse_padding=False, channels_last=False).eval()
     literal.load_state_dict(fused.state_dict())
+    assert fused.channels_last and fused.Conv3d_1a_7x7.conv3d.weight.is_contiguous(memory_format=torch.channels_last_3d)
     x = torch.randn(2, 3, 9, 37, 45)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), literal(x), rtol=1e-5, atol=1e-5)
