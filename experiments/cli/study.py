@@ -116,7 +116,10 @@ def _table(rows: list[dict[str, Any]], args: argparse.Namespace, source: Any) ->
     origin = f"snapshot {args.snapshot.name} ({args.modality}, {args.mode})" if args.snapshot else "synthetic benchmark"
     table = Table(title=f"Instance refinement on the {origin}", title_style="bold")
     for col in ("agent", "domain", "reward", "precision %", "recall %", "invalid %", "train steps/s", "wall s"):
-        table.add_column(col, justify="left" if col in ("agent", "domain") else "right")
+        if col in ("agent", "domain"):
+            table.add_column(col, no_wrap=True)
+        else:
+            table.add_column(col, justify="right")
     for r in rows:
         one = r["seeds"] == 1
         table.add_row(
