@@ -167,8 +167,8 @@ class RefinementDQN:
     def _make_replay(self) -> ReplayBuffer:
         pool = None
         base = getattr(self.env, "unwrapped", self.env)
-        if base is not None and getattr(base, "_pool", None) is not None and hasattr(base, "candidate_index"):
-            pool = base._pool  # a fixed pool: store pool rows, not features
+        if base is not None and getattr(base, "pool", None) is not None and hasattr(base, "candidate_index"):
+            pool = base.pool  # a fixed pool: store pool rows, not features
         return ReplayBuffer(
             self.hyperparameters["buffer_size"], self.n_c, self.feature_dim, device=self.device, pool=pool,
             dtype=getattr(torch, self.hyperparameters["replay_dtype"]),
@@ -299,7 +299,7 @@ class RefinementDQN:
         if shape != (self.n_c, self.feature_dim):
             raise ValueError(f"this agent was built for n_c={self.n_c}, d={self.feature_dim}; the env has n_c={shape[0]}, d={shape[1]}")
         self.env = env
-        if self.replay.indexed or getattr(getattr(env, "unwrapped", env), "_pool", None) is not None:
+        if self.replay.indexed or getattr(getattr(env, "unwrapped", env), "pool", None) is not None:
             self.replay = self._make_replay()
         self._last_obs = None
 

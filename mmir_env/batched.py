@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from mmir_env.domains import DOMAIN_NAMES, domain_id
 from mmir_env.env import FLOAT32_MAX, check_int, check_logit_noise, check_refinement_args
 from mmir_env.reward import rank_reward, refinement_reward
-from mmir_env.scoring import check_discriminator, discriminator_relevance
+from mmir_env.scoring import discriminator_relevance, module_device, resolve_discriminator
 from mmir_env.sources.base import ArraySource, CandidateSource, sample_distinct_rows
 
 
@@ -83,13 +83,9 @@ class BatchedRefinementEnv(VectorEnv):
         elif feature_dim is None:
             raise ValueError("feature_dim is required when no source is given")
         self.feature_dim = int(feature_dim)
-        if discriminator is None:
-            discriminator = getattr(source, "discriminator", None)
-            if discriminator is None:
-                raise ValueError("discriminator is required: the source provides no default discriminator")
-        self.discriminator = check_discriminator(discriminator, self.feature_dim)
+        self.discriminator = resolve_discriminator(discriminator, source, self.feature_dim)
         if device is None:
-            device = next(iter(self.discriminator.parameters()), torch.empty(0)).device
+            device = module_device(self.discriminator)
         self.device = torch.device(device)
         self.copy = bool(copy)
         self.include_final_obs = bool(include_final_obs)
@@ -125,6 +121,15 @@ class BatchedRefinementEnv(VectorEnv):
     def candidate_index(self) -> Tensor:
         """``[num_envs, n_c]`` pool rows of the current sets (-1 for handed-in sets; live buffer)."""
         return self._index
+
+    @property
+    def pool(self) -> Tensor | None:
+        """``[P, d]`` features of the in-memory pool the sets are drawn from, on ``device`` (None otherwise).
+
+        With a pool, ``candidate_index`` identifies a state completely, which lets replay buffers
+        store a few integers per transition instead of ``n_c x d`` floats.
+        """
+        return self._pool
 
     @property
     def needs_reset(self) -> Tensor:

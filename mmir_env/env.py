@@ -12,7 +12,7 @@ from torch import nn
 
 from mmir_env.domains import DOMAIN_NAMES, domain_id
 from mmir_env.reward import REWARD_KINDS, check_tau, compute_reward
-from mmir_env.scoring import check_discriminator, discriminator_relevance
+from mmir_env.scoring import discriminator_relevance, resolve_discriminator
 from mmir_env.sources.base import CandidateSource
 
 # Observations are finite (sources reject NaN/inf), so the Box spans every finite float32 rather than
@@ -136,12 +136,8 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
                 f"n_c={self.n_c} exceeds the {source.num_samples(self.domain)} samples of the "
                 f"{DOMAIN_NAMES[self.domain]} pool"
             )
-        if discriminator is None:
-            discriminator = getattr(source, "discriminator", None)
-            if discriminator is None:
-                raise ValueError("discriminator is required: the source provides no default discriminator")
         self.feature_dim = int(source.feature_dim)
-        self.discriminator = check_discriminator(discriminator, self.feature_dim)
+        self.discriminator = resolve_discriminator(discriminator, source, self.feature_dim)
         self.observation_space = spaces.Box(-FLOAT32_MAX, FLOAT32_MAX, shape=(self.n_c, self.feature_dim), dtype=np.float32)
         self.action_space = spaces.Discrete(self.n_c)
         self._features = np.zeros((self.n_c, self.feature_dim), dtype=np.float32)

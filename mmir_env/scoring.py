@@ -47,6 +47,15 @@ def discriminator_relevance(discriminator: nn.Module, features: Tensor, domain: 
     return relevance(logits, domain)
 
 
+def resolve_discriminator(discriminator: object, source: object, feature_dim: int) -> nn.Module:
+    """``discriminator``, or the source's default one when None; validated against ``feature_dim``."""
+    if discriminator is None:
+        discriminator = getattr(source, "discriminator", None)
+        if discriminator is None:
+            raise ValueError("discriminator is required: the source provides no default discriminator")
+    return check_discriminator(discriminator, feature_dim)
+
+
 def check_discriminator(discriminator: object, feature_dim: int) -> nn.Module:
     """Validate that ``discriminator`` is a module scoring ``feature_dim``-wide rows; name what is wrong."""
     if not isinstance(discriminator, nn.Module):
