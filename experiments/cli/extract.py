@@ -8,8 +8,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import Dataset
-
 EXAMPLES = """\
 examples:
   # the procedurally generated domains (S -> T), a tiny random-init model on CPU
@@ -122,8 +120,9 @@ def _num_classes(args: argparse.Namespace, labels: list[int]) -> int:
     return max([*labels, 0]) + 1
 
 
-class SegmentWindows(Dataset):
-    """One item per segment of an ``EpicClips`` in test mode: its ``n`` windows stacked.
+class SegmentWindows:
+    """One item per segment of an ``EpicClips`` in test mode: its ``n`` windows stacked (a map-style dataset;
+    no ``torch`` base class so that importing the CLI stays free of torch).
 
     Items: per modality ``[n, C, T, H, W]``, ``label``, ``uid``, ``domain`` (the role), and
     ``is_negative`` when ``negatives`` (both domains must agree, for batches that mix them).
