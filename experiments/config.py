@@ -1,0 +1,299 @@
+"""Typed configuration of a co-training run, loaded from TOML (unknown keys rejected by name).
+
+The defaults are the paper's (section 4.1); ``experiments/configs/paper/*.toml`` pin them per domain
+pair and ``experiments/configs/reference.toml`` mirrors the authors' released code where the paper
+is silent or differs (DESIGN.md 5b).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file, the key and what was expected."""
+
+
+@dataclass
+class DataConfig:
+    """Clips of two domains in the EPIC layout (``rgb/PXX/PXX_YY/frame_*.jpg``, ``flow/.../{u,v}``)."""
+
+    root: str = ""  # folder with rgb/ and flow/; empty for configs that only describe the method
+    source: str = "D2"
+    target: str = "D1"
+    annotations: str = ""  # folder with DX_train.csv/DX_test.csv; empty: the MM-SADA splits, then root
+    frames: int = 16  # paper 4.1: 16-frame windows
+    size: int = 224
+    synchronised: bool = False  # RGB and flow windows drawn independently in training (MM-SADA)
+    num_workers: int = 4
+
+
+@dataclass
+class ModelConfig:
+    """K backbones and heads; the loop is modality-agnostic, only this names modalities."""
+
+    backbone: str = "i3d"
+    modalities: list[str] = field(default_factory=lambda: ["rgb", "flow"])
+    width: float = 1.0  # channel multiplier (tiny CPU models: 0.125-0.25)
+    checkpoints: dict[str, str] = field(default_factory=dict)  # modality -> pytorch-i3d checkpoint
+    num_classes: int = 8
+    dropout: float = 0.5  # paper 4.1
+    batchnorm: str = "per-domain"  # MM-SADA: separate source and target forwards; or "joint"
+    fusion: str = "sum"  # eq. 1
+
+
+@dataclass
+class StageConfig:
+    """One training stage: its losses, optimizer and length."""
+
+    steps: int = 4000
+    batch_size: int = 96  # stage 2: split equally between source and target
+    lr: float = 0.01
+    optimizer: str = "adam"  # paper; the released code used "sgd"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 1e-7
+    adversarial: bool = False  # L_adv (eq. 8)
+    refinement: bool = False  # agents (eq. 7) and L_adv on kept instances only
+    correspondence_weight: float = 0.0  # MM-SADA's RGB/flow correspondence loss (released code: 5.0 / 1.0)
+
+
+@dataclass
+class DiscriminatorConfig:
+    hidden_dim: int = 128  # paper 4.1
+    negative_slope: float = 0.01  # LeakyReLU (the released code used ReLU)
+    grl_schedule: str = "constant"  # or "dann": (2 / (1 + exp(-10 p)) - 1) * grl_scale
+    grl_scale: float = 1.0  # released code: 0.2
+
+
+@dataclass
+class AgentConfig:
+    """S-agents and T-agents; listing modalities switches agents on (Tables 2 and 3 are configs)."""
+
+    s_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # modalities with an S-agent
+    t_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # modalities with a T-agent
+    q_net: str = "set"  # released code: "flat"
+    epsilon: float | str = 0.5  # paper; "released": 0.01 + 0.89 exp(-c / 24000)
+    gamma: float = 0.9
+    lr: float = 1e-3
+    buffer_size: int = 10_000  # released code: 200
+    batch_size: int = 64
+    learning_starts: int = 64
+    target_update_interval: int = 48  # selections (released code)
+    loss: str = "mse"
+
+
+@dataclass
+class EnvConfig:
+    n_c: int = 5
+    E: int = 1
+    tau_s: float = 0.5
+    tau_t: float = 0.5
+    reward: str = "threshold"
+
+
+@dataclass
+class SnapshotConfig:
+    every: int = 0  # steps of stage 2 between snapshots; 0: only at the end
+    dtype: str = "float16"
+    enabled: bool = True
+
+
+@dataclass
+class EvaluationConfig:
+    every: int = 50  # steps between target evaluations
+    last: int = 9  # report the mean of the last N evaluations (paper 4.2)
+    windows: int = 5  # test clips per segment, softmax of summed logits averaged
+    batch_size: int = 16
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 500
+
+
+@dataclass
+class DistributedConfig:
+    backend: str = "auto"  # nccl on GPU, gloo on CPU
+
+
+@dataclass
+class RunConfig:
+    """Everything a co-training run needs."""
+
+    name: str = "run"
+    seed: int = 0
+    output_dir: str = "runs"
+    device: str = "auto"
+    precision: str = "fp32"  # or "bf16" autocast
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    stage1: StageConfig = field(default_factory=StageConfig)
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=8000, batch_size=80, lr=0.001, adversarial=True, refinement=True))
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    agents: AgentConfig = field(default_factory=AgentConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.backbone": ("i3d",),
+    "model.batchnorm": ("per-domain", "joint"),
+    "model.fusion": ("sum", "mean"),
+    "stage1.optimizer": ("adam", "sgd"),
+    "stage2.optimizer": ("adam", "sgd"),
+    "discriminator.grl_schedule": ("constant", "dann"),
+    "agents.q_net": ("set", "flat"),
+    "agents.loss": ("mse", "huber"),
+    "env.reward": ("threshold", "rank"),
+    "snapshots.dtype": ("float16", "float32"),
+    "precision": ("fp32", "bf16"),
+    "distributed.backend": ("auto", "gloo", "nccl"),
+}
+
+
+def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            try:
+                return _check_type(value, option, where)
+            except ConfigError:
+                continue
+        names = " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(annotation))
+        raise ConfigError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {type(value).__name__} {value!r}")
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_t, val_t = typing.get_args(annotation)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table, got {type(value).__name__} {value!r}")
+        return {_check_type(k, key_t, f"{where} key"): _check_type(v, val_t, f"{where}.{k}") for k, v in value.items()}
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if annotation in (str, bool):
+        if not isinstance(value, annotation) or (annotation is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{where} must be {'true/false' if annotation is bool else 'a string'}, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; valid keys{' of [' + where + ']' if where else ''}: {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        path = f"{where}.{name}" if where else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = from_dict(annotation, value, path)
+        else:
+            kwargs[name] = _check_type(value, annotation, path)
+    return cls(**kwargs)
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check values (choices, ranges, consistency); raise :class:`ConfigError` naming the key."""
+    flat = {f"{section}.{k}" if section else k: v for section, sub in _sections(config) for k, v in sub.items()}
+    for key, choices in CHOICES.items():
+        if flat[key] not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {flat[key]!r}")
+    for key in ("stage1.steps", "stage2.steps"):
+        if flat[key] < 0:
+            raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
+    for key in ("stage1.batch_size", "stage2.batch_size", "data.frames", "data.size", "evaluation.every", "evaluation.last", "evaluation.windows", "checkpoints.every", "model.num_classes"):
+        if flat[key] < 1:
+            raise ConfigError(f"{key} must be >= 1, got {flat[key]}")
+    if config.stage2.batch_size % 2:
+        raise ConfigError(f"stage2.batch_size must be even (split equally between source and target), got {config.stage2.batch_size}")
+    if config.stage2.refinement and (config.stage2.batch_size // 2) % config.env.n_c:
+        raise ConfigError(f"stage2.batch_size / 2 = {config.stage2.batch_size // 2} must be a multiple of env.n_c = {config.env.n_c} (candidate sets)")
+    if not config.env.E < config.env.n_c or config.env.E < 1:
+        raise ConfigError(f"env.E must satisfy 1 <= E < n_c = {config.env.n_c}, got {config.env.E}")
+    for key in ("env.tau_s", "env.tau_t"):
+        if not 0.0 < flat[key] < 1.0:
+            raise ConfigError(f"{key} must lie strictly inside (0, 1), got {flat[key]}")
+    mods = config.model.modalities
+    if not mods or len(set(mods)) != len(mods):
+        raise ConfigError(f"model.modalities must be non-empty and distinct, got {mods}")
+    for key, listed in (("agents.s_agents", config.agents.s_agents), ("agents.t_agents", config.agents.t_agents), ("model.checkpoints", list(config.model.checkpoints))):
+        stray = [m for m in listed if m not in mods]
+        if stray:
+            raise ConfigError(f"{key} names {stray}, which are not in model.modalities {mods}")
+    if config.model.width <= 0:
+        raise ConfigError(f"model.width must be > 0, got {config.model.width}")
+    if isinstance(config.agents.epsilon, str) and config.agents.epsilon not in ("paper", "released"):
+        raise ConfigError(f"agents.epsilon must be a number in [0, 1], 'paper' or 'released', got {config.agents.epsilon!r}")
+    return config
+
+
+def _sections(config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
+    top = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if not dataclasses.is_dataclass(getattr(config, f.name))}
+    subs = [(f.name, dataclasses.asdict(getattr(config, f.name))) for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
+    return [("", top), *subs]
+
+
+def check_data_root(config: RunConfig) -> Path:
+    """The data root as a Path, or a ConfigError saying what is missing (checked when a run starts)."""
+    if not config.data.root:
+        raise ConfigError("data.root is empty: set it to the folder that holds rgb/ and flow/")
+    root = Path(config.data.root).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"data.root {root} does not exist")
+    missing = [m for m in ("rgb", "flow") if m in config.model.modalities and not (root / m).is_dir()]
+    if missing:
+        raise ConfigError(f"data.root {root} has no {' or '.join(m + '/' for m in missing)} folder (EPIC layout)")
+    return root
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML file into a validated :class:`RunConfig`; every error names the file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        return validate(from_dict(RunConfig, data))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
