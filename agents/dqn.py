@@ -303,14 +303,14 @@ class RefinementDQN:
             self.replay = self._make_replay()
         self._last_obs = None
 
-    def save(self, path: str | os.PathLike[str], include_replay: bool = False) -> None:
-        """Write networks, optimizer, counters, RNG state and hyperparameters (atomic; ``torch.load(weights_only=True)``)."""
+    def state_dict(self, include_replay: bool = False) -> dict[str, Any]:
+        """Everything needed to continue training bit-for-bit (tensors and JSON strings only)."""
         schedule = self.exploration
         if dataclasses.is_dataclass(schedule) and type(schedule).__name__ in _SCHEDULES:
             epsilon = {"schedule": type(schedule).__name__, **dataclasses.asdict(schedule)}
         else:
             epsilon = None  # a custom callable: pass epsilon= again to load()
-        state = {
+        return {
             "format": SAVE_FORMAT,
             "version": SAVE_VERSION,
             "hyperparameters": json.dumps(self.hyperparameters),
@@ -322,7 +322,21 @@ class RefinementDQN:
             "generator": self.generator.get_state(),
             "replay": self.replay.state_dict() if include_replay and not self.replay.indexed else None,
         }
-        _atomic_torch_save(state, Path(path))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (same architecture)."""
+        self.q_net.load_state_dict(state["q_net"])
+        self.q_net_target.load_state_dict(state["q_net_target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_timesteps, self.selections, self.updates, self._last_sync = (int(v) for v in state["counters"])
+        if self.device.type == "cpu":
+            self.generator.set_state(state["generator"])
+        if state.get("replay") is not None and not self.replay.indexed:
+            self.replay.load_state_dict(state["replay"])
+
+    def save(self, path: str | os.PathLike[str], include_replay: bool = False) -> None:
+        """Write networks, optimizer, counters, RNG state and hyperparameters (atomic; ``torch.load(weights_only=True)``)."""
+        _atomic_torch_save(self.state_dict(include_replay), Path(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], env: Any = None, device: str | torch.device = "auto", **overrides: Any) -> "RefinementDQN":
@@ -352,12 +366,5 @@ class RefinementDQN:
             overrides["epsilon"] = _SCHEDULES[epsilon.pop("schedule")](**epsilon)
         kwargs = {**hp, **overrides}
         agent = cls(env=env, device=device, **kwargs) if env is not None else cls(device=device, **kwargs)
-        agent.q_net.load_state_dict(state["q_net"])
-        agent.q_net_target.load_state_dict(state["q_net_target"])
-        agent.optimizer.load_state_dict(state["optimizer"])
-        agent.num_timesteps, agent.selections, agent.updates, agent._last_sync = (int(v) for v in state["counters"])
-        if agent.device.type == "cpu":
-            agent.generator.set_state(state["generator"])
-        if state.get("replay") is not None and not agent.replay.indexed:
-            agent.replay.load_state_dict(state["replay"])
+        agent.load_state_dict(state)
         return agent

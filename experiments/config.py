@@ -254,8 +254,25 @@ def validate(config: RunConfig) -> RunConfig:
             raise ConfigError(f"{key} names {stray}, which are not in model.modalities {mods}")
     if config.model.width <= 0:
         raise ConfigError(f"model.width must be > 0, got {config.model.width}")
-    if isinstance(config.agents.epsilon, str) and config.agents.epsilon not in ("paper", "released"):
-        raise ConfigError(f"agents.epsilon must be a number in [0, 1], 'paper' or 'released', got {config.agents.epsilon!r}")
+    eps = config.agents.epsilon
+    if (isinstance(eps, str) and eps not in ("paper", "released")) or (not isinstance(eps, str) and not 0.0 <= eps <= 1.0):
+        raise ConfigError(f"agents.epsilon must be a number in [0, 1], 'paper' or 'released', got {eps!r}")
+    for name in ("stage1", "stage2"):
+        stage = getattr(config, name)
+        if stage.refinement and not stage.adversarial:
+            raise ConfigError(f"{name}.refinement = true needs {name}.adversarial = true (the agents' rewards come from the discriminator)")
+        if stage.lr <= 0 or stage.weight_decay < 0 or stage.momentum < 0:
+            raise ConfigError(f"{name}.lr must be > 0 and {name}.weight_decay, {name}.momentum >= 0")
+    if config.stage1.adversarial or config.stage1.refinement:
+        raise ConfigError("stage1 trains L_cls only (eq. 11): stage1.adversarial and stage1.refinement must be false")
+    if not 0.0 <= config.model.dropout < 1.0:
+        raise ConfigError(f"model.dropout must lie in [0, 1), got {config.model.dropout}")
+    if not 0.0 <= config.agents.gamma <= 1.0:
+        raise ConfigError(f"agents.gamma must lie in [0, 1], got {config.agents.gamma}")
+    if config.agents.batch_size < 1 or config.agents.buffer_size < config.agents.batch_size:
+        raise ConfigError(f"agents.batch_size must be >= 1 and <= agents.buffer_size, got {config.agents.batch_size} and {config.agents.buffer_size}")
+    if config.snapshots.every < 0:
+        raise ConfigError(f"snapshots.every must be >= 0, got {config.snapshots.every}")
     return config
 
 
@@ -285,6 +302,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     for dotted, value in (overrides or {}).items():
@@ -292,6 +311,8 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: override {dotted}: {p} is not a table")
         node[leaf] = value
     try:
         return validate(from_dict(RunConfig, data))

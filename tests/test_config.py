@@ -394,22 +394,19 @@ def test_from_dict_alone_and_defaults_are_the_papers():
         assert get(config, key) == value, key
 
 
-# ---- known gaps in experiments/config.py (strict xfail: remove the marker once fixed) -------------
+# ---- gaps found in review, now fixed ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="validate() does not range-check a numeric agents.epsilon")
 def test_numeric_epsilon_outside_unit_interval_is_rejected():
     with pytest.raises(ConfigError, match="agents.epsilon"):
         load_config(PAPER_DIR / "D2-D1.toml", {"agents.epsilon": 1.5})
 
 
-@pytest.mark.xfail(strict=True, reason="validate() accepts stage2.refinement without stage2.adversarial")
 def test_refinement_without_adversarial_is_rejected():
     with pytest.raises(ConfigError, match="refinement"):
         load_config(PAPER_DIR / "D2-D1.toml", {"stage2.adversarial": False})
 
 
-@pytest.mark.xfail(strict=True, reason="an override through a non-table key raises TypeError, not ConfigError")
 def test_override_through_a_scalar_is_a_config_error():
     with pytest.raises(ConfigError, match="name"):
         load_config(PAPER_DIR / "D2-D1.toml", {"name.first": "x"})

@@ -1,0 +1,90 @@
+"""Deterministic, resumable batch streams over clip datasets (any number of DataLoader workers).
+
+Batch ``j`` of epoch ``e`` of a stream is a pure function of ``(seed, stream, e, j)``, and every item
+is fetched as ``(epoch, index)`` so that a dataset's per-item augmentation (``EpicClips`` draws it
+from ``(seed, epoch, index)``) is the same in any worker. Resuming a run therefore replays exactly
+the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class EpochIndexed(Dataset):
+    """Wraps a dataset so that items are fetched by ``(epoch, index)``; calls ``set_epoch`` first when present."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if hasattr(self.dataset, "set_epoch") and getattr(self.dataset, "epoch", None) != epoch:
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+@dataclass
+class StreamPosition:
+    epoch: int = 0
+    batch: int = 0  # next batch within the epoch
+
+
+class BatchStream(Sampler):
+    """Infinite batch sampler: shuffled epochs cut into full batches (the last partial batch is dropped).
+
+    ``position`` is advanced as batches are *consumed* (:meth:`advance`), not as workers prefetch
+    them, so it can be checkpointed at any step.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, stream: int, position: StreamPosition | None = None) -> None:
+        if batch_size > size:
+            raise ValueError(f"batch size {batch_size} exceeds the {size} clips of the dataset")
+        self.size, self.batch_size, self.seed, self.stream = int(size), int(batch_size), int(seed), int(stream)
+        self.position = position or StreamPosition()
+        self._start = StreamPosition(self.position.epoch, self.position.batch)
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.size // self.batch_size
+
+    def batch_indices(self, epoch: int, batch: int) -> list[tuple[int, int]]:
+        order = np.random.default_rng((self.seed, self.stream, epoch)).permutation(self.size)
+        chunk = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+        return [(epoch, int(i)) for i in chunk]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, batch = self._start.epoch, self._start.batch
+        while True:
+            yield self.batch_indices(epoch, batch)
+            batch += 1
+            if batch >= self.batches_per_epoch:
+                epoch, batch = epoch + 1, 0
+
+    def advance(self) -> None:
+        self.position.batch += 1  # in place: the trainer checkpoints this very object
+        if self.position.batch >= self.batches_per_epoch:
+            self.position.epoch += 1
+            self.position.batch = 0
+
+
+def stream_loader(dataset: Any, batch_size: int, seed: int, stream: int, position: StreamPosition | None,
+                  num_workers: int, pin_memory: bool = False) -> tuple[Iterator[Any], BatchStream]:
+    """An endless iterator of collated batches and the sampler whose position to checkpoint."""
+    sampler = BatchStream(len(dataset), batch_size, seed, stream, position)
+    loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=num_workers,
+                        pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    return iter(loader), sampler
+
+
+def to_device(batch: dict[str, Any], keys: tuple[str, ...], device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of ``batch`` under ``keys`` on ``device`` (non-blocking from pinned memory)."""
+    return {k: batch[k].to(device, non_blocking=True) for k in keys}

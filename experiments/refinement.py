@@ -1,0 +1,73 @@
+"""Instance refinement inside co-training: one S- or T-agent of one modality with its batched env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from agents.dqn import RefinementDQN
+from experiments.config import AgentConfig, EnvConfig
+from mmir_env.batched import BatchedRefinementEnv
+
+
+@dataclass(frozen=True)
+class RefinementResult:
+    keep: Tensor  # [B] bool: rows left in (for L_adv)
+    mean_reward: float
+    removed: int
+    negatives_removed: int  # planted ground truth, when the batch carries it (else 0)
+
+
+class DomainRefiner:
+    """The S-agent (``domain="source"``) or T-agent of one modality, fed a training batch's features.
+
+    The batch's ``B`` features are cut into ``B / n_c`` candidate sets and loaded into a
+    :class:`~mmir_env.batched.BatchedRefinementEnv` whose reward comes from the modality's live
+    discriminator; the agent selects ``E`` rows per set (masked epsilon-greedy), the transitions go
+    to its replay, and the rows left in are returned for the adversarial loss (eq. 8).
+    """
+
+    def __init__(self, modality: str, domain: str, discriminator: nn.Module, feature_dim: int, batch_size: int,
+                 agent: AgentConfig, env: EnvConfig, seed: int, device: torch.device) -> None:
+        if batch_size % env.n_c:
+            raise ValueError(f"the {domain} half-batch ({batch_size}) must be a multiple of n_c={env.n_c}")
+        self.modality, self.domain = modality, domain
+        self.n_c, self.E = env.n_c, env.E
+        self.env = BatchedRefinementEnv(
+            None, discriminator=discriminator, num_envs=batch_size // env.n_c, domain=domain, n_c=env.n_c, E=env.E,
+            tau=env.tau_s if domain == "source" else env.tau_t, reward=env.reward, autoreset_mode="Disabled",
+            device=device, copy=False, feature_dim=feature_dim,
+        )
+        self.agent = RefinementDQN(
+            n_c=env.n_c, feature_dim=feature_dim, q_net=agent.q_net, learning_rate=agent.lr, gamma=agent.gamma,
+            epsilon=agent.epsilon if not isinstance(agent.epsilon, str) else agent.epsilon, buffer_size=agent.buffer_size,
+            batch_size=agent.batch_size, learning_starts=agent.learning_starts, target_update_interval=agent.target_update_interval,
+            loss=agent.loss, device=device, seed=seed,
+        )
+
+    def refine(self, features: Tensor, is_negative: Tensor | None = None) -> RefinementResult:
+        """Select rows out of ``features: [B, d]`` (detached: the agents do not train the backbone)."""
+        b, d = features.shape
+        sets = features.detach().float().reshape(b // self.n_c, self.n_c, d)
+        negatives = None if is_negative is None else is_negative.reshape(b // self.n_c, self.n_c)
+        obs = self.env.load_candidate_sets(sets, negatives)
+        total_reward = 0.0
+        negatives_removed = 0
+        for _ in range(self.E):
+            mask = self.env.mask.clone()
+            state = obs.clone()  # the env zeroes the chosen rows of its live buffer in place
+            actions = self.agent.act(state, mask)
+            obs, rewards, terminated, _, info = self.env.step(actions)
+            self.agent.observe(state, actions, rewards, None, terminated, self.env.mask.clone(), obs_masks=mask)
+            total_reward += float(rewards.sum())
+            if "is_negative" in info:
+                negatives_removed += int(info["is_negative"].sum())
+        keep = self.env.mask.reshape(-1).clone()
+        return RefinementResult(keep=keep, mean_reward=total_reward / (sets.shape[0] * self.E), removed=int((~keep).sum()),
+                                negatives_removed=negatives_removed)
+
+    def loss(self) -> Tensor:
+        """This agent's TD loss (eq. 6) attached to its Q-network, for L_dqn (eq. 7)."""
+        return self.agent.update(optimize=False)
