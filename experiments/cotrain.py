@@ -107,7 +107,7 @@ def stage2_step(
         for feats in (f_src, f_tgt):
             l_corr = l_corr + correspondence([feats[m] for m in model.modalities])
     total = l_cls + l_adv + l_dqn + correspondence_weight * l_corr
-    return total, StepOutput(loss=float(total), cls=float(l_cls), adv=float(l_adv), dqn=float(l_dqn), corr=float(l_corr), refinement=results)
+    return total, StepOutput(loss=_f(total), cls=_f(l_cls), adv=_f(l_adv), dqn=_f(l_dqn), corr=_f(l_corr), refinement=results)
 
 
 def stage1_step(model: nn.Module, source: Mapping[str, Tensor], labels: Tensor, correspondence: CorrespondenceHead | None = None,
@@ -119,7 +119,11 @@ def stage1_step(model: nn.Module, source: Mapping[str, Tensor], labels: Tensor, 
     if correspondence is not None and correspondence_weight > 0:
         l_corr = correspondence([feats[m] for m in model.modalities])
     total = l_cls + correspondence_weight * l_corr
-    return total, StepOutput(loss=float(total), cls=float(l_cls), corr=float(l_corr))
+    return total, StepOutput(loss=_f(total), cls=_f(l_cls), corr=_f(l_corr))
+
+
+def _f(t: Tensor) -> float:
+    return float(t.detach())
 
 
 def make_optimizer(params: list[nn.Parameter], optimizer: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
@@ -230,6 +234,8 @@ class CoTrainer:
         """Train both stages (continuing from the run's checkpoint with ``resume``); returns the summary."""
         if resume:
             self.load_checkpoint(self.run_dir / "checkpoint.pt")
+        elif self.stage == 1 and self.step == 0:
+            torch.manual_seed(self.cfg.seed + 2)  # dropout draws from the global generator: own its state
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         if self.stage == 1:
@@ -333,7 +339,8 @@ class CoTrainer:
         ds = self.datasets["test"]
         was_training = self.model.training
         self.model.eval()
-        loader = DataLoader(ds, batch_size=self.cfg.evaluation.batch_size, shuffle=False, drop_last=False, num_workers=self.cfg.data.num_workers)
+        loader = DataLoader(ds, batch_size=self.cfg.evaluation.batch_size, shuffle=False, drop_last=False,
+                            num_workers=self.cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
         probs: dict[int, Tensor] = {}
         labels: dict[int, int] = {}
         for batch in loader:
@@ -377,7 +384,8 @@ class CoTrainer:
                 ds = EpicClips(ds.root, ds.domain, ds.split, mode="test", segments=ds.segments, modalities=ds.modalities,
                                size=ds.size, num_frames=ds.num_frames, test_clips=1, seed=ds.seed, role=role)
             parts.append(ds)
-        loader = DataLoader(ConcatDataset(parts), batch_size=self.cfg.evaluation.batch_size, num_workers=self.cfg.data.num_workers)
+        loader = DataLoader(ConcatDataset(parts), batch_size=self.cfg.evaluation.batch_size, num_workers=self.cfg.data.num_workers,
+                            generator=torch.Generator().manual_seed(0))
         backbones = {m: _Features(self.model, m) for m in self.model.modalities}
         path = self.run_dir / "snapshots" / f"step{self.step:06d}.h5"
         extract_snapshot(backbones, loader, path, self.cfg.model.num_classes, dtype=self.cfg.snapshots.dtype, step=self.step, stage=self.stage,

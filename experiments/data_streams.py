@@ -80,8 +80,11 @@ def stream_loader(dataset: Any, batch_size: int, seed: int, stream: int, positio
                   num_workers: int, pin_memory: bool = False) -> tuple[Iterator[Any], BatchStream]:
     """An endless iterator of collated batches and the sampler whose position to checkpoint."""
     sampler = BatchStream(len(dataset), batch_size, seed, stream, position)
+    # Its own generator: a DataLoader iterator otherwise draws its worker base seed from the global
+    # RNG, which would shift dropout masks after a resume (iterators are created at different steps).
     loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=num_workers,
-                        pin_memory=pin_memory, persistent_workers=num_workers > 0)
+                        pin_memory=pin_memory, persistent_workers=num_workers > 0,
+                        generator=torch.Generator().manual_seed(seed * 1000 + stream))
     return iter(loader), sampler
 
 

@@ -1,0 +1,174 @@
+"""The co-training loop on a tiny modality-agnostic model (no video): the stage-2 step and resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from experiments.config import RunConfig, validate
+from experiments.cotrain import CoTrainer, stage2_step
+from experiments.losses import adversarial_loss
+from features.two_stream import TwoStream
+
+MODALITIES = ("alpha", "beta")  # the loop must not care what modalities are called
+
+
+class ToyClips(Dataset):
+    """Clips of a 2-modality toy domain: class-dependent means, a domain offset, planted negatives."""
+
+    def __init__(self, n: int, role: str, seed: int, num_classes: int = 3, shift: float = 0.5, labels_scrambled: bool = False) -> None:
+        rng = np.random.default_rng(seed)
+        self.labels = rng.integers(0, num_classes, n)
+        self.negative = rng.random(n) < 0.2
+        means = np.random.default_rng(99).normal(size=(num_classes, 2, 6)).astype(np.float32)
+        x = means[self.labels] + (shift if role == "target" else 0.0) + 0.3 * rng.normal(size=(n, 2, 6)).astype(np.float32)
+        x[self.negative] += 2.0 * (1 if role == "target" else -1)
+        self.x = torch.from_numpy(x.astype(np.float32))
+        self.role = role
+        self.reported = rng.integers(0, num_classes, n) if labels_scrambled else self.labels
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        noise = torch.from_numpy(np.random.default_rng((self.epoch, i)).normal(0, 0.05, size=(2, 6)).astype(np.float32))
+        x = self.x[i] + noise  # per-(epoch, item) augmentation, as EpicClips
+        return {"alpha": x[0], "beta": x[1], "label": int(self.reported[i]), "uid": i, "domain": self.role,
+                "is_negative": bool(self.negative[i])}
+
+
+def toy_model(seed: int = 0) -> TwoStream:
+    torch.manual_seed(seed)
+    backbones = {m: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8)) for m in MODALITIES}
+    return TwoStream(backbones, num_classes=3, feature_dims={m: 8 for m in MODALITIES})
+
+
+def toy_config(tmp_path, **stage2) -> RunConfig:
+    cfg = RunConfig(name="toy", output_dir=str(tmp_path), seed=0, device="cpu")
+    cfg.model.modalities = list(MODALITIES)
+    cfg.model.num_classes = 3
+    cfg.agents.s_agents = list(MODALITIES)
+    cfg.agents.t_agents = list(MODALITIES)
+    cfg.agents.learning_starts = 8
+    cfg.agents.batch_size = 8
+    cfg.data.num_workers = 0
+    cfg.stage1.steps, cfg.stage1.batch_size = 4, 16
+    cfg.stage2.steps, cfg.stage2.batch_size = 10, 20
+    for k, v in stage2.items():
+        setattr(cfg.stage2, k, v)
+    cfg.evaluation.every = 5
+    cfg.checkpoints.every = 3
+    cfg.snapshots.enabled = False
+    return validate(cfg)
+
+
+def toy_datasets(labels_scrambled: bool = False) -> dict:
+    return {"source": ToyClips(60, "source", 1), "target": ToyClips(60, "target", 2, labels_scrambled=labels_scrambled),
+            "test": ToyClips(30, "target", 3)}
+
+
+def params(module: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+def test_removed_instances_get_no_gradient_from_l_adv():
+    torch.manual_seed(0)
+    from mmir_env import DomainDiscriminator
+
+    disc = DomainDiscriminator(8)
+    src = torch.randn(10, 8, requires_grad=True)
+    tgt = torch.randn(10, 8, requires_grad=True)
+    keep_s = torch.ones(10, dtype=torch.bool)
+    keep_t = torch.ones(10, dtype=torch.bool)
+    keep_s[[1, 7]] = False
+    keep_t[4] = False
+    adversarial_loss(disc, src, tgt, keep_s, keep_t).backward()
+    assert torch.all(src.grad[[1, 7]] == 0) and torch.all(tgt.grad[4] == 0)
+    assert torch.all(src.grad[keep_s].abs().sum(1) > 0) and torch.all(tgt.grad[keep_t].abs().sum(1) > 0)
+
+
+def test_stage2_step_losses_finite_agents_fill_replay_and_removed_rows_excluded(tmp_path):
+    cfg = toy_config(tmp_path)
+    trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
+    ds_s, ds_t = trainer.datasets["source"], trainer.datasets["target"]
+    batch_s = [ds_s[i] for i in range(10)]
+    batch_t = [ds_t[i] for i in range(10)]
+    source = {m: torch.stack([b[m] for b in batch_s]) for m in MODALITIES}
+    target = {m: torch.stack([b[m] for b in batch_t]) for m in MODALITIES}
+    labels = torch.tensor([b["label"] for b in batch_s])
+    loss, out = stage2_step(trainer.model, trainer.discriminators, trainer.refiners, source, labels, target,
+                            source_negative=torch.tensor([b["is_negative"] for b in batch_s]))
+    assert torch.isfinite(loss)
+    assert all(np.isfinite(v) for v in (out.cls, out.adv, out.dqn))
+    assert set(out.refinement) == {f"{m}/{d}" for m in MODALITIES for d in ("source", "target")}
+    for (m, d), refiner in trainer.refiners.items():
+        assert len(refiner.agent.replay) == 2  # 10 clips = 2 candidate sets of 5, E = 1
+        result = out.refinement[f"{m}/{d}"]
+        assert result.removed == 2 and int((~result.keep).sum()) == 2
+    loss.backward()
+    assert all(p.grad is not None for p in trainer.discriminators.parameters())
+
+
+def test_classifier_never_sees_target_labels(tmp_path):
+    a = CoTrainer(toy_config(tmp_path / "a"), datasets=toy_datasets(), model=toy_model())
+    b = CoTrainer(toy_config(tmp_path / "b"), datasets=toy_datasets(labels_scrambled=True), model=toy_model())
+    a.run()
+    b.run()
+    assert torch.equal(params(a.model), params(b.model))
+
+
+def test_ablation_switches_turn_agents_off(tmp_path):
+    cfg = toy_config(tmp_path)
+    cfg.agents.s_agents = ["beta"]
+    cfg.agents.t_agents = []
+    trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
+    assert set(trainer.refiners) == {("beta", "source")}
+    cfg2 = toy_config(tmp_path, refinement=False)
+    assert CoTrainer(cfg2, datasets=toy_datasets(), model=toy_model()).refiners == {}
+
+
+def test_run_logs_metrics_and_reports_mean_of_last_evaluations(tmp_path):
+    cfg = toy_config(tmp_path)
+    summary = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model()).run()
+    assert [e["step"] for e in summary["evaluations"]] == [5, 10]
+    assert summary["top1_last"] == pytest.approx(np.mean([e["top1"] for e in summary["evaluations"]]))
+    assert summary["evaluations"][0]["segments"] == 30  # the whole test split
+    lines = [json.loads(x) for x in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["step"]) for r in lines] == [(1, s) for s in range(1, 5)] + [(2, s) for s in range(1, 11)]
+    assert all(np.isfinite(r["loss"]) for r in lines)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = CoTrainer(toy_config(tmp_path / "full"), datasets=toy_datasets(), model=toy_model())
+    full_summary = full.run()
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at(stage, step, metrics):
+        if (stage, step) == (2, 6):  # checkpoints every 3 steps: the last one is at stage 2, step 6
+            raise Interrupt
+
+    cut = CoTrainer(toy_config(tmp_path / "cut"), datasets=toy_datasets(), model=toy_model(), on_step=stop_at)
+    with pytest.raises(Interrupt):
+        cut.run()
+    resumed = CoTrainer(toy_config(tmp_path / "cut"), datasets=toy_datasets(), model=toy_model(seed=123))
+    resumed_summary = resumed.run(resume=True)
+    assert torch.equal(params(full.model), params(resumed.model))
+    assert torch.equal(params(full.discriminators), params(resumed.discriminators))
+    for key in full.refiners:
+        assert torch.equal(params(full.refiners[key].agent.q_net), params(resumed.refiners[key].agent.q_net))
+    assert full_summary["evaluations"] == resumed_summary["evaluations"]
+    full_log = (tmp_path / "full" / "toy" / "metrics.jsonl").read_text().splitlines()
+    cut_log = (tmp_path / "cut" / "toy" / "metrics.jsonl").read_text().splitlines()
+    # the cut run logged steps up to 6 of stage 2, then the resumed run re-logged from step 7
+    assert cut_log[:4 + 6] == full_log[:4 + 6] and cut_log[4 + 6:] == full_log[4 + 6:]
