@@ -48,6 +48,7 @@ class StepOutput:
             out[f"reward/{key}"] = r.mean_reward
             out[f"removed/{key}"] = r.removed
             out[f"negatives_removed/{key}"] = r.negatives_removed
+            out[f"negatives_present/{key}"] = r.negatives_present
         return out
 
 
@@ -240,6 +241,7 @@ class CoTrainer:
         (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         if self.stage == 1:
             self._run_stage1()
+            self.save_checkpoint(self.run_dir / "stage1.pt")
             self.stage, self.step = 2, 0
             self.optimizer = self._make_optimizer(2)
         self._run_stage2()
@@ -407,6 +409,16 @@ class CoTrainer:
 
     def save_checkpoint(self, path: Path) -> None:
         atomic_save(self.state_dict(), path)
+
+    def start_stage2_from(self, path: Path) -> None:
+        """Begin stage 2 from the model of another run's checkpoint (methods sharing one stage 1)."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not an mmir co-training checkpoint")
+        self.model.load_state_dict(state["model"])
+        self.stage, self.step = 2, 0
+        self.optimizer = self._make_optimizer(2)
+        torch.set_rng_state(state["torch_rng"].cpu())
 
     def load_checkpoint(self, path: Path) -> None:
         if not path.is_file():

@@ -18,6 +18,7 @@ class RefinementResult:
     mean_reward: float
     removed: int
     negatives_removed: int  # planted ground truth, when the batch carries it (else 0)
+    negatives_present: int  # planted negatives in the batch (0 without ground truth)
 
 
 class DomainRefiner:
@@ -66,7 +67,8 @@ class DomainRefiner:
                 negatives_removed += int(info["is_negative"].sum())
         keep = self.env.mask.reshape(-1).clone()
         return RefinementResult(keep=keep, mean_reward=total_reward / (sets.shape[0] * self.E), removed=int((~keep).sum()),
-                                negatives_removed=negatives_removed)
+                                negatives_removed=negatives_removed,
+                                negatives_present=0 if is_negative is None else int(is_negative.sum()))
 
     def loss(self) -> Tensor:
         """This agent's TD loss (eq. 6) attached to its Q-network, for L_dqn (eq. 7)."""

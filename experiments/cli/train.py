@@ -1,0 +1,69 @@
+"""``mmir train CONFIG``: one co-training run from a TOML configuration."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("train", help="co-train a two-stream model from a TOML config (stage 1, stage 2, evaluations, snapshots)",
+                       description="Run a co-training configuration (see experiments/configs/ and docs/configs.md).")
+    p.add_argument("config", type=Path, help="TOML file, e.g. experiments/configs/paper/D2-D1.toml")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt exactly where it stopped")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set data.root=/data/epic --set stage2.steps=100 (TOML syntax for the value)")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    import tomllib
+
+    from experiments.cli import CLIError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value  # a bare string
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from experiments.cli import CLIError
+    from experiments.config import ConfigError, load_config
+    from experiments.cotrain import CoTrainer
+
+    try:
+        cfg = load_config(args.config, parse_overrides(args.overrides))
+    except ConfigError as err:
+        raise CLIError(str(err)) from err
+    console = Console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks = {1: progress.add_task("stage 1", total=cfg.stage1.steps, info=""),
+                 2: progress.add_task("stage 2", total=cfg.stage2.steps, info="")}
+
+        def on_step(stage: int, step: int, m: dict[str, float]) -> None:
+            info = f"cls {m['cls']:.3f}" + (f"  adv {m['adv']:.3f}  dqn {m['dqn']:.3f}" if stage == 2 else "")
+            if "eval/top1" in m:
+                info += f"  top-1 {m['eval/top1']:.1%}"
+            progress.update(tasks[stage], completed=step, info=info)
+
+        try:
+            trainer = CoTrainer(cfg, on_step=on_step)
+            summary = trainer.run(resume=args.resume)
+        except (ConfigError, FileNotFoundError) as err:
+            raise CLIError(str(err)) from err
+    console.print(f"target top-1 (mean of the last {summary['evaluations_averaged']} evaluations): {summary['top1_last']:.1%}; "
+                  f"mean class accuracy {summary['mean_class_accuracy_last']:.1%}; run folder {trainer.run_dir}")
+    return 0
