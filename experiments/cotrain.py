@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from experiments.config import RunConfig, check_data_root
 from experiments.data_streams import StreamPosition, stream_loader
+from experiments.distributed import average_gradients, barrier, broadcast_buffers, init_distributed
 from experiments.losses import CorrespondenceHead, adversarial_loss, classification_loss, grl_coefficient
 from experiments.refinement import DomainRefiner, RefinementResult
 from mmir_env.discriminator import DomainDiscriminator
@@ -178,6 +179,9 @@ class CoTrainer:
                  on_step: Callable[[int, int, dict[str, float]], None] | None = None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
+        self.dist = init_distributed(cfg.distributed.backend, self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.on_step = on_step
         self.datasets = dict(datasets) if datasets is not None else self._epic_datasets()
         torch.manual_seed(cfg.seed)
@@ -237,22 +241,25 @@ class CoTrainer:
             self.load_checkpoint(self.run_dir / "checkpoint.pt")
         elif self.stage == 1 and self.step == 0:
             torch.manual_seed(self.cfg.seed + 2)  # dropout draws from the global generator: own its state
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
         if self.stage == 1:
             self._run_stage1()
-            self.save_checkpoint(self.run_dir / "stage1.pt")
+            if self.dist.is_main:
+                self.save_checkpoint(self.run_dir / "stage1.pt")
             self.stage, self.step = 2, 0
             self.optimizer = self._make_optimizer(2)
         self._run_stage2()
         summary = self.summary()
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.dist.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
     def _loader(self, name: str, batch_size: int, stream: int):
         ds = self.datasets["source" if name == "stage1" else name]
         it, sampler = stream_loader(ds, batch_size, self.cfg.seed, stream, self.positions[name], self.cfg.data.num_workers,
-                                    pin_memory=self.device.type == "cuda")
+                                    pin_memory=self.device.type == "cuda", rank=self.dist.rank, world_size=self.dist.world_size)
         return it, sampler
 
     def _run_stage1(self) -> None:
@@ -270,7 +277,9 @@ class CoTrainer:
             with self._autocast():
                 loss, out = stage1_step(self.model, clips, labels, self.correspondence, sc.correspondence_weight)
             loss.backward()
+            self._sync_gradients()
             self.optimizer.step()
+            broadcast_buffers(self.model, self.dist)
             self.step += 1
             self._after_step(out)
 
@@ -303,18 +312,34 @@ class CoTrainer:
                     source_negative=src.get("is_negative"), target_negative=tgt.get("is_negative"),
                 )
             loss.backward()
+            self._sync_gradients()
             self.optimizer.step()
             for r in self.refiners.values():
                 if len(r.agent.replay) >= r.agent.learning_starts:
                     r.agent.optimizer_step()
+            broadcast_buffers(self.model, self.dist)
             self.step += 1
-            if self.step % self.cfg.evaluation.every == 0 or self.step == sc.steps:
+            if self.dist.is_main and (self.step % self.cfg.evaluation.every == 0 or self.step == sc.steps):
                 self.evaluations.append({"step": self.step, **self.evaluate()})
-            if self.cfg.snapshots.enabled and ((self.cfg.snapshots.every and self.step % self.cfg.snapshots.every == 0) or self.step == sc.steps):
+            if self.dist.is_main and self.cfg.snapshots.enabled and (
+                    (self.cfg.snapshots.every and self.step % self.cfg.snapshots.every == 0) or self.step == sc.steps):
                 self.write_snapshot()
             self._after_step(out)
 
+    def _sync_gradients(self) -> None:
+        """Average gradients over processes (no-op in a single process); keeps every replica identical."""
+        modules: list[nn.Module] = [self.model, self.discriminators]
+        if self.correspondence is not None:
+            modules.append(self.correspondence)
+        modules += [r.agent.q_net for r in self.refiners.values()]
+        average_gradients(modules, self.dist)
+
     def _after_step(self, out: StepOutput) -> None:
+        barrier(self.dist)  # the main process may have evaluated or written a snapshot
+        if not self.dist.is_main:
+            if self.on_step is not None:
+                self.on_step(self.stage, self.step, {"stage": self.stage, "step": self.step, **out.as_dict()})
+            return
         metrics = {"stage": self.stage, "step": self.step, **out.as_dict()}
         if self.evaluations and self.evaluations[-1]["step"] == self.step and self.stage == 2:
             metrics.update({f"eval/{k}": v for k, v in self.evaluations[-1].items() if k != "step"})

@@ -45,10 +45,15 @@ class BatchStream(Sampler):
     them, so it can be checkpointed at any step.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, stream: int, position: StreamPosition | None = None) -> None:
-        if batch_size > size:
-            raise ValueError(f"batch size {batch_size} exceeds the {size} clips of the dataset")
-        self.size, self.batch_size, self.seed, self.stream = int(size), int(batch_size), int(seed), int(stream)
+    def __init__(self, size: int, batch_size: int, seed: int, stream: int, position: StreamPosition | None = None,
+                 rank: int = 0, world_size: int = 1) -> None:
+        if batch_size * world_size > size:
+            raise ValueError(f"batch size {batch_size} x {world_size} process(es) exceeds the {size} clips of the dataset")
+        self.size, self.seed, self.stream = int(size), int(seed), int(stream)
+        # Data parallel: every process walks the same global batches of batch_size * world_size clips
+        # and takes its own slice of each, so the processes never see the same clip in a step.
+        self.batch_size = int(batch_size) * int(world_size)
+        self.rank, self.local = int(rank), int(batch_size)
         self.position = position or StreamPosition()
         self._start = StreamPosition(self.position.epoch, self.position.batch)
 
@@ -59,7 +64,8 @@ class BatchStream(Sampler):
     def batch_indices(self, epoch: int, batch: int) -> list[tuple[int, int]]:
         order = np.random.default_rng((self.seed, self.stream, epoch)).permutation(self.size)
         chunk = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-        return [(epoch, int(i)) for i in chunk]
+        mine = chunk[self.rank * self.local:(self.rank + 1) * self.local]
+        return [(epoch, int(i)) for i in mine]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, batch = self._start.epoch, self._start.batch
@@ -77,9 +83,9 @@ class BatchStream(Sampler):
 
 
 def stream_loader(dataset: Any, batch_size: int, seed: int, stream: int, position: StreamPosition | None,
-                  num_workers: int, pin_memory: bool = False) -> tuple[Iterator[Any], BatchStream]:
-    """An endless iterator of collated batches and the sampler whose position to checkpoint."""
-    sampler = BatchStream(len(dataset), batch_size, seed, stream, position)
+                  num_workers: int, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> tuple[Iterator[Any], BatchStream]:
+    """An endless iterator of collated batches (this process's share) and the sampler whose position to checkpoint."""
+    sampler = BatchStream(len(dataset), batch_size, seed, stream, position, rank=rank, world_size=world_size)
     # Its own generator: a DataLoader iterator otherwise draws its worker base seed from the global
     # RNG, which would shift dropout masks after a resume (iterators are created at different steps).
     loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=num_workers,

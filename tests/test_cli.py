@@ -56,10 +56,10 @@ def test_study_trains_agents_over_seeds_and_writes_out(tmp_path, capsys):
     assert len(runs) == 4 and {r["seed"] for r in runs} == {0, 1}
     assert all(r["train_timesteps"] >= 2048 for r in runs if r["agent"] == "mmir-dqn")
     saved = sorted(p.name for p in (out / "agents").iterdir())
-    assert saved == ["mmir-dqn-target-seed0", "mmir-dqn-target-seed1"]
+    assert saved == ["mmir-dqn-target-seed0.pt", "mmir-dqn-target-seed1.pt"]
     from agents import RefinementDQN
 
-    agent = RefinementDQN.load(out / "agents" / "mmir-dqn-target-seed1")
+    agent = RefinementDQN.load(out / "agents" / "mmir-dqn-target-seed1.pt")
     assert agent.num_timesteps >= 2048
 
 

@@ -4,76 +4,20 @@ from __future__ import annotations
 
 import json
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from experiments.config import RunConfig, validate
 from experiments.cotrain import CoTrainer, stage2_step
 from experiments.losses import adversarial_loss
-from features.two_stream import TwoStream
 
-MODALITIES = ("alpha", "beta")  # the loop must not care what modalities are called
+sys.path.insert(0, str(Path(__file__).parent))
 
-
-class ToyClips(Dataset):
-    """Clips of a 2-modality toy domain: class-dependent means, a domain offset, planted negatives."""
-
-    def __init__(self, n: int, role: str, seed: int, num_classes: int = 3, shift: float = 0.5, labels_scrambled: bool = False) -> None:
-        rng = np.random.default_rng(seed)
-        self.labels = rng.integers(0, num_classes, n)
-        self.negative = rng.random(n) < 0.2
-        means = np.random.default_rng(99).normal(size=(num_classes, 2, 6)).astype(np.float32)
-        x = means[self.labels] + (shift if role == "target" else 0.0) + 0.3 * rng.normal(size=(n, 2, 6)).astype(np.float32)
-        x[self.negative] += 2.0 * (1 if role == "target" else -1)
-        self.x = torch.from_numpy(x.astype(np.float32))
-        self.role = role
-        self.reported = rng.integers(0, num_classes, n) if labels_scrambled else self.labels
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        noise = torch.from_numpy(np.random.default_rng((self.epoch, i)).normal(0, 0.05, size=(2, 6)).astype(np.float32))
-        x = self.x[i] + noise  # per-(epoch, item) augmentation, as EpicClips
-        return {"alpha": x[0], "beta": x[1], "label": int(self.reported[i]), "uid": i, "domain": self.role,
-                "is_negative": bool(self.negative[i])}
-
-
-def toy_model(seed: int = 0) -> TwoStream:
-    torch.manual_seed(seed)
-    backbones = {m: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8)) for m in MODALITIES}
-    return TwoStream(backbones, num_classes=3, feature_dims={m: 8 for m in MODALITIES})
-
-
-def toy_config(tmp_path, **stage2) -> RunConfig:
-    cfg = RunConfig(name="toy", output_dir=str(tmp_path), seed=0, device="cpu")
-    cfg.model.modalities = list(MODALITIES)
-    cfg.model.num_classes = 3
-    cfg.agents.s_agents = list(MODALITIES)
-    cfg.agents.t_agents = list(MODALITIES)
-    cfg.agents.learning_starts = 8
-    cfg.agents.batch_size = 8
-    cfg.data.num_workers = 0
-    cfg.stage1.steps, cfg.stage1.batch_size = 4, 16
-    cfg.stage2.steps, cfg.stage2.batch_size = 10, 20
-    for k, v in stage2.items():
-        setattr(cfg.stage2, k, v)
-    cfg.evaluation.every = 5
-    cfg.checkpoints.every = 3
-    cfg.snapshots.enabled = False
-    return validate(cfg)
-
-
-def toy_datasets(labels_scrambled: bool = False) -> dict:
-    return {"source": ToyClips(60, "source", 1), "target": ToyClips(60, "target", 2, labels_scrambled=labels_scrambled),
-            "test": ToyClips(30, "target", 3)}
+from cotrain_helpers import MODALITIES, ToyClips, toy_config, toy_datasets, toy_model  # noqa: E402
 
 
 def params(module: nn.Module) -> torch.Tensor:

@@ -100,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
                     results.append(result)
                     if args.out is not None and hasattr(agent, "save"):
                         (args.out / "agents").mkdir(parents=True, exist_ok=True)
-                        agent.save(args.out / "agents" / f"{name}-{domain}-seed{seed}")
+                        from agents.dqn import RefinementDQN
+
+                        suffix = ".pt" if isinstance(agent, RefinementDQN) else ""  # SB3 appends .zip itself
+                        agent.save(args.out / "agents" / f"{name}-{domain}-seed{seed}{suffix}")
     rows = summarize(results)
     console.print(_table(rows, args, source))
     if args.out is not None:

@@ -1,0 +1,81 @@
+"""Issue 6 / DESIGN.md target 1: stage-2 step time with instance refinement vs adversarial-only.
+
+Same tiny two-stream model (the demo's), same batches, one run: the refinement overhead is
+(t_MMIR - t_adv) / t_adv. Also the share of a step spent waiting for data.
+
+    python benchmarks/cotrain_step.py [--steps 30] [--workers 0] [--data-root DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from experiments.cotrain import CoTrainer, stage2_step
+from experiments.demo import demo_config, ensure_demo_data
+
+
+def time_steps(trainer: CoTrainer, steps: int, warmup: int = 3) -> tuple[float, float]:
+    """Median seconds per stage-2 step (compute) and median seconds waiting for the next batch."""
+    sc = trainer.cfg.stage2
+    src_batches, src_sampler = trainer._loader("source", sc.batch_size // 2, 1)
+    tgt_batches, tgt_sampler = trainer._loader("target", sc.batch_size // 2, 2)
+    compute, waiting = [], []
+    trainer.model.train()
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        src, tgt = next(src_batches), next(tgt_batches)
+        t1 = time.perf_counter()
+        source = {m: src[m] for m in trainer.model.modalities}
+        target = {m: tgt[m] for m in trainer.model.modalities}
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss, _ = stage2_step(trainer.model, trainer.discriminators, trainer.refiners, source, src["label"], target,
+                              adversarial=True, source_negative=src.get("is_negative"), target_negative=tgt.get("is_negative"))
+        loss.backward()
+        trainer.optimizer.step()
+        for r in trainer.refiners.values():
+            if len(r.agent.replay) >= r.agent.learning_starts:
+                r.agent.optimizer_step()
+        t2 = time.perf_counter()
+        if i >= warmup:
+            waiting.append(t1 - t0)
+            compute.append(t2 - t1)
+    return float(np.median(compute)), float(np.median(waiting))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
+    parser.add_argument("--data-root", type=Path, default=None)
+    args = parser.parse_args()
+    console = Console()
+    root = ensure_demo_data(0, args.data_root, console)
+    results = {}
+    with tempfile.TemporaryDirectory() as out:
+        for name, refinement in (("adversarial-only", False), ("MMIR (adversarial + IR)", True)):
+            cfg = demo_config(root, Path(out), 0, 1, args.steps)
+            cfg.stage2.refinement = refinement
+            cfg.data.num_workers = args.workers
+            trainer = CoTrainer(cfg)
+            trainer.stage, trainer.optimizer = 2, trainer._make_optimizer(2)
+            results[name] = time_steps(trainer, args.steps)
+    table = Table(title=f"Stage-2 step on CPU ({torch.get_num_threads()} threads), demo model, batch 20 (10 + 10), {args.steps} steps")
+    for col in ("method", "compute s/step", "data wait s/step", "data share"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for name, (compute, wait) in results.items():
+        table.add_row(name, f"{compute:.3f}", f"{wait:.3f}", f"{wait / (wait + compute):.0%}")
+    console.print(table)
+    adv, mmir = results["adversarial-only"][0], results["MMIR (adversarial + IR)"][0]
+    console.print(f"refinement overhead: {100 * (mmir - adv) / adv:+.1f}% of the adversarial-only step (target <= 5%)")
+
+
+if __name__ == "__main__":
+    main()

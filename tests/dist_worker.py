@@ -1,0 +1,44 @@
+"""Run by tests/test_distributed.py under torchrun: a few co-training steps, then each rank saves its state."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from cotrain_helpers import toy_config, toy_datasets, toy_model  # noqa: E402
+from experiments.cotrain import CoTrainer  # noqa: E402
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = toy_config(out)
+    cfg.stage2.steps = 6
+    cfg.distributed.backend = "gloo"
+    trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
+    seen: list[list[int]] = []
+    trainer.on_step = lambda stage, step, metrics: None
+    trainer.run()
+    # which clips this rank trained on in its first stage-2 step (disjoint across ranks)
+    from experiments.data_streams import BatchStream
+
+    stream = BatchStream(60, cfg.stage2.batch_size // 2, cfg.seed, 1, rank=trainer.dist.rank, world_size=trainer.dist.world_size)
+    seen.append([i for _, i in stream.batch_indices(0, 0)])
+    state = {
+        "model": torch.cat([p.detach().flatten() for p in trainer.model.parameters()]),
+        "discriminators": torch.cat([p.detach().flatten() for p in trainer.discriminators.parameters()]),
+        "agents": torch.cat([p.detach().flatten() for r in trainer.refiners.values() for p in r.agent.q_net.parameters()]),
+        "replay": torch.tensor([len(r.agent.replay) for r in trainer.refiners.values()]),
+        "first_batch": torch.tensor(seen[0]),
+        "world_size": torch.tensor(trainer.dist.world_size),
+    }
+    torch.save(state, out / f"rank{trainer.dist.rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
