@@ -150,7 +150,8 @@ class RefinementDQN:
         self.q_net_target = Q_NETWORKS[q_net](self.feature_dim, self.n_c, **(q_net_kwargs or {})).to(self.device)
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        # foreach: one kernel per step for all Q-network tensors (the nets are small; dispatch dominates)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=learning_rate, weight_decay=weight_decay, foreach=True)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
         self.replay = self._make_replay()
@@ -229,9 +230,11 @@ class RefinementDQN:
         batch = self.replay.sample(self.batch_size, self.generator if self.device.type == "cpu" else None)
         q = self.q_net(batch.obs, batch.mask).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
-            next_q = masked_q(self.q_net_target(batch.next_obs, batch.next_mask), batch.next_mask).amax(dim=1)
             bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
-            target = batch.rewards + self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
+            target = batch.rewards.clone()
+            if self.gamma > 0 and bool(bootstrap.any()):  # with E = 1 every transition is terminal: y = r
+                next_q = masked_q(self.q_net_target(batch.next_obs, batch.next_mask), batch.next_mask).amax(dim=1)
+                target += self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
         if self.hyperparameters["loss"] == "huber":
             return F.smooth_l1_loss(q, target)
         return F.mse_loss(q, target)

@@ -22,32 +22,39 @@ from experiments.cotrain import CoTrainer, stage2_step
 from experiments.demo import demo_config, ensure_demo_data
 
 
-def time_steps(trainer: CoTrainer, steps: int, warmup: int = 3) -> tuple[float, float]:
-    """Median seconds per stage-2 step (compute) and median seconds waiting for the next batch."""
-    sc = trainer.cfg.stage2
-    src_batches, src_sampler = trainer._loader("source", sc.batch_size // 2, 1)
-    tgt_batches, tgt_sampler = trainer._loader("target", sc.batch_size // 2, 2)
-    compute, waiting = [], []
-    trainer.model.train()
-    for i in range(warmup + steps):
+class StepTimer:
+    """One method's stage-2 steps on its own batch streams, timed step by step."""
+
+    def __init__(self, trainer: CoTrainer) -> None:
+        self.trainer = trainer
+        sc = trainer.cfg.stage2
+        self.src, _ = trainer._loader("source", sc.batch_size // 2, 1)
+        self.tgt, _ = trainer._loader("target", sc.batch_size // 2, 2)
+        self.compute: list[float] = []
+        self.waiting: list[float] = []
+        trainer.model.train()
+
+    def step(self, record: bool) -> None:
+        t = self.trainer
         t0 = time.perf_counter()
-        src, tgt = next(src_batches), next(tgt_batches)
+        src, tgt = next(self.src), next(self.tgt)
         t1 = time.perf_counter()
-        source = {m: src[m] for m in trainer.model.modalities}
-        target = {m: tgt[m] for m in trainer.model.modalities}
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss, _ = stage2_step(trainer.model, trainer.discriminators, trainer.refiners, source, src["label"], target,
+        source = {m: src[m] for m in t.model.modalities}
+        target = {m: tgt[m] for m in t.model.modalities}
+        t.optimizer.zero_grad(set_to_none=True)
+        for r in t.refiners.values():
+            r.agent.optimizer.zero_grad(set_to_none=True)
+        loss, _ = stage2_step(t.model, t.discriminators, t.refiners, source, src["label"], target,
                               adversarial=True, source_negative=src.get("is_negative"), target_negative=tgt.get("is_negative"))
         loss.backward()
-        trainer.optimizer.step()
-        for r in trainer.refiners.values():
+        t.optimizer.step()
+        for r in t.refiners.values():
             if len(r.agent.replay) >= r.agent.learning_starts:
                 r.agent.optimizer_step()
         t2 = time.perf_counter()
-        if i >= warmup:
-            waiting.append(t1 - t0)
-            compute.append(t2 - t1)
-    return float(np.median(compute)), float(np.median(waiting))
+        if record:
+            self.waiting.append(t1 - t0)
+            self.compute.append(t2 - t1)
 
 
 def main() -> None:
@@ -58,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     root = ensure_demo_data(0, args.data_root, console)
-    results = {}
+    timers = {}
     with tempfile.TemporaryDirectory() as out:
         for name, refinement in (("adversarial-only", False), ("MMIR (adversarial + IR)", True)):
             cfg = demo_config(root, Path(out), 0, 1, args.steps)
@@ -66,7 +73,12 @@ def main() -> None:
             cfg.data.num_workers = args.workers
             trainer = CoTrainer(cfg)
             trainer.stage, trainer.optimizer = 2, trainer._make_optimizer(2)
-            results[name] = time_steps(trainer, args.steps)
+            timers[name] = StepTimer(trainer)
+        # Interleaved, so that whatever else the machine does slows both methods alike.
+        for i in range(args.steps + 5):
+            for timer in timers.values():
+                timer.step(record=i >= 5)
+    results = {name: (float(np.median(t.compute)), float(np.median(t.waiting))) for name, t in timers.items()}
     table = Table(title=f"Stage-2 step on CPU ({torch.get_num_threads()} threads), demo model, batch 20 (10 + 10), {args.steps} steps")
     for col in ("method", "compute s/step", "data wait s/step", "data share"):
         table.add_column(col, justify="left" if col == "method" else "right")

@@ -48,6 +48,7 @@ class StepOutput:
         for key, r in self.refinement.items():
             out[f"reward/{key}"] = r.mean_reward
             out[f"removed/{key}"] = r.removed
+            out[f"removal_rate/{key}"] = r.removed / max(1, r.keep.numel())
             out[f"negatives_removed/{key}"] = r.negatives_removed
             out[f"negatives_present/{key}"] = r.negatives_present
         return out

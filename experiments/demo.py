@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from experiments.config import RunConfig, validate
 from experiments.cotrain import CoTrainer
+from experiments.progress import progress_hook, training_progress
 
 DEMO_DATA_VERSION = "v1"
 
@@ -87,12 +86,10 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     root = ensure_demo_data(seed, data_root, console)
     base = demo_config(root, out_dir, seed, stage1_steps, stage2_steps)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
     rows: list[dict[str, Any]] = []
-    with Progress(*columns, console=console) as progress:
+    with training_progress(console) as progress:
         stage1_task = progress.add_task("stage 1 (shared)", total=stage1_steps, info="")
-        trainer = CoTrainer(base, on_step=_progress_hook(progress, stage1_task, 1))
+        trainer = CoTrainer(base, on_step=progress_hook(progress, {1: stage1_task}))
         trainer.cfg.stage2.steps = 0  # stage 2 belongs to each method
         trainer.run()
         stage1_ckpt = trainer.run_dir / "stage1.pt"
@@ -102,7 +99,7 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
             cfg.stage2.adversarial, cfg.stage2.refinement = method.adversarial, method.refinement
             cfg.snapshots.enabled = snapshot and method.refinement
             task = progress.add_task(f"stage 2: {method.name}", total=stage2_steps, info="")
-            run = CoTrainer(validate(cfg), on_step=_progress_hook(progress, task, 2))
+            run = CoTrainer(validate(cfg), on_step=progress_hook(progress, {2: task}))
             run.start_stage2_from(stage1_ckpt)
             start = time.perf_counter()
             summary = run.run()
@@ -111,22 +108,6 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
                          **agent_quality(run.run_dir / "metrics.jsonl", cfg.env.n_c / cfg.env.E)})
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
     return rows
-
-
-def _progress_hook(progress: Progress, task: Any, stage: int):
-    def hook(st: int, step: int, metrics: dict[str, float]) -> None:
-        if st != stage:
-            return
-        info = f"cls {metrics['cls']:.3f}"
-        if stage == 2:
-            info += f"  adv {metrics['adv']:.3f}  dqn {metrics['dqn']:.3f}"
-            rewards = [v for k, v in metrics.items() if k.startswith("reward/")]
-            if rewards:
-                info += f"  reward {np.mean(rewards):+.2f}"
-            if "eval/top1" in metrics:
-                info += f"  top-1 {metrics['eval/top1']:.1%}"
-        progress.update(task, completed=step, info=info)
-    return hook
 
 
 def agent_quality(metrics_path: Path, clips_per_removal: float) -> dict[str, float]:

@@ -36,7 +36,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from experiments.progress import progress_hook, training_progress
 
     from experiments.cli import CLIError
     from experiments.config import ConfigError, load_config
@@ -47,18 +48,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         raise CLIError(str(err)) from err
     console = Console()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with training_progress(console) as progress:
         tasks = {1: progress.add_task("stage 1", total=cfg.stage1.steps, info=""),
                  2: progress.add_task("stage 2", total=cfg.stage2.steps, info="")}
-
-        def on_step(stage: int, step: int, m: dict[str, float]) -> None:
-            info = f"cls {m['cls']:.3f}" + (f"  adv {m['adv']:.3f}  dqn {m['dqn']:.3f}" if stage == 2 else "")
-            if "eval/top1" in m:
-                info += f"  top-1 {m['eval/top1']:.1%}"
-            progress.update(tasks[stage], completed=step, info=info)
-
+        on_step = progress_hook(progress, tasks)
         try:
             trainer = CoTrainer(cfg, on_step=on_step)
             summary = trainer.run(resume=args.resume)
