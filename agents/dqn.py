@@ -39,7 +39,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename (never a half-written file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -339,7 +340,7 @@ class RefinementDQN:
 
     def save(self, path: str | os.PathLike[str], include_replay: bool = False) -> None:
         """Write networks, optimizer, counters, RNG state and hyperparameters (atomic; ``torch.load(weights_only=True)``)."""
-        _atomic_torch_save(self.state_dict(include_replay), Path(path))
+        atomic_torch_save(self.state_dict(include_replay), Path(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], env: Any = None, device: str | torch.device = "auto", **overrides: Any) -> "RefinementDQN":

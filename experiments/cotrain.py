@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from agents.dqn import atomic_torch_save
 from experiments.config import RunConfig, check_data_root
 from experiments.data_streams import StreamPosition, stream_loader
 from experiments.distributed import average_gradients, barrier, broadcast_buffers, init_distributed
@@ -135,19 +134,6 @@ def make_optimizer(params: list[nn.Parameter], optimizer: str, lr: float, weight
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def resolve_device(name: str) -> torch.device:
@@ -434,7 +420,7 @@ class CoTrainer:
         }
 
     def save_checkpoint(self, path: Path) -> None:
-        atomic_save(self.state_dict(), path)
+        atomic_torch_save(self.state_dict(), path)
 
     def start_stage2_from(self, path: Path) -> None:
         """Begin stage 2 from the model of another run's checkpoint (methods sharing one stage 1)."""
