@@ -396,9 +396,10 @@ class EpicClips(Dataset):
             flow_start = flow_first + int(rng.integers(0, flow_room + 1))
         return {"rgb": rgb_start, "flow": flow_start}
 
-    def _read(self, path: Path, gray: bool, uid: int) -> np.ndarray:
+    def _read(self, path: Path | str, gray: bool, uid: int) -> np.ndarray:
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             raise FrameReadError(f"clip uid={uid} ({self.domain}/{self.split}): missing frame {path}") from None
         except OSError as exc:
@@ -413,11 +414,16 @@ class EpicClips(Dataset):
     def _load_frames(self, segment: EpicSegment, modality: Modality, start: int) -> np.ndarray:
         """uint8 ``[T, H, W, C]`` (flow: C = 2, u then v)."""
         indices = clip_windows(segment, modality, np.array([start]), self.num_frames, self.rgb_stride)[0]
+        # One folder per stream, then plain string joins: building a pathlib.Path per frame cost
+        # about a quarter of the loading time of small clips.
         if modality == "rgb":
-            frames = [self._read(frame_path(self.root, segment, "rgb", int(i)), False, segment.uid) for i in indices]
+            folder = str(frame_path(self.root, segment, "rgb", 1).parent)
+            frames = [self._read(f"{folder}/frame_{int(i):010d}.jpg", False, segment.uid) for i in indices]
             return self._stack(frames, segment)
-        u = [self._read(frame_path(self.root, segment, "u", int(i)), True, segment.uid) for i in indices]
-        v = [self._read(frame_path(self.root, segment, "v", int(i)), True, segment.uid) for i in indices]
+        u_dir = str(frame_path(self.root, segment, "u", 1).parent)
+        v_dir = str(frame_path(self.root, segment, "v", 1).parent)
+        u = [self._read(f"{u_dir}/frame_{int(i):010d}.jpg", True, segment.uid) for i in indices]
+        v = [self._read(f"{v_dir}/frame_{int(i):010d}.jpg", True, segment.uid) for i in indices]
         return self._stack([np.stack(p, axis=-1) for p in zip(u, v)], segment)
 
     def _stack(self, frames: list[np.ndarray], segment: EpicSegment) -> np.ndarray:
