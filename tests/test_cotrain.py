@@ -17,7 +17,7 @@ from experiments.losses import adversarial_loss
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cotrain_helpers import MODALITIES, ToyClips, toy_config, toy_datasets, toy_model  # noqa: E402
+from cotrain_helpers import MODALITIES, toy_config, toy_datasets, toy_model  # noqa: E402
 
 
 def params(module: nn.Module) -> torch.Tensor:
