@@ -151,8 +151,11 @@ class RefinementDQN:
         self.q_net_target = Q_NETWORKS[q_net](self.feature_dim, self.n_c, **(q_net_kwargs or {})).to(self.device)
         self.q_net_target.load_state_dict(self.q_net.state_dict())
         self.q_net_target.requires_grad_(False)
-        # foreach: one kernel per step for all Q-network tensors (the nets are small; dispatch dominates)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=learning_rate, weight_decay=weight_decay, foreach=True)
+        # fused: one kernel per step for all Q-network tensors (the nets are small; dispatch dominates;
+        # measured 65 vs 202 us per step against foreach on CPU)
+        fused = self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=learning_rate, weight_decay=weight_decay,
+                                          fused=fused, foreach=None if fused else True)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
         self.replay = self._make_replay()
@@ -198,11 +201,13 @@ class RefinementDQN:
         eps = 0.0 if deterministic else self.exploration_rate
         explore = torch.rand(b, generator=self.generator, device=self.device) < eps
         keys = torch.rand((b, self.n_c), generator=self.generator, device=self.device).masked_fill(~mask, -1.0)
-        actions = keys.argmax(dim=-1)  # uniform among selectable rows
-        greedy = (~explore).nonzero().squeeze(-1)
-        if greedy.numel():
-            q = masked_q(self.q_net(obs[greedy], mask[greedy]), mask[greedy])
-            actions[greedy] = q.argmax(dim=-1)
+        random_actions = keys.argmax(dim=-1)  # uniform among selectable rows
+        if eps >= 1.0:
+            actions = random_actions
+        else:
+            # Q for every set, then a select: cheaper than gathering the greedy subset at these sizes.
+            greedy_actions = masked_q(self.q_net(obs, mask), mask).argmax(dim=-1)
+            actions = torch.where(explore, random_actions, greedy_actions)
         if count:
             self.selections += b
         return actions

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
 from mmir_env.reward import relevance
+
+# Whether a module holds layers that behave differently in train and eval mode. Cached because
+# switching modes walks every submodule, which costs more than a small discriminator's forward.
+_MODE_DEPENDENT: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def _mode_dependent(module: nn.Module) -> bool:
+    known = _MODE_DEPENDENT.get(module)
+    if known is None:
+        known = any(isinstance(m, (_BatchNorm, _DropoutNd)) for m in module.modules()) or type(module).train is not nn.Module.train
+        _MODE_DEPENDENT[module] = known
+    return known
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -27,12 +43,16 @@ def discriminator_relevance(discriminator: nn.Module, features: Tensor, domain: 
     The module is switched to eval mode for the forward (no dropout noise in rewards, no
     batch-norm statistics updates) and put back in the mode it was in.
     """
+    features = features.to(module_device(discriminator), torch.float32)
     was_training = discriminator.training
-    discriminator.eval()
-    try:
-        logits = discriminator(features.to(module_device(discriminator), torch.float32))
-    finally:
-        discriminator.train(was_training)
+    if not (was_training and _mode_dependent(discriminator)):
+        logits = discriminator(features)
+    else:
+        discriminator.eval()
+        try:
+            logits = discriminator(features)
+        finally:
+            discriminator.train(was_training)
     if logits.shape != features.shape[:-1]:
         if logits.shape == (*features.shape[:-1], 1):
             logits = logits.squeeze(-1)
