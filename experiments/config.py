@@ -26,6 +26,7 @@ class ConfigError(ValueError):
 class DataConfig:
     """Clips of two domains in the EPIC layout (``rgb/PXX/PXX_YY/frame_*.jpg``, ``flow/.../{u,v}``)."""
 
+    kind: str = "epic"  # which datasets (experiments.builders.DATASETS): "epic" layout (also the synthetic video)
     root: str = ""  # folder with rgb/ and flow/; empty for configs that only describe the method
     source: str = "D2"
     target: str = "D1"
@@ -153,7 +154,6 @@ class RunConfig:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.backbone": ("i3d",),
     "model.batchnorm": ("per-domain", "joint"),
     "model.fusion": ("sum", "mean"),
     "stage1.optimizer": ("adam", "sgd"),
@@ -230,6 +230,11 @@ def validate(config: RunConfig) -> RunConfig:
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {flat[key]!r}")
+    from experiments import builders  # registries that plug-ins extend; it imports this module
+
+    for key, table in (("data.kind", builders.DATASETS), ("model.backbone", builders.MODELS)):
+        if flat[key] not in table:
+            raise ConfigError(f"{key} must be one of {', '.join(sorted(table))}, got {flat[key]!r}")
     for key in ("stage1.steps", "stage2.steps"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")

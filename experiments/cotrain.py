@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from agents.dqn import atomic_torch_save
-from experiments.config import RunConfig, check_data_root
+from experiments.builders import build_datasets
+from experiments.config import RunConfig
 from experiments.data_streams import StreamPosition, stream_loader
 from experiments.distributed import average_gradients, barrier, broadcast_buffers, init_distributed
 from experiments.losses import CorrespondenceHead, adversarial_loss, classification_loss, grl_coefficient
@@ -143,13 +144,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
-    """The two-stream model of the config (random init seeded by ``cfg.seed``, or checkpoints)."""
-    from features.two_stream import TwoStream
+    """The config's model (``model.backbone``; random init seeded by ``cfg.seed``, or checkpoints)."""
+    from experiments import builders
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return TwoStream.i3d(cfg.model.num_classes, cfg.model.modalities, width=cfg.model.width,
-                             checkpoints=cfg.model.checkpoints or None, dropout=cfg.model.dropout, fusion=cfg.model.fusion)
+        return builders.build_model(cfg)
 
 
 class CoTrainer:
@@ -157,7 +157,7 @@ class CoTrainer:
 
     :param cfg: the run's configuration.
     :param datasets: optional ``{"source": ..., "target": ..., "test": ...}`` clip datasets
-        (default: EPIC-layout datasets from ``cfg.data``).
+        (default: :func:`experiments.builders.build_datasets` of ``cfg.data.kind``).
     :param model: optional model (default: :func:`build_model`).
     :param on_step: called after every step with ``(stage, step, metrics)`` (progress display).
     """
@@ -170,7 +170,7 @@ class CoTrainer:
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.on_step = on_step
-        self.datasets = dict(datasets) if datasets is not None else self._epic_datasets()
+        self.datasets = dict(datasets) if datasets is not None else build_datasets(cfg)
         torch.manual_seed(cfg.seed)
         self.model = (model or build_model(cfg)).to(self.device)
         dims = self.model.feature_dims
@@ -199,19 +199,6 @@ class CoTrainer:
         self.run_dir = cfg.run_dir()
 
     # -- construction ---------------------------------------------------------------------------
-    def _epic_datasets(self) -> dict[str, Any]:
-        from features.data.epic import EpicClips
-
-        root = check_data_root(self.cfg)
-        d = self.cfg.data
-        splits = d.annotations or None
-        common = dict(splits=splits, modalities=tuple(self.cfg.model.modalities), size=d.size, num_frames=d.frames, seed=self.cfg.seed)
-        return {
-            "source": EpicClips(root, d.source, "train", synchronised=d.synchronised, role="source", **common),
-            "target": EpicClips(root, d.target, "train", synchronised=d.synchronised, role="target", **common),
-            "test": EpicClips(root, d.target, "test", test_clips=self.cfg.evaluation.windows, role="target", **common),
-        }
-
     def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
         sc = self.cfg.stage1 if stage == 1 else self.cfg.stage2
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from features.data.shared import shared_data_dir
+
+if TYPE_CHECKING:  # the config module imports nothing from here; only annotations need it
+    from experiments.config import RunConfig
 
 __all__ = [
     "CLIP_FRAMES",
@@ -512,3 +515,18 @@ def describe_splits(directory: str | os.PathLike[str] | None = None) -> dict[str
         for domain in DOMAINS
     }
 
+
+
+def epic_datasets(cfg: "RunConfig") -> dict[str, "EpicClips"]:
+    """Source-train, target-train and target-test clips of a run config with ``data.kind = "epic"``."""
+    from experiments.config import check_data_root
+
+    root = check_data_root(cfg)
+    d = cfg.data
+    common = dict(splits=d.annotations or None, modalities=tuple(cfg.model.modalities), size=d.size,
+                  num_frames=d.frames, seed=cfg.seed)
+    return {
+        "source": EpicClips(root, d.source, "train", synchronised=d.synchronised, role="source", **common),
+        "target": EpicClips(root, d.target, "train", synchronised=d.synchronised, role="target", **common),
+        "test": EpicClips(root, d.target, "test", test_clips=cfg.evaluation.windows, role="target", **common),
+    }
