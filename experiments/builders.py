@@ -21,10 +21,12 @@ ModelBuilder = Callable[[RunConfig], nn.Module]
 # data.kind -> builder of {"source", "target", "test"} datasets (see CoTrainer for the item layout)
 DATASETS: dict[str, str | DatasetsBuilder] = {
     "epic": "features.data.epic:epic_datasets",
+    "watch": "features.data.watch:watch_datasets",
 }
 # model.backbone -> builder of a modality-keyed model (TwoStream API: modalities, feature_dims, extract_features, classify)
 MODELS: dict[str, str | ModelBuilder] = {
     "i3d": "features.two_stream:i3d_model",
+    "temporal-conv": "features.sensor_encoders:sensor_model",
 }
 
 

@@ -64,6 +64,9 @@ class StageConfig:
     adversarial: bool = False  # L_adv (eq. 8)
     refinement: bool = False  # agents (eq. 7) and L_adv on kept instances only
     correspondence_weight: float = 0.0  # MM-SADA's RGB/flow correspondence loss (released code: 5.0 / 1.0)
+    mmd_weight: float = 0.0  # DAN baseline: multi-kernel MMD between source and target features per modality
+    mcd: bool = False  # MCD baseline: two classifiers, maximum classifier discrepancy (stage 2 only)
+    mcd_generator_steps: int = 4  # MCD step C: generator updates per batch (Saito et al. use 4)
 
 
 @dataclass
@@ -113,6 +116,8 @@ class EvaluationConfig:
     last: int = 9  # report the mean of the last N evaluations (paper 4.2)
     windows: int = 5  # test clips per segment, softmax of summed logits averaged
     batch_size: int = 16
+    adabn: bool = False  # AdaBN baseline: BatchNorm statistics re-estimated on target training clips before testing
+    adabn_batches: int = 0  # target batches for those statistics; 0: the whole target training split
 
 
 @dataclass
@@ -130,6 +135,7 @@ class RunConfig:
     """Everything a co-training run needs."""
 
     name: str = "run"
+    method: str = "custom"  # label for reports (experiments.methods names; `mmir train --method` sets it)
     seed: int = 0
     output_dir: str = "runs"
     device: str = "auto"
@@ -268,8 +274,18 @@ def validate(config: RunConfig) -> RunConfig:
             raise ConfigError(f"{name}.refinement = true needs {name}.adversarial = true (the agents' rewards come from the discriminator)")
         if stage.lr <= 0 or stage.weight_decay < 0 or stage.momentum < 0:
             raise ConfigError(f"{name}.lr must be > 0 and {name}.weight_decay, {name}.momentum >= 0")
-    if config.stage1.adversarial or config.stage1.refinement:
-        raise ConfigError("stage1 trains L_cls only (eq. 11): stage1.adversarial and stage1.refinement must be false")
+    if config.stage1.adversarial or config.stage1.refinement or config.stage1.mmd_weight or config.stage1.mcd:
+        raise ConfigError("stage1 trains L_cls only (eq. 11): stage1.adversarial, refinement, mcd must be false and mmd_weight 0")
+    for name in ("stage1", "stage2"):
+        stage = getattr(config, name)
+        if stage.mmd_weight < 0 or stage.correspondence_weight < 0:
+            raise ConfigError(f"{name}.mmd_weight and {name}.correspondence_weight must be >= 0")
+        if stage.mcd_generator_steps < 1:
+            raise ConfigError(f"{name}.mcd_generator_steps must be >= 1, got {stage.mcd_generator_steps}")
+    if config.stage2.mcd and (config.stage2.adversarial or config.stage2.mmd_weight):
+        raise ConfigError("stage2.mcd is its own alignment (classifier discrepancy): set stage2.adversarial = false and stage2.mmd_weight = 0")
+    if config.evaluation.adabn_batches < 0:
+        raise ConfigError(f"evaluation.adabn_batches must be >= 0, got {config.evaluation.adabn_batches}")
     if not 0.0 <= config.model.dropout < 1.0:
         raise ConfigError(f"model.dropout must lie in [0, 1), got {config.model.dropout}")
     if not 0.0 <= config.agents.gamma <= 1.0:

@@ -25,7 +25,10 @@ from experiments.config import RunConfig
 from experiments.data_streams import StreamPosition, stream_loader
 from experiments.distributed import average_gradients, barrier, broadcast_buffers, init_distributed
 from experiments.losses import CorrespondenceHead, adversarial_loss, classification_loss, grl_coefficient
-from experiments.refinement import DomainRefiner, RefinementResult
+from experiments.methods.adabn import adapt_batchnorm
+from experiments.methods.mcd import classifier_discrepancy, fused_logits, mcd_losses, second_heads
+from experiments.methods.mmd import mk_mmd
+from experiments.refinement import DomainRefiner, RefinementResult, RefinementStats
 from mmir_env.discriminator import DomainDiscriminator
 
 CHECKPOINT_FORMAT = "mmir-cotrain"
@@ -41,10 +44,16 @@ class StepOutput:
     adv: float = 0.0
     dqn: float = 0.0
     corr: float = 0.0
+    mmd: float = 0.0
+    discrepancy: float = 0.0
     refinement: dict[str, RefinementResult] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
         out = {"loss": self.loss, "cls": self.cls, "adv": self.adv, "dqn": self.dqn, "corr": self.corr}
+        if self.mmd:
+            out["mmd"] = self.mmd
+        if self.discrepancy:
+            out["discrepancy"] = self.discrepancy
         for key, r in self.refinement.items():
             out[f"reward/{key}"] = r.mean_reward
             out[f"removed/{key}"] = r.removed
@@ -79,12 +88,14 @@ def stage2_step(
     correspondence_weight: float = 0.0,
     source_negative: Tensor | None = None,
     target_negative: Tensor | None = None,
+    mmd_weight: float = 0.0,
 ) -> tuple[Tensor, StepOutput]:
     """The stage-2 loss (eq. 12) of one batch; the caller backpropagates and steps the optimizers.
 
     ``source``/``target``: modality -> clips of each half-batch. Only source ``labels`` exist here:
     the classifier never sees target labels. ``refiners`` holds the enabled agents, keyed by
-    ``(modality, "source"|"target")``; a modality without one keeps all its rows.
+    ``(modality, "source"|"target")``; a modality without one keeps all its rows. ``mmd_weight``
+    adds the DAN baseline's MK-MMD between the halves' features per modality.
     """
     f_src, f_tgt = extract(model, source, target, per_domain_bn)
     assert f_tgt is not None
@@ -110,7 +121,13 @@ def stage2_step(
         for feats in (f_src, f_tgt):
             l_corr = l_corr + correspondence([feats[m] for m in model.modalities])
     total = l_cls + l_adv + l_dqn + correspondence_weight * l_corr
-    return total, StepOutput(loss=_f(total), cls=_f(l_cls), adv=_f(l_adv), dqn=_f(l_dqn), corr=_f(l_corr), refinement=results)
+    l_mmd = torch.zeros((), device=labels.device)
+    if mmd_weight > 0:
+        for modality in model.modalities:
+            l_mmd = l_mmd + mk_mmd(f_src[modality].float(), f_tgt[modality].float())
+        total = total + mmd_weight * l_mmd
+    return total, StepOutput(loss=_f(total), cls=_f(l_cls), adv=_f(l_adv), dqn=_f(l_dqn), corr=_f(l_corr), mmd=_f(l_mmd),
+                             refinement=results)
 
 
 def stage1_step(model: nn.Module, source: Mapping[str, Tensor], labels: Tensor, correspondence: CorrespondenceHead | None = None,
@@ -192,6 +209,16 @@ class CoTrainer:
                     self.refiners[(modality, domain)] = DomainRefiner(
                         modality, domain, self.discriminators[modality], dims[modality], half, cfg.agents, cfg.env,
                         seed=cfg.seed * 100 + i, device=self.device)
+        self.second_heads: nn.ModuleDict | None = None
+        if cfg.stage2.mcd:
+            for attr in ("backbones", "heads", "feature_dims", "num_classes"):
+                if not hasattr(self.model, attr):
+                    raise ValueError(f"stage2.mcd needs a model with backbones and heads (TwoStream); {type(self.model).__name__} has no {attr!r}")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed + 3)
+                self.second_heads = second_heads(self.model, cfg.model.dropout).to(self.device)
+        self.classifier_optimizer: torch.optim.Optimizer | None = None
+        self.refinement_stats = RefinementStats(cfg.model.num_classes)
         self.stage, self.step = 1, 0
         self.positions = {"stage1": StreamPosition(), "source": StreamPosition(), "target": StreamPosition()}
         self.evaluations: list[dict[str, float]] = []
@@ -201,6 +228,12 @@ class CoTrainer:
     # -- construction ---------------------------------------------------------------------------
     def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
         sc = self.cfg.stage1 if stage == 1 else self.cfg.stage2
+        if stage == 2 and self.second_heads is not None:
+            # MCD steps the generator and the two classifiers separately (Saito et al. 2018)
+            heads = [p for p in self.model.heads.parameters() if p.requires_grad] + list(self.second_heads.parameters())
+            self.classifier_optimizer = make_optimizer(heads, sc.optimizer, sc.lr, sc.weight_decay, sc.momentum)
+            generator = [p for p in self.model.backbones.parameters() if p.requires_grad]
+            return make_optimizer(generator, sc.optimizer, sc.lr, sc.weight_decay, sc.momentum)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if stage == 2:
             params += list(self.discriminators.parameters())
@@ -227,6 +260,8 @@ class CoTrainer:
         self._run_stage2()
         summary = self.summary()
         if self.dist.is_main:
+            if self.refiners:
+                (self.run_dir / "refinement_stats.json").write_text(json.dumps(self.refinement_stats.state_dict(), indent=1))
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -275,6 +310,10 @@ class CoTrainer:
                 d.grl.coeff = coeff
             source = {m: src[m].to(self.device, non_blocking=True) for m in self.model.modalities}
             target = {m: tgt[m].to(self.device, non_blocking=True) for m in self.model.modalities}
+            if self.second_heads is not None:
+                out = self._mcd_step(source, src["label"].to(self.device), target)
+                self._finish_stage2_step(out)
+                continue
             self.optimizer.zero_grad(set_to_none=True)
             for r in self.refiners.values():
                 r.agent.optimizer.zero_grad(set_to_none=True)
@@ -284,6 +323,7 @@ class CoTrainer:
                     adversarial=sc.adversarial, per_domain_bn=self.cfg.model.batchnorm == "per-domain",
                     correspondence=self.correspondence, correspondence_weight=sc.correspondence_weight,
                     source_negative=src.get("is_negative"), target_negative=tgt.get("is_negative"),
+                    mmd_weight=sc.mmd_weight,
                 )
             loss.backward()
             self._sync_gradients()
@@ -291,14 +331,60 @@ class CoTrainer:
             for r in self.refiners.values():
                 if len(r.agent.replay) >= r.agent.learning_starts:
                     r.agent.optimizer_step()
-            broadcast_buffers(self.model, self.dist)
-            self.step += 1
-            if self.dist.is_main and (self.step % self.cfg.evaluation.every == 0 or self.step == sc.steps):
-                self.evaluations.append({"step": self.step, **self.evaluate()})
-            if self.dist.is_main and self.cfg.snapshots.enabled and (
-                    (self.cfg.snapshots.every and self.step % self.cfg.snapshots.every == 0) or self.step == sc.steps):
-                self.write_snapshot()
-            self._after_step(out)
+            for key, result in out.refinement.items():
+                self.refinement_stats.add(key, result, (src if key.endswith("/source") else tgt).get("label"))
+            self._finish_stage2_step(out)
+
+    def _finish_stage2_step(self, out: StepOutput) -> None:
+        """Buffers, step count, evaluation, snapshot, logs: the same after every kind of stage-2 step."""
+        sc = self.cfg.stage2
+        broadcast_buffers(self.model, self.dist)
+        self.step += 1
+        if self.dist.is_main and (self.step % self.cfg.evaluation.every == 0 or self.step == sc.steps):
+            self.evaluations.append({"step": self.step, **self.evaluate()})
+        if self.dist.is_main and self.cfg.snapshots.enabled and (
+                (self.cfg.snapshots.every and self.step % self.cfg.snapshots.every == 0) or self.step == sc.steps):
+            self.write_snapshot()
+        self._after_step(out)
+
+    def _mcd_step(self, source: dict[str, Tensor], labels: Tensor, target: dict[str, Tensor]) -> StepOutput:
+        """One MCD batch: (A) source loss for G, C1, C2; (B) C1, C2 maximise the target discrepancy; (C) G minimises it k times."""
+        assert self.second_heads is not None and self.classifier_optimizer is not None
+        per_domain = self.cfg.model.batchnorm == "per-domain"
+        optimizers = (self.optimizer, self.classifier_optimizer)
+
+        def zero() -> None:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+
+        zero()
+        with self._autocast():
+            f_src, _ = extract(self.model, source, None, per_domain)
+            cls, _ = mcd_losses(self.model, self.second_heads, f_src, labels, None)
+        cls.backward()
+        self._sync_gradients()
+        for opt in optimizers:
+            opt.step()
+        zero()
+        with self._autocast():
+            with torch.no_grad():
+                f_src, f_tgt = extract(self.model, source, target, per_domain)
+            cls_b, disc_b = mcd_losses(self.model, self.second_heads, f_src, labels, f_tgt)
+        (cls_b - disc_b).backward()
+        self._sync_gradients()
+        self.classifier_optimizer.step()
+        disc_c = torch.zeros(())
+        for _ in range(self.cfg.stage2.mcd_generator_steps):
+            zero()
+            with self._autocast():
+                f_tgt = self.model.extract_features(target)
+                disc_c = classifier_discrepancy(self.model.classify(f_tgt).logits,
+                                                fused_logits(self.second_heads, f_tgt, getattr(self.model, "fusion", "sum")))
+            disc_c.backward()
+            self._sync_gradients()
+            self.optimizer.step()
+        zero()
+        return StepOutput(loss=_f(cls), cls=_f(cls), discrepancy=_f(disc_c))
 
     def _sync_gradients(self) -> None:
         """Average gradients over processes (no-op in a single process); keeps every replica identical."""
@@ -306,6 +392,8 @@ class CoTrainer:
         if self.correspondence is not None:
             modules.append(self.correspondence)
         modules += [r.agent.q_net for r in self.refiners.values()]
+        if self.second_heads is not None:
+            modules.append(self.second_heads)
         average_gradients(modules, self.dist)
 
     def _after_step(self, out: StepOutput) -> None:
@@ -340,6 +428,11 @@ class CoTrainer:
         ds = self.datasets["test"]
         was_training = self.model.training
         self.model.eval()
+        model = self.model
+        if self.cfg.evaluation.adabn:  # AdaBN: a copy with the target training clips' BatchNorm statistics
+            target = DataLoader(self.datasets["target"], batch_size=self.cfg.evaluation.batch_size, shuffle=False,
+                                num_workers=self.cfg.data.num_workers)
+            model = adapt_batchnorm(self.model, target, self.model.modalities, self.device, self.cfg.evaluation.adabn_batches)
         loader = DataLoader(ds, batch_size=self.cfg.evaluation.batch_size, shuffle=False, drop_last=False,
                             num_workers=self.cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
         probs: dict[int, Tensor] = {}
@@ -347,7 +440,7 @@ class CoTrainer:
         for batch in loader:
             clips = {m: batch[m].to(self.device) for m in self.model.modalities}
             with self._autocast():
-                p = torch.softmax(self.model(clips).logits.float(), dim=1).cpu()
+                p = torch.softmax(model(clips).logits.float(), dim=1).cpu()
             for uid, label, row in zip(batch["uid"].tolist(), batch["label"].tolist(), p):
                 probs[uid] = probs.get(uid, 0) + row
                 labels[uid] = label
@@ -364,6 +457,7 @@ class CoTrainer:
         last = self.evaluations[-self.cfg.evaluation.last:]
         return {
             "name": self.cfg.name,
+            "method": self.cfg.method,
             "evaluations": self.evaluations,
             "top1_last": float(np.mean([e["top1"] for e in last])) if last else float("nan"),
             "mean_class_accuracy_last": float(np.mean([e["mean_class_accuracy"] for e in last])) if last else float("nan"),
@@ -403,6 +497,9 @@ class CoTrainer:
             "agents": {f"{m}/{d}": r.agent.state_dict(include_replay=True) for (m, d), r in self.refiners.items()},
             "positions": {k: [p.epoch, p.batch] for k, p in self.positions.items()},
             "evaluations": json.dumps(self.evaluations),
+            "refinement_stats": json.dumps(self.refinement_stats.state_dict()),
+            "second_heads": None if self.second_heads is None else self.second_heads.state_dict(),
+            "classifier_optimizer": None if self.classifier_optimizer is None else self.classifier_optimizer.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -438,6 +535,11 @@ class CoTrainer:
         for k, (epoch, batch) in state["positions"].items():
             self.positions[k] = StreamPosition(int(epoch), int(batch))
         self.evaluations = json.loads(state["evaluations"])
+        self.refinement_stats.load_state_dict(json.loads(state["refinement_stats"]))
+        if self.second_heads is not None and state.get("second_heads") is not None:
+            self.second_heads.load_state_dict(state["second_heads"])
+        if self.classifier_optimizer is not None and state.get("classifier_optimizer") is not None:
+            self.classifier_optimizer.load_state_dict(state["classifier_optimizer"])
         torch.set_rng_state(state["torch_rng"].cpu())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 from agents.dqn import RefinementDQN
 from experiments.config import AgentConfig, EnvConfig
 from mmir_env.batched import BatchedRefinementEnv
+from mmir_env.scoring import discriminator_relevance
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class RefinementResult:
     removed: int
     negatives_removed: int  # planted ground truth, when the batch carries it (else 0)
     negatives_present: int  # planted negatives in the batch (0 without ground truth)
+    relevance: Tensor | None = None  # [B] eq. 3 relevance of every row before selection (for reports)
 
 
 class DomainRefiner:
@@ -54,6 +57,9 @@ class DomainRefiner:
         sets = features.detach().float().reshape(b // self.n_c, self.n_c, d)
         negatives = None if is_negative is None else is_negative.reshape(b // self.n_c, self.n_c)
         obs = self.env.load_candidate_sets(sets, negatives)
+        # every row's relevance under the discriminator as it is now: one small forward, for the
+        # reports' kept-versus-removed histograms (the env scores only the selected rows)
+        relevance = discriminator_relevance(self.env.discriminator, sets, self.env.domain).reshape(-1)
         total_reward = 0.0
         negatives_removed = 0
         for _ in range(self.E):
@@ -68,8 +74,47 @@ class DomainRefiner:
         keep = self.env.mask.reshape(-1).clone()
         return RefinementResult(keep=keep, mean_reward=total_reward / (sets.shape[0] * self.E), removed=int((~keep).sum()),
                                 negatives_removed=negatives_removed,
-                                negatives_present=0 if is_negative is None else int(is_negative.sum()))
+                                negatives_present=0 if is_negative is None else int(is_negative.sum()), relevance=relevance)
 
     def loss(self) -> Tensor:
         """This agent's TD loss (eq. 6) attached to its Q-network, for L_dqn (eq. 7)."""
         return self.agent.update(optimize=False)
+
+
+class RefinementStats:
+    """What the agents did over stage 2, per agent: relevance histograms of kept and removed rows, removals per class.
+
+    Class counts use the batches' labels, the target's included: they are statistics for reports and
+    never reach a loss.
+    """
+
+    BINS = 20  # relevance in [0, 1]
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.agents: dict[str, dict[str, list[int]]] = {}
+
+    def add(self, key: str, result: RefinementResult, labels: Tensor | None) -> None:
+        entry = self.agents.setdefault(key, {
+            "kept_histogram": [0] * self.BINS, "removed_histogram": [0] * self.BINS,
+            "seen_per_class": [0] * self.num_classes, "removed_per_class": [0] * self.num_classes,
+        })
+        keep = result.keep.cpu()
+        if result.relevance is not None:
+            bins = (result.relevance.cpu() * self.BINS).long().clamp(0, self.BINS - 1)
+            for name, rows in (("kept_histogram", keep), ("removed_histogram", ~keep)):
+                counts = torch.bincount(bins[rows], minlength=self.BINS).tolist()
+                entry[name] = [a + b for a, b in zip(entry[name], counts)]
+        if labels is not None:
+            labels = labels.cpu().long()
+            valid = (labels >= 0) & (labels < self.num_classes)
+            for name, rows in (("seen_per_class", valid), ("removed_per_class", valid & ~keep)):
+                counts = torch.bincount(labels[rows], minlength=self.num_classes).tolist()
+                entry[name] = [a + b for a, b in zip(entry[name], counts)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"bins": self.BINS, "num_classes": self.num_classes, "agents": self.agents}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.num_classes = int(state["num_classes"])
+        self.agents = {k: {n: list(v) for n, v in entry.items()} for k, entry in state["agents"].items()}

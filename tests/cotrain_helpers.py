@@ -41,9 +41,10 @@ class ToyClips(Dataset):
                 "is_negative": bool(self.negative[i])}
 
 
-def toy_model(seed: int = 0) -> TwoStream:
+def toy_model(seed: int = 0, batchnorm: bool = False) -> TwoStream:
     torch.manual_seed(seed)
-    backbones = {m: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 8)) for m in MODALITIES}
+    norm = (lambda: nn.BatchNorm1d(16)) if batchnorm else nn.Identity
+    backbones = {m: nn.Sequential(nn.Linear(6, 16), norm(), nn.ReLU(), nn.Linear(16, 8)) for m in MODALITIES}
     return TwoStream(backbones, num_classes=3, feature_dims={m: 8 for m in MODALITIES})
 
 

@@ -146,7 +146,7 @@ def test_baseline_presets_switch_off_only_what_they_name():
         assert (config.data.source, config.data.target) == (source, "D1"), name
         mine = flat(config)
         differing = {k for k in paper if paper[k] != mine[k]}
-        allowed = {"name", "data.source", "stage2.adversarial", "stage2.refinement", "agents.s_agents", "agents.t_agents"}
+        allowed = {"name", "method", "data.source", "stage2.adversarial", "stage2.refinement", "agents.s_agents", "agents.t_agents"}
         assert differing <= allowed, f"{name} differs from paper/D2-D1.toml in {sorted(differing - allowed)}"
 
 

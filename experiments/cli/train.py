@@ -12,6 +12,9 @@ def register(sub: Any) -> None:
                        description="Run a co-training configuration (see experiments/configs/ and docs/configs.md).")
     p.add_argument("config", type=Path, help="TOML file, e.g. experiments/configs/paper/D2-D1.toml")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt exactly where it stopped")
+    p.add_argument("--method", default=None, metavar="NAME",
+                   help="apply a method of experiments.methods on top of CONFIG (source-only, adversarial-only, mmd, adabn, mcd, "
+                        "mm-sada, mmir, supervised-target, or a Table 2 ablation such as mmir-no-rgb-agents)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set data.root=/data/epic --set stage2.steps=100 (TOML syntax for the value)")
     p.set_defaults(func=run)
@@ -45,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, parse_overrides(args.overrides))
+        if args.method is not None:
+            from experiments.methods import apply_method
+
+            cfg = apply_method(cfg, args.method)
     except ConfigError as err:
         raise CLIError(str(err)) from err
     console = Console()

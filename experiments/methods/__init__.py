@@ -1,0 +1,142 @@
+"""The paper's methods, baselines and ablations as configurations of the one co-training loop.
+
+A :class:`Method` is a set of config overrides applied on top of a base run (a domain pair, a data
+set, a budget): ``apply_method(cfg, "mcd")``. Every method also ships as an overlay file in
+``experiments/configs/methods/NAME.toml`` (``mmir train BASE.toml --method NAME`` applies it), and
+:func:`method_overlay` renders exactly those files.
+
+Which paper table a method belongs to (``tables``) decides where ``mmir report`` puts it:
+Table 1 compares methods, Table 2 ablates the agents, Table 3 the instance refinement.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from experiments.config import ConfigError, RunConfig, from_dict, validate
+
+__all__ = ["METHODS", "Method", "apply_method", "get_method", "method_overlay"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the paper's tables.
+
+    :param name: registry key and the run's ``method`` label.
+    :param title: how tables print it.
+    :param citation: the paper it comes from.
+    :param overrides: dotted config keys set on the base config.
+    :param tables: paper tables (1, 2, 3) the method appears in.
+    :param source_is_target: train on the target's labels (the supervised upper bound).
+    """
+
+    name: str
+    title: str
+    citation: str
+    overrides: dict[str, Any]
+    tables: tuple[int, ...] = (1,)
+    source_is_target: bool = False
+    notes: str = ""
+    adversarial: bool = field(init=False)
+    refinement: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adversarial", bool(self.overrides.get("stage2.adversarial", False)))
+        object.__setattr__(self, "refinement", bool(self.overrides.get("stage2.refinement", False)))
+
+
+_NO_ALIGNMENT = {"stage2.adversarial": False, "stage2.refinement": False, "stage2.mmd_weight": 0.0, "stage2.mcd": False,
+                 "stage2.correspondence_weight": 0.0, "evaluation.adabn": False, "agents.s_agents": [], "agents.t_agents": []}
+_ADVERSARIAL = {**_NO_ALIGNMENT, "stage2.adversarial": True}
+_MMIR = {**_ADVERSARIAL, "stage2.refinement": True, "agents.s_agents": ["rgb", "flow"], "agents.t_agents": ["rgb", "flow"]}
+_CITE_MMIR = "Qing, Su, Hu, Ma, Wu. Multi-modal Instance Refinement for Cross-domain Action Recognition (this paper), eq. 12"
+_CITE_DANN = "Ganin, Lempitsky. Unsupervised Domain Adaptation by Backpropagation, ICML 2015 (gradient reversal)"
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("source-only", "Source-only", "Paper 4.2 baseline: the classifier on labelled source clips only (eq. 1)", dict(_NO_ALIGNMENT)),
+    Method("adversarial-only", "Adversarial-only", _CITE_DANN + "; one GRL discriminator per modality (eq. 8, all instances)",
+           dict(_ADVERSARIAL), tables=(1, 3)),
+    Method("mmd", "MMD", "Long, Cao, Wang, Jordan. Learning Transferable Features with Deep Adaptation Networks, ICML 2015 (MK-MMD per modality)",
+           {**_NO_ALIGNMENT, "stage2.mmd_weight": 1.0}),
+    Method("adabn", "AdaBN", "Li, Wang, Shi, Liu, Hou. Revisiting Batch Normalization For Practical Domain Adaptation, arXiv:1603.04779 (2016)",
+           {**_NO_ALIGNMENT, "evaluation.adabn": True}),
+    Method("mcd", "MCD", "Saito, Watanabe, Ushiku, Harada. Maximum Classifier Discrepancy for Unsupervised Domain Adaptation, CVPR 2018",
+           {**_NO_ALIGNMENT, "stage2.mcd": True}),
+    Method("mm-sada", "MM-SADA", "Munro, Damen. Multi-Modal Domain Adaptation for Fine-Grained Action Recognition, CVPR 2020 "
+           "(self-supervised RGB/flow correspondence on both domains + per-modality adversarial alignment)",
+           {**_ADVERSARIAL, "stage2.correspondence_weight": 1.0}),
+    Method("mmir", "MMIR", _CITE_MMIR, dict(_MMIR), tables=(1, 2, 3)),
+    Method("supervised-target", "Supervised target", "Paper 4.2 upper bound: the classifier trained on the target's labels",
+           dict(_NO_ALIGNMENT), source_is_target=True),
+    # Table 2: the agents, one switch at a time
+    Method("mmir-no-rgb-agents", "w/o RGB agents", _CITE_MMIR + "; Table 2 ablation",
+           {**_MMIR, "agents.s_agents": ["flow"], "agents.t_agents": ["flow"]}, tables=(2,)),
+    Method("mmir-no-flow-agents", "w/o flow agents", _CITE_MMIR + "; Table 2 ablation",
+           {**_MMIR, "agents.s_agents": ["rgb"], "agents.t_agents": ["rgb"]}, tables=(2,)),
+    Method("mmir-no-rgb-s-agent", "w/o S-agent (RGB)", _CITE_MMIR + "; Table 2 ablation",
+           {**_MMIR, "agents.s_agents": ["flow"]}, tables=(2,)),
+    Method("mmir-no-rgb-t-agent", "w/o T-agent (RGB)", _CITE_MMIR + "; Table 2 ablation",
+           {**_MMIR, "agents.t_agents": ["flow"]}, tables=(2,)),
+)}
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``, or a ConfigError listing the known ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None
+
+
+def _modality_overrides(method: Method, modalities: list[str]) -> dict[str, Any]:
+    """Agent lists name RGB and flow; on other data (sensors) "rgb"/"flow" mean the 1st/2nd modality."""
+    out = dict(method.overrides)
+    if modalities[:2] == ["rgb", "flow"] or len(modalities) < 2:
+        return out
+    rename = {"rgb": modalities[0], "flow": modalities[1]}
+    for key in ("agents.s_agents", "agents.t_agents"):
+        out[key] = [rename.get(m, m) for m in out[key]]
+    return out
+
+
+def apply_method(cfg: RunConfig, method: str | Method) -> RunConfig:
+    """A validated copy of ``cfg`` with the method's overrides; ``cfg.method`` records the name."""
+    method = get_method(method) if isinstance(method, str) else method
+    data = copy.deepcopy(cfg.to_dict())
+    for dotted, value in _modality_overrides(method, list(cfg.model.modalities)).items():
+        section, _, key = dotted.rpartition(".")
+        node = data[section] if section else data
+        node[key] = copy.deepcopy(value)
+    data["method"] = method.name
+    if method.source_is_target:
+        data["data"]["source"] = data["data"]["target"]
+    return validate(from_dict(RunConfig, data))
+
+
+def method_overlay(method: str | Method) -> str:
+    """The TOML overlay file of ``method`` (what ``experiments/configs/methods/NAME.toml`` holds)."""
+    method = get_method(method) if isinstance(method, str) else method
+    lines = [f"# {method.title}: {method.citation}", "# Overlay for `mmir train BASE.toml --method " + method.name + "` (see experiments.methods)."]
+    if method.source_is_target:
+        lines.append("# Also sets data.source = data.target: the classifier learns from the target's labelled train split.")
+    sections: dict[str, dict[str, Any]] = {}
+    for dotted, value in method.overrides.items():
+        section, _, key = dotted.rpartition(".")
+        sections.setdefault(section, {})[key] = value
+    lines.append(f'method = "{method.name}"')
+    for section, values in sections.items():
+        lines.append(f"\n[{section}]")
+        lines.extend(f"{key} = {_toml_value(v)}" for key, v in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
