@@ -1,0 +1,65 @@
+"""``mmir report RUN_DIR...``: the paper's Tables 1-3 from finished runs, as rich, Markdown and CSV, plus PNG plots."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("report", help="tables (paper Tables 1-3 layout) and plots from finished runs",
+                       description="Collect every finished run below RUN_DIR... (folders with config.json and summary.json) "
+                                   "and print Tables 1-3: methods x domain pairs, mean over seeds ± std, a mean column, best "
+                                   "in bold. Writes report.md and report.csv, and PNG plots with the `plots` extra (matplotlib).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run or sweep folders")
+    p.add_argument("--out", type=Path, default=None, help="where report.md, report.csv and plots/ go (default: the first RUN_DIR)")
+    p.add_argument("--metric", choices=("top1", "mean-class"), default="top1", help="cell value")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=run)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from experiments.cli import CLIError
+    from experiments.report import build_tables, csv_text, find_runs, markdown, rich_tables, write_plots
+
+    try:
+        records = find_runs(args.runs)
+    except (FileNotFoundError, ValueError) as err:
+        raise CLIError(str(err)) from err
+    if not records:
+        raise CLIError(f"no finished runs (folders with config.json and summary.json) below {', '.join(map(str, args.runs))}")
+    metric = "top1" if args.metric == "top1" else "mean-class"
+    tables = build_tables(records, "top1" if metric == "top1" else "mean_class_accuracy")
+    seeds = sorted({r.seed for r in records})
+    what = "target top-1" if metric == "top1" else "mean class accuracy"
+    caption = (f"{what} (%): mean of each run's last evaluations (paper 4.2), averaged over {len(seeds)} seed(s) "
+               f"(± std over seeds); {len(records)} runs")
+    console = Console()
+    for table in rich_tables(tables, caption):
+        console.print(table)
+    out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "report.md", markdown(tables, caption))
+    _atomic_write(out / "report.csv", csv_text(tables, records))
+    console.print(f"wrote {out / 'report.md'} and {out / 'report.csv'}")
+    if not args.no_plots:
+        try:
+            written = write_plots(records, out / "plots")
+        except ImportError as err:
+            console.print(f"[yellow]no plots: {err}[/yellow]")
+        else:
+            console.print(f"plots: {', '.join(str(p) for p in written)}")
+    return 0

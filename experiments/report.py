@@ -1,0 +1,344 @@
+"""Collect finished runs into the paper's tables (Tables 1-3) as rich, Markdown and CSV, and plot what happened.
+
+A run is a folder holding ``config.json`` and ``summary.json`` (what ``mmir train`` and ``mmir
+sweep`` write). Cells are the mean (± standard deviation over seeds) of each run's reported
+target top-1: the mean of its last evaluations (paper 4.2). Table 1 lists methods, Table 2 the
+agent ablations, Table 3 adversarial alignment with and without instance refinement; rows follow
+:data:`experiments.methods.METHODS`, columns are domain pairs plus their mean, and the best cell of
+each column is bold.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.methods import METHODS
+
+TABLE_TITLES = {
+    1: "Table 1: target top-1 (%) per domain pair",
+    2: "Table 2: ablation of the agents, target top-1 (%)",
+    3: "Table 3: adversarial alignment with and without instance refinement (IR), target top-1 (%)",
+}
+
+
+@dataclass
+class RunRecord:
+    """One finished run."""
+
+    path: Path
+    method: str
+    pair: str
+    seed: int
+    top1: float
+    mean_class_accuracy: float
+    evaluations: list[dict[str, Any]]
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def stats_path(self) -> Path:
+        return self.path / "refinement_stats.json"
+
+
+def find_runs(paths: list[Path]) -> list[RunRecord]:
+    """Every finished run at or below ``paths`` (folders with config.json and summary.json); stage-1 folders are skipped."""
+    found: dict[Path, RunRecord] = {}
+    for root in paths:
+        if not root.exists():
+            raise FileNotFoundError(f"no run folder at {root}")
+        candidates = [root] if (root / "summary.json").is_file() else sorted(p.parent for p in root.rglob("summary.json"))
+        for run in candidates:
+            if "_stage1" in run.parts or not (run / "config.json").is_file():
+                continue
+            record = _load_run(run)
+            if record is not None:
+                found[run.resolve()] = record
+    return list(found.values())
+
+
+def _load_run(run: Path) -> RunRecord | None:
+    try:
+        config = json.loads((run / "config.json").read_text())
+        summary = json.loads((run / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{run}: unreadable run files ({err})") from err
+    if config.get("stage2", {}).get("steps", 0) == 0 or not summary.get("evaluations"):
+        return None  # a stage-1-only run has nothing to report
+    method = config.get("method") or "custom"
+    if method == "custom":
+        method = config.get("name", run.name)
+    data = config.get("data", {})
+    pair = f"{data.get('source', '?')}→{data.get('target', '?')}"
+    if METHODS.get(method) is not None and METHODS[method].source_is_target:
+        pair = f"→{data.get('target', '?')}"  # the upper bound belongs to every pair with this target
+    return RunRecord(run, method, pair, int(config.get("seed", 0)), float(summary["top1_last"]),
+                     float(summary["mean_class_accuracy_last"]), summary["evaluations"], config)
+
+
+@dataclass(frozen=True)
+class Cell:
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
+
+    def text(self) -> str:
+        if len(self.values) > 1:
+            return f"{100 * self.mean:.1f} ± {100 * self.std:.1f}"
+        return f"{100 * self.mean:.1f}"
+
+
+@dataclass
+class Table:
+    number: int
+    title: str
+    pairs: list[str]
+    rows: list[str]  # method names
+    cells: dict[tuple[str, str], Cell]  # (method, pair) -> cell; pair "mean" for the mean column
+
+    def best(self, column: str) -> float:
+        means = [c.mean for (m, p), c in self.cells.items() if p == column]
+        return max(means) if means else math.nan
+
+
+def _pairs_of(records: list[RunRecord]) -> list[str]:
+    pairs = sorted({r.pair for r in records if not r.pair.startswith("→")})
+    return pairs or sorted({r.pair for r in records})
+
+
+def build_tables(records: list[RunRecord], metric: str = "top1") -> list[Table]:
+    """Tables 1-3 from the runs (a table with no row is left out)."""
+    by_cell: dict[tuple[str, str], list[float]] = defaultdict(list)
+    pairs = _pairs_of(records)
+    for r in records:
+        value = r.top1 if metric == "top1" else r.mean_class_accuracy
+        targets = [p for p in pairs if p.endswith(r.pair)] if r.pair.startswith("→") else [r.pair]
+        for p in targets:
+            by_cell[(r.method, p)].append(value)
+    present = {r.method for r in records}
+    order = [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+    tables = []
+    for number in (1, 2, 3):
+        rows = [m for m in order if (METHODS[m].tables if m in METHODS else (1,)).__contains__(number)]
+        if number == 2 and rows:
+            rows = [m for m in order if m == "mmir"] + [m for m in rows if m != "mmir"]
+        if not rows or (number == 2 and len(rows) < 2) or (number == 3 and len(rows) < 2):
+            continue
+        cells: dict[tuple[str, str], Cell] = {}
+        for m in rows:
+            for p in pairs:
+                if by_cell.get((m, p)):
+                    cells[(m, p)] = Cell(tuple(by_cell[(m, p)]))
+            per_pair = [cells[(m, p)].mean for p in pairs if (m, p) in cells]
+            if len(per_pair) == len(pairs):
+                cells[(m, "mean")] = Cell((float(np.mean(per_pair)),))
+        tables.append(Table(number, TABLE_TITLES[number], pairs, rows, cells))
+    return tables
+
+
+def _title(method: str) -> str:
+    return METHODS[method].title if method in METHODS else method
+
+
+def _header(table: Table) -> list[str]:
+    extra = ["adversarial", "IR"] if table.number == 3 else []
+    return ["method", *extra, *table.pairs, "mean"]
+
+
+def _row_cells(table: Table, method: str, bold: tuple[str, str]) -> list[str]:
+    out = [_title(method)]
+    if table.number == 3:
+        m = METHODS.get(method)
+        out += ["✓" if m and m.adversarial else "", "✓" if m and m.refinement else ""]
+    for column in [*table.pairs, "mean"]:
+        cell = table.cells.get((method, column))
+        if cell is None:
+            out.append("-")
+            continue
+        text = cell.text()
+        is_best = len(table.rows) > 1 and cell.mean == table.best(column)
+        out.append(f"{bold[0]}{text}{bold[1]}" if is_best else text)
+    return out
+
+
+def rich_tables(tables: list[Table], caption: str = "") -> list[Any]:
+    from rich.table import Table as RichTable
+
+    out = []
+    for t in tables:
+        rt = RichTable(title=t.title, caption=caption or None)
+        for i, col in enumerate(_header(t)):
+            rt.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        for m in t.rows:
+            rt.add_row(*_row_cells(t, m, ("[bold]", "[/bold]")))
+        out.append(rt)
+    return out
+
+
+def markdown(tables: list[Table], caption: str = "") -> str:
+    lines: list[str] = []
+    for t in tables:
+        header = _header(t)
+        lines += [f"### {t.title}", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines += ["| " + " | ".join(_row_cells(t, m, ("**", "**"))) + " |" for m in t.rows]
+        if caption:
+            lines += ["", caption]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def csv_text(tables: list[Table], records: list[RunRecord]) -> str:
+    """Long format: one line per (table, method, pair) with mean, std, n and the per-seed values."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["table", "method", "pair", "mean_top1", "std_top1", "n", "values"])
+    for t in tables:
+        for (m, p), cell in sorted(t.cells.items()):
+            writer.writerow([t.number, m, p, f"{cell.mean:.6f}", f"{cell.std:.6f}", len(cell.values), " ".join(f"{v:.6f}" for v in cell.values)])
+    writer.writerow([])
+    writer.writerow(["run", "method", "pair", "seed", "top1_last", "mean_class_accuracy_last"])
+    for r in sorted(records, key=lambda r: (r.pair, r.method, r.seed)):
+        writer.writerow([str(r.path), r.method, r.pair, r.seed, f"{r.top1:.6f}", f"{r.mean_class_accuracy:.6f}"])
+    return buf.getvalue()
+
+
+# -- plots -----------------------------------------------------------------------------------------
+def _metrics(record: RunRecord) -> list[dict[str, Any]]:
+    if not record.metrics_path.is_file():
+        return []
+    return [json.loads(line) for line in record.metrics_path.read_text().splitlines() if line.strip()]
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if len(values) < window or window < 2:
+        return values
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
+    """PNG plots of the runs (needs matplotlib: ``pip install mmir[plots]``); returns the files written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("plots need matplotlib: pip install 'mmir[plots]'") from err
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    pairs = _pairs_of(records)
+    methods = [m for m in METHODS if any(r.method == m for r in records)] + sorted({r.method for r in records} - set(METHODS))
+
+    # 1. target accuracy per evaluation, mean over seeds, one panel per pair
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)
+    for ax, pair in zip(axes[0], pairs):
+        for m in methods:
+            runs = [r for r in records if r.method == m and (r.pair == pair or (r.pair.startswith("→") and pair.endswith(r.pair)))]
+            if not runs:
+                continue
+            steps = [e["step"] for e in runs[0].evaluations]
+            acc = np.array([[e["top1"] for e in r.evaluations] for r in runs if len(r.evaluations) == len(steps)])
+            ax.plot(steps, 100 * acc.mean(0), label=_title(m), marker=".")
+        ax.set(title=f"Target top-1 per evaluation, {pair}", xlabel="stage-2 step", ylabel="target top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    written.append(_save(fig, out / "accuracy.png", plt))
+
+    # 2. losses over stage 2 per method (first seed of each, first pair)
+    loss_keys = ["cls", "adv", "dqn", "mmd", "discrepancy", "corr"]
+    fig, axes = plt.subplots(1, len(loss_keys), figsize=(4 * len(loss_keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], loss_keys):
+        for m in methods:
+            run = next((r for r in records if r.method == m and r.pair == pairs[0]), None)
+            rows = [x for x in _metrics(run) if x.get("stage") == 2 and x.get(key)] if run else []
+            if rows:
+                ax.plot(_smooth(np.array([x[key] for x in rows]), 10), label=_title(m))
+        ax.set(title=f"{key} loss ({pairs[0]})", xlabel="stage-2 step (smoothed)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    written.append(_save(fig, out / "losses.png", plt))
+
+    # 3. agents' mean reward and removal rate over training (MMIR-family runs, first pair, seeds pooled)
+    agent_runs = [r for r in records if r.pair == pairs[0] and any(k.startswith("reward/") for x in _metrics(r)[:50] for k in x)]
+    if agent_runs:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)
+        for r in agent_runs:
+            rows = [x for x in _metrics(r) if x.get("stage") == 2]
+            for key in sorted({k.split("/", 1)[1] for x in rows for k in x if k.startswith("reward/")}):
+                reward = np.array([x.get(f"reward/{key}", np.nan) for x in rows], dtype=float)
+                rate = np.array([x.get(f"removal_rate/{key}", np.nan) for x in rows], dtype=float)
+                label = f"{_title(r.method)} s{r.seed} {key}"
+                axes[0][0].plot(_smooth(reward, 10), label=label, alpha=0.8)
+                axes[0][1].plot(_smooth(rate, 10), label=label, alpha=0.8)
+        axes[0][0].set(title=f"Agents' mean reward (eq. 4), {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="mean reward")
+        axes[0][1].set(title=f"Agents' removal rate, {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="removed / seen")
+        for ax in axes[0]:
+            ax.grid(alpha=0.3)
+        axes[0][1].legend(fontsize=6, ncol=2)
+        written.append(_save(fig, out / "agents.png", plt))
+
+    # 4. relevance histograms of kept vs removed instances per domain; 5. per-class removal rates
+    stats = [json.loads(r.stats_path.read_text()) for r in records if r.stats_path.is_file()]
+    if stats:
+        bins = stats[0]["bins"]
+        edges = np.linspace(0, 1, bins + 1)
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4), squeeze=False)
+        per_class: dict[str, np.ndarray] = {}
+        for ax, domain in zip(axes[0], ("source", "target")):
+            kept = np.zeros(bins)
+            removed = np.zeros(bins)
+            for s in stats:
+                for key, entry in s["agents"].items():
+                    if key.endswith("/" + domain):
+                        kept += entry["kept_histogram"]
+                        removed += entry["removed_histogram"]
+                        seen = np.array(entry["seen_per_class"], dtype=float)
+                        rem = np.array(entry["removed_per_class"], dtype=float)
+                        acc = per_class.setdefault(key, np.zeros((2, len(seen))))
+                        acc += np.stack([rem, seen])
+            width = edges[1] - edges[0]
+            ax.bar(edges[:-1], kept / max(1, kept.sum()), width=width, align="edge", alpha=0.6, label=f"kept ({int(kept.sum())})")
+            ax.bar(edges[:-1], removed / max(1, removed.sum()), width=width, align="edge", alpha=0.6, label=f"removed ({int(removed.sum())})")
+            ax.set(title=f"Relevance (eq. 3) of {domain} instances", xlabel="relevance to the other domain", ylabel="share of instances")
+            ax.legend()
+        written.append(_save(fig, out / "relevance_histograms.png", plt))
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(next(iter(per_class.values()))[0])), 4))
+        keys = sorted(per_class)
+        n_classes = per_class[keys[0]].shape[1]
+        width = 0.8 / len(keys)
+        for i, key in enumerate(keys):
+            rem, seen = per_class[key]
+            ax.bar(np.arange(n_classes) + i * width, 100 * rem / np.maximum(seen, 1), width=width, label=key)
+        ax.set(title="Removal rate per class, per agent (all runs with agents)", xlabel="class", ylabel="removed / seen (%)",
+               xticks=np.arange(n_classes) + 0.4 - width / 2, xticklabels=[str(c) for c in range(n_classes)])
+        ax.legend(fontsize=7)
+        written.append(_save(fig, out / "removal_per_class.png", plt))
+    return written
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
