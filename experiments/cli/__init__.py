@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 # Sub-command modules of this package, in the order ``mmir --help`` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "train", "sweep", "report", "study", "snapshot", "extract", "weights", "classify")
+COMMANDS: tuple[str, ...] = ("demo", "train", "sweep", "report", "study", "snapshot", "extract", "weights", "classify", "prepare_videos")
 
 
 class CLIError(Exception):
