@@ -430,8 +430,10 @@ class CoTrainer:
         self.model.eval()
         model = self.model
         if self.cfg.evaluation.adabn:  # AdaBN: a copy with the target training clips' BatchNorm statistics
+            # own generator: a DataLoader without one draws its seed from the global RNG, which would
+            # shift training's dropout stream and make AdaBN's training differ from source-only's
             target = DataLoader(self.datasets["target"], batch_size=self.cfg.evaluation.batch_size, shuffle=False,
-                                num_workers=self.cfg.data.num_workers)
+                                num_workers=self.cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
             model = adapt_batchnorm(self.model, target, self.model.modalities, self.device, self.cfg.evaluation.adabn_batches)
         loader = DataLoader(ds, batch_size=self.cfg.evaluation.batch_size, shuffle=False, drop_last=False,
                             num_workers=self.cfg.data.num_workers, generator=torch.Generator().manual_seed(0))

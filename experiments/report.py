@@ -262,20 +262,28 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
     axes[0][-1].legend(fontsize=8)
     written.append(_save(fig, out / "accuracy.png", plt))
 
-    # 2. losses over stage 2 per method (first seed of each, first pair)
-    loss_keys = ["cls", "adv", "dqn", "mmd", "discrepancy", "corr"]
-    fig, axes = plt.subplots(1, len(loss_keys), figsize=(4 * len(loss_keys), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], loss_keys):
-        for m in methods:
-            run = next((r for r in records if r.method == m and r.pair == pairs[0]), None)
-            rows = [x for x in _metrics(run) if x.get("stage") == 2 and x.get(key)] if run else []
-            if rows:
-                ax.plot(_smooth(np.array([x[key] for x in rows]), 10), label=_title(m))
-        ax.set(title=f"{key} loss ({pairs[0]})", xlabel="stage-2 step (smoothed)")
-        ax.grid(alpha=0.3)
-        if ax.lines:
+    # 2. losses over stage 2 per method (first seed of each, first pair); only the terms some method has
+    loss_titles = {"cls": "L_cls (MCD: both classifiers)", "adv": "L_adv (eq. 8)", "dqn": "L_dqn (eq. 7)",
+                   "mmd": "MK-MMD (DAN)", "discrepancy": "classifier discrepancy (MCD)", "corr": "correspondence (MM-SADA)"}
+    curves: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
+    for m in methods:
+        run = next((r for r in records if r.method == m and r.pair == pairs[0]), None)
+        rows = [x for x in _metrics(run) if x.get("stage") == 2] if run else []
+        for key in loss_titles:
+            if any(x.get(key) for x in rows):
+                values = np.array([x.get(key, np.nan) for x in rows], dtype=float)
+                steps = np.array([x["step"] for x in rows], dtype=float)
+                window = max(1, min(10, len(rows) // 10))
+                curves.setdefault(key, []).append((_title(m), steps[window - 1:] if window > 1 else steps, _smooth(values, window)))
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.8), squeeze=False)
+        for ax, (key, lines) in zip(axes[0], curves.items()):
+            for label, x, y in lines:
+                ax.plot(x, y, label=label)
+            ax.set(title=f"{loss_titles[key]}, {pairs[0]}", xlabel="stage-2 step (moving average)")
+            ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    written.append(_save(fig, out / "losses.png", plt))
+        written.append(_save(fig, out / "losses.png", plt))
 
     # 3. agents' mean reward and removal rate over training (MMIR-family runs, first pair, seeds pooled)
     agent_runs = [r for r in records if r.pair == pairs[0] and any(k.startswith("reward/") for x in _metrics(r)[:50] for k in x)]

@@ -201,3 +201,14 @@ def test_baselines_train_end_to_end_and_resume_exactly(tmp_path, method):
     if full.second_heads is not None:
         for a, b in zip(full.second_heads.parameters(), resumed.second_heads.parameters()):
             assert torch.equal(a, b)
+
+
+def test_adabn_trains_exactly_like_source_only(tmp_path):
+    """AdaBN changes evaluation only: its training must not drift from source-only's (same RNG streams)."""
+    runs = {}
+    for method in ("source-only", "adabn"):
+        trainer = CoTrainer(apply_method(toy_config(tmp_path / method), method), datasets=toy_datasets(), model=toy_model(batchnorm=True))
+        trainer.run()
+        runs[method] = trainer
+    for a, b in zip(runs["source-only"].model.parameters(), runs["adabn"].model.parameters()):
+        assert torch.equal(a, b)
