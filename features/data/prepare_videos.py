@@ -46,7 +46,7 @@ from typing import Any, Self
 import numpy as np
 
 from features.data.epic import EPIC_COLUMNS
-from features.data.synthetic_video import encode_flow
+from features.data.synthetic_video import encode_flow, write_jpeg
 from features.registry_files import RegistryFile
 
 __all__ = [
@@ -225,16 +225,6 @@ def flow_pairs(num_frames: int) -> list[tuple[int, int, int]]:
 
 def _frame_name(index: int) -> str:
     return f"frame_{index:010d}.jpg"
-
-
-def _write_jpeg(path: Path, pixels: np.ndarray, quality: int) -> None:
-    import simplejpeg
-
-    if pixels.ndim == 2:
-        data = simplejpeg.encode_jpeg(np.ascontiguousarray(pixels)[..., None], quality=quality, colorspace="GRAY")
-    else:
-        data = simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=quality, colorspace="RGB")
-    path.write_bytes(data)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -455,8 +445,8 @@ def _prepare(job: VideoJob, out: Path, options: PrepareOptions, source_bytes: in
     def write_flow(k: int, a: np.ndarray, b: np.ndarray, same: bool) -> None:
         uv = np.zeros((*a.shape, 2), np.float32) if same else flow(a, b)
         levels = encode_flow(uv, bound)
-        _write_jpeg(u_dir / _frame_name(k), levels[..., 0], quality)
-        _write_jpeg(v_dir / _frame_name(k), levels[..., 1], quality)
+        write_jpeg(u_dir / _frame_name(k), levels[..., 0], quality)
+        write_jpeg(v_dir / _frame_name(k), levels[..., 1], quality)
 
     gray: deque[tuple[int, np.ndarray]] = deque(maxlen=3)  # (index, frame) of the last three frames
     width = height = 0
@@ -474,7 +464,7 @@ def _prepare(job: VideoJob, out: Path, options: PrepareOptions, source_bytes: in
             elif image.shape[:2] != (height, width):
                 raise ValueError(f"frame {index} is {image.shape[1]}x{image.shape[0]}, earlier frames {width}x{height} "
                                  "(resolution changes inside a video are not supported)")
-            _write_jpeg(rgb_dir / _frame_name(index), image, quality)
+            write_jpeg(rgb_dir / _frame_name(index), image, quality)
             gray.append((index, cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)))
             if index % 2 == 0 and index >= 4:  # flow frame k = (index - 2) / 2: RGB 2k -> 2k + 2
                 write_flow((index - 2) // 2, gray[0][1], gray[2][1], False)

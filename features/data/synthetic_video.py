@@ -235,7 +235,8 @@ def _timestamp(frame: int, fps: float = 60.0) -> str:
     return f"{int(hours):02d}:{int(minutes):02d}:{secs:05.2f}"
 
 
-def _write_jpeg(path: Path, pixels: np.ndarray, quality: int) -> None:
+def write_jpeg(path: Path, pixels: np.ndarray, quality: int) -> None:
+    """An RGB ``[H, W, 3]`` or grey ``[H, W]`` uint8 image as a JPEG file (EPIC frames; also ``mmir prepare-videos``)."""
     import simplejpeg
 
     if pixels.ndim == 2:
@@ -326,11 +327,11 @@ def generate_video_domains(
                     rgb, flow = _render(clip, domain, (frames - start).astype(np.float64),
                                         (2 * flow_ids - start).astype(np.float64), background, colour, rng)
                     for f, image in zip(frames, rgb):
-                        _write_jpeg(rgb_dir / f"frame_{f:010d}.jpg", image, cfg.jpeg_quality)
+                        write_jpeg(rgb_dir / f"frame_{f:010d}.jpg", image, cfg.jpeg_quality)
                     levels = encode_flow(flow, cfg.flow_bound)
                     for k, pair in zip(flow_ids, levels):
-                        _write_jpeg(u_dir / f"frame_{k:010d}.jpg", pair[..., 0], cfg.jpeg_quality)
-                        _write_jpeg(v_dir / f"frame_{k:010d}.jpg", pair[..., 1], cfg.jpeg_quality)
+                        write_jpeg(u_dir / f"frame_{k:010d}.jpg", pair[..., 0], cfg.jpeg_quality)
+                        write_jpeg(v_dir / f"frame_{k:010d}.jpg", pair[..., 1], cfg.jpeg_quality)
                     label = MOTIONS.index(clip.motion) if clip.motion in MOTIONS else -1
                     verb = clip.motion if clip.motion in MOTIONS else "unseen"
                     rows.append({
