@@ -158,8 +158,12 @@ def _worker(job: Job, events: Any, threads: int) -> dict[str, Any]:
     return execute(job, on_step, threads)
 
 
-def run_sweep(options: SweepOptions, jobs: int = 1, console: Any = None) -> list[Job]:
-    """Run every unfinished job of the grid with ``jobs`` processes and one progress view; returns the stage-2 jobs."""
+def run_sweep(options: SweepOptions, jobs: int = 1, console: Any = None, threads: int = 0) -> list[Job]:
+    """Run every unfinished job of the grid with ``jobs`` processes and one progress view; returns the stage-2 jobs.
+
+    ``threads``: torch threads per process (0: the CPU count divided by ``jobs``). More threads than
+    free cores makes OpenMP's spinning workers wait for each other, which is many times slower.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -177,7 +181,7 @@ def run_sweep(options: SweepOptions, jobs: int = 1, console: Any = None) -> list
     steps = {}  # job label -> total steps
     for j in pending1 + pending2:
         steps[j.label] = j.config["stage1"]["steps"] if j.kind == "stage1" else j.config["stage2"]["steps"]
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         overall = progress.add_task("runs", total=len(stage2_jobs), completed=done_before)
@@ -198,7 +202,7 @@ def run_sweep(options: SweepOptions, jobs: int = 1, console: Any = None) -> list
         waiting = [j for j in pending2 if j not in ready]
         if jobs <= 1:
             for job in pending1 + waiting + ready:
-                execute(job, lambda stage, step, _m, label=job.label: show(label, stage, step))
+                execute(job, lambda stage, step, _m, label=job.label: show(label, stage, step), threads)
                 finish(job)
             return stage2_jobs
         ctx = get_context("spawn")

@@ -22,6 +22,8 @@ def register(sub: Any) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep folder")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (the CPU threads are split between them)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per process (0: CPU count / jobs); use fewer when other work shares the machine")
     p.add_argument("--data-root", default="", help="EPIC-layout folder for the paper pairs")
     p.add_argument("--stage1-steps", type=int, default=150, help="synthetic pair: stage-1 steps")
     p.add_argument("--stage2-steps", type=int, default=200, help="synthetic pair: stage-2 steps")
@@ -40,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from experiments.methods import get_method
     from experiments.sweep import SweepOptions, is_done, plan, run_sweep
 
-    if args.seeds < 1 or args.jobs < 1:
-        raise CLIError("--seeds and --jobs must be >= 1")
+    if args.seeds < 1 or args.jobs < 1 or args.threads < 0:
+        raise CLIError("--seeds and --jobs must be >= 1 and --threads >= 0")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     pairs = tuple(p.strip() for p in args.pairs.split(",") if p.strip())
     try:
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             for job in stage1 + stage2:
                 console.print(f"{'done   ' if is_done(job) else 'to run '} {job.label}")
             return 0
-        run_sweep(options, jobs=args.jobs, console=console)
+        run_sweep(options, jobs=args.jobs, console=console, threads=args.threads)
     except ConfigError as err:
         raise CLIError(str(err)) from err
     console.print(f"done: `mmir report {args.out}` prints the tables")
