@@ -276,8 +276,12 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
                 window = max(1, min(10, len(rows) // 10))
                 curves.setdefault(key, []).append((_title(m), steps[window - 1:] if window > 1 else steps, _smooth(values, window)))
     if curves:
-        fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.8), squeeze=False)
-        for ax, (key, lines) in zip(axes[0], curves.items()):
+        ncols = min(3, len(curves))
+        nrows = math.ceil(len(curves) / ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.6 * nrows), squeeze=False)
+        for ax in axes.flat[len(curves):]:
+            ax.set_visible(False)
+        for ax, (key, lines) in zip(axes.flat, curves.items()):
             for label, x, y in lines:
                 ax.plot(x, y, label=label)
             ax.set(title=f"{loss_titles[key]}, {pairs[0]}", xlabel="stage-2 step (moving average)")
