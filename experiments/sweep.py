@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import queue as queue_module
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from experiments.config import ConfigError, RunConfig, from_dict, load_config, validate
 
@@ -161,11 +161,18 @@ def _worker(job: Job, events: Any, threads: int) -> dict[str, Any]:
 def run_sweep(options: SweepOptions, jobs: int = 1, console: Any = None, threads: int = 0) -> list[Job]:
     """Run every unfinished job of the grid with ``jobs`` processes and one progress view; returns the stage-2 jobs.
 
-    ``threads``: torch threads per process (0: the CPU count divided by ``jobs``). More threads than
+    ``threads``: torch threads per process (0: as now for one job; this process's threads divided by
+    ``jobs`` for several). More threads than
     free cores makes OpenMP's spinning workers wait for each other, which is many times slower.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     console = console or Console()
     stage1_jobs, stage2_jobs = plan(options)
@@ -181,7 +188,10 @@ def run_sweep(options: SweepOptions, jobs: int = 1, console: Any = None, threads
     steps = {}  # job label -> total steps
     for j in pending1 + pending2:
         steps[j.label] = j.config["stage1"]["steps"] if j.kind == "stage1" else j.config["stage2"]["steps"]
-    threads = threads or max(1, (os.cpu_count() or 1) // max(1, jobs))
+    if not threads and jobs > 1:  # split this process's threads (OMP_NUM_THREADS or the core count) between the jobs
+        import torch
+
+        threads = max(1, torch.get_num_threads() // jobs)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         overall = progress.add_task("runs", total=len(stage2_jobs), completed=done_before)

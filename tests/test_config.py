@@ -12,7 +12,8 @@ from experiments.config import CONFIG_DIR, ConfigError, RunConfig, check_data_ro
 
 PAIRS = ["D2-D1", "D3-D1", "D1-D2", "D3-D2", "D1-D3", "D2-D3"]
 PAPER_DIR = CONFIG_DIR / "paper"
-ALL_TOMLS = sorted(CONFIG_DIR.rglob("*.toml"))
+# the EPIC presets; methods/ holds overlays (tests/test_methods.py), watch/ the sensor benchmark (tests/test_watch.py)
+ALL_TOMLS = sorted(p for p in CONFIG_DIR.rglob("*.toml") if p.parent.name not in ("methods", "watch") and p.parent.parent.name != "watch")
 REF = CONFIG_DIR / "reference.toml"
 
 

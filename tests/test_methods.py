@@ -20,7 +20,7 @@ from experiments.methods.mcd import classifier_discrepancy, fused_logits, second
 from experiments.methods.mmd import kernel_bandwidths, mk_mmd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cotrain_helpers import MODALITIES, toy_config, toy_datasets, toy_model  # noqa: E402
+from cotrain_helpers import MODALITIES, toy_config, toy_datasets, toy_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "experiments" / "configs" / "paper" / "D2-D1.toml"
@@ -89,7 +89,7 @@ def test_mm_sada_correspondence_loss_by_hand():
     a = torch.tensor([[1.0], [3.0]])
     b = torch.tensor([[1.0], [3.0]])
     # aligned: (1,1), (3,3) -> logit -0.5, label 1; shuffled (b rolled): (1,3) -> -0.5, (3,1) -> 1.5, label 0
-    sp = lambda x: math.log1p(math.exp(x))  # noqa: E731 - softplus
+    sp = lambda x: math.log1p(math.exp(x))
     expected = (2 * sp(0.5) + sp(-0.5) + sp(1.5)) / 4
     assert head([a, b]).item() == pytest.approx(expected, rel=1e-6)
 

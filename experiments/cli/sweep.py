@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/sweep"), help="sweep folder")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes (the CPU threads are split between them)")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch threads per process (0: CPU count / jobs); use fewer when other work shares the machine")
+                   help="torch threads per process (0: torch's default, divided by --jobs); use fewer when other work shares the machine")
     p.add_argument("--data-root", default="", help="EPIC-layout folder for the paper pairs")
     p.add_argument("--stage1-steps", type=int, default=150, help="synthetic pair: stage-1 steps")
     p.add_argument("--stage2-steps", type=int, default=200, help="synthetic pair: stage-2 steps")
