@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # Sub-command modules of this package, in the order ``mmir --help`` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "train", "sweep", "report", "study", "snapshot", "extract", "weights", "classify", "prepare_videos")
+COMMANDS: tuple[str, ...] = ("demo", "train", "sweep", "report", "study", "snapshot", "extract", "weights", "classify", "prepare_videos", "data")
 
 
 class CLIError(Exception):
