@@ -12,7 +12,8 @@ the supervised upper bound, which trains on the target's labels from the start).
 
 A *pair* is ``synthetic`` (the demo's generated video domains at the demo's size), a paper pair
 such as ``D2-D1`` (``experiments/configs/paper/D2-D1.toml``, which needs ``--data-root``), or the path
-of any run config (TOML).
+of any run config (TOML), e.g. ``experiments/configs/watch/left-to-right/mmir.toml``; its folder is
+named ``SOURCE-TARGET`` after the config's domains.
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ class Job:
         return f"{self.pair} {self.method if self.kind == 'stage2' else 'stage 1'} seed {self.seed}"
 
 
-def pair_label(pair: str) -> str:
-    """A folder-safe name for a pair token (a config path becomes its file stem)."""
-    return Path(pair).stem if pair.endswith(".toml") else pair
+def pair_label(pair: str, cfg: RunConfig) -> str:
+    """A folder name for a pair: ``synthetic``, else ``SOURCE-TARGET`` of its config (``D2-D1``, ``left-right``)."""
+    return pair if pair == "synthetic" else f"{cfg.data.source}-{cfg.data.target}"
 
 
 def base_config(pair: str, seed: int, options: SweepOptions) -> RunConfig:
@@ -109,9 +110,9 @@ def plan(options: SweepOptions) -> tuple[list[Job], list[Job]]:
     stage1: dict[str, Job] = {}
     stage2: list[Job] = []
     for pair in options.pairs:
-        label = pair_label(pair)
         for seed in options.seeds:
             base = base_config(pair, seed, options)
+            label = pair_label(pair, base)
             for method in options.methods:
                 cfg = apply_method(base, method)
                 key = stage1_key(cfg)

@@ -65,7 +65,7 @@ def swept(tiny_pair, tmp_path_factory) -> Path:
 
 
 def test_sweep_runs_the_grid_with_one_shared_stage1(swept):
-    pair = swept / "tiny-S-T"
+    pair = swept / "S-T"
     for method in ("source-only", "adversarial-only", "mmir"):
         summary = json.loads((pair / method / "seed0" / "summary.json").read_text())
         assert summary["method"] == method
@@ -76,7 +76,7 @@ def test_sweep_runs_the_grid_with_one_shared_stage1(swept):
 
 
 def test_sweep_skips_finished_runs_and_completes_interrupted_ones(swept, tiny_pair, capsys):
-    run = swept / "tiny-S-T" / "mmir" / "seed0"
+    run = swept / "S-T" / "mmir" / "seed0"
     finished = json.loads((run / "summary.json").read_text())
     (run / "summary.json").unlink()  # as if stopped after its last checkpoint
     capsys.readouterr()
@@ -90,7 +90,7 @@ def test_sweep_in_parallel_processes(tiny_pair, tmp_path):
     rc = main(["sweep", "--pairs", str(tiny_pair), "--methods", "source-only,mmd", "--seeds", "1", "--out", str(tmp_path), "--jobs", "2"])
     assert rc == 0
     for method in ("source-only", "mmd"):
-        assert (tmp_path / "tiny-S-T" / method / "seed0" / "summary.json").is_file()
+        assert (tmp_path / "S-T" / method / "seed0" / "summary.json").is_file()
 
 
 def test_sweep_rejects_unknown_method_and_pair(tmp_path, capsys):
