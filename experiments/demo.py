@@ -95,7 +95,7 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
         stage1_ckpt = trainer.run_dir / "stage1.pt"
         for method in METHODS:
             cfg = demo_config(root, out_dir, seed, stage1_steps, stage2_steps)
-            cfg.name = method.name
+            cfg.name, cfg.method = method.name, method.name.lower()  # the method label of experiments.methods
             cfg.stage2.adversarial, cfg.stage2.refinement = method.adversarial, method.refinement
             cfg.snapshots.enabled = snapshot and method.refinement
             task = progress.add_task(f"stage 2: {method.name}", total=stage2_steps, info="")
@@ -103,8 +103,8 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
             run.start_stage2_from(stage1_ckpt)
             start = time.perf_counter()
             summary = run.run()
-            rows.append({"method": method.name, "adversarial": method.adversarial, "refinement": method.refinement,
-                         "seconds": time.perf_counter() - start, **summary,
+            rows.append({**summary, "method": method.name, "adversarial": method.adversarial, "refinement": method.refinement,
+                         "seconds": time.perf_counter() - start,
                          **agent_quality(run.run_dir / "metrics.jsonl", cfg.env.n_c / cfg.env.E)})
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
     return rows
