@@ -202,7 +202,7 @@ class RefinementDQN:
         explore = torch.rand(b, generator=self.generator, device=self.device) < eps
         keys = torch.rand((b, self.n_c), generator=self.generator, device=self.device).masked_fill(~mask, -1.0)
         random_actions = keys.argmax(dim=-1)  # uniform among selectable rows
-        if eps >= 1.0:
+        if eps >= 1.0 or bool(explore.all()):  # no greedy set: no Q forward
             actions = random_actions
         else:
             # Q for every set, then a select: cheaper than gathering the greedy subset at these sizes.

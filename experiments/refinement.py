@@ -11,7 +11,6 @@ from torch import Tensor, nn
 from agents.dqn import RefinementDQN
 from experiments.config import AgentConfig, EnvConfig
 from mmir_env.batched import BatchedRefinementEnv
-from mmir_env.scoring import discriminator_relevance
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class DomainRefiner:
         self.env = BatchedRefinementEnv(
             None, discriminator=discriminator, num_envs=batch_size // env.n_c, domain=domain, n_c=env.n_c, E=env.E,
             tau=env.tau_s if domain == "source" else env.tau_t, reward=env.reward, autoreset_mode="Disabled",
-            device=device, copy=False, feature_dim=feature_dim,
+            device=device, copy=False, feature_dim=feature_dim, score_all_rows=True,
         )
         self.agent = RefinementDQN(
             n_c=env.n_c, feature_dim=feature_dim, q_net=agent.q_net, learning_rate=agent.lr, gamma=agent.gamma,
@@ -57,9 +56,7 @@ class DomainRefiner:
         sets = features.detach().float().reshape(b // self.n_c, self.n_c, d)
         negatives = None if is_negative is None else is_negative.reshape(b // self.n_c, self.n_c)
         obs = self.env.load_candidate_sets(sets, negatives)
-        # every row's relevance under the discriminator as it is now: one small forward, for the
-        # reports' kept-versus-removed histograms (the env scores only the selected rows)
-        relevance = discriminator_relevance(self.env.discriminator, sets, self.env.domain).reshape(-1)
+        relevance: Tensor | None = None  # every row's relevance before the first selection (reports)
         total_reward = 0.0
         negatives_removed = 0
         for _ in range(self.E):
@@ -67,7 +64,9 @@ class DomainRefiner:
             state = obs.clone()  # the env zeroes the chosen rows of its live buffer in place
             actions = self.agent.act(state, mask)
             obs, rewards, terminated, _, info = self.env.step(actions)
-            self.agent.observe(state, actions, rewards, None, terminated, self.env.mask.clone(), obs_masks=mask)
+            if relevance is None and "relevance_rows" in info:
+                relevance = info["relevance_rows"].reshape(-1)
+            self.agent.observe(state, actions, rewards, None, terminated, self.env.mask, obs_masks=mask)  # the replay copies
             total_reward += float(rewards.sum())
             if "is_negative" in info:
                 negatives_removed += int(info["is_negative"].sum())

@@ -43,6 +43,10 @@ class BatchedRefinementEnv(VectorEnv):
         the next ``step`` overwrites (False: faster, for loops that consume it at once).
     :param include_final_obs: put ``final_obs`` in SAME_STEP infos (one extra tensor copy per step;
         agents that rebuild the next state from ``final_info["action_mask"]`` turn it off).
+    :param score_all_rows: score every row of the sets in the step's one discriminator forward and
+        return it as ``info["relevance_rows"]`` (``[num_envs, n_c]``, before the selection; NaN-free
+        only for rows still present). Same cost at small sizes, and callers that report on kept
+        versus removed rows need no second forward.
     Other arguments as for :class:`~mmir_env.env.InstanceRefinementEnv`.
     """
 
@@ -61,6 +65,7 @@ class BatchedRefinementEnv(VectorEnv):
         device: torch.device | str | None = None,
         copy: bool = True,
         include_final_obs: bool = True,
+        score_all_rows: bool = False,
         feature_dim: int | None = None,
     ) -> None:
         self.n_c, self.E, self.tau, self.reward_kind = check_refinement_args(n_c, E, tau, reward)
@@ -89,6 +94,7 @@ class BatchedRefinementEnv(VectorEnv):
         self.device = torch.device(device)
         self.copy = bool(copy)
         self.include_final_obs = bool(include_final_obs)
+        self.score_all_rows = bool(score_all_rows)
 
         self.single_observation_space = spaces.Box(-FLOAT32_MAX, FLOAT32_MAX, shape=(self.n_c, self.feature_dim), dtype=np.float32)
         self.single_action_space = spaces.Discrete(self.n_c)
@@ -193,16 +199,23 @@ class BatchedRefinementEnv(VectorEnv):
         ar = self._arange
         valid = self._mask[ar, a] & stepping
         chosen = self._obs[ar, a]  # [N, d]
+        rel_rows = None
         if self.reward_kind == "rank":
             rel_rows = discriminator_relevance(self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c)))
             rel = rel_rows[ar, a]
             rewards = rank_reward(rel_rows, a, self._mask)
+        elif self.score_all_rows:
+            rel_rows = discriminator_relevance(self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c)))
+            rel = rel_rows[ar, a]
+            rewards = refinement_reward(rel, self.tau)
         else:
             rel = discriminator_relevance(self.discriminator, chosen, self.domain, self._drift((self.num_envs,)))  # one forward
             rewards = refinement_reward(rel, self.tau)
         rewards = torch.where(valid, rewards, torch.full_like(rewards, -1.0))
         rel = torch.where(valid, rel, torch.full_like(rel, float("nan")))
         infos: dict[str, Any] = {"relevance": rel, "invalid_action": ~valid & stepping}
+        if self.score_all_rows and rel_rows is not None:
+            infos["relevance_rows"] = rel_rows
         if self._is_negative is not None:
             infos["is_negative"] = self._is_negative[ar, a] & valid
 

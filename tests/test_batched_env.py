@@ -103,3 +103,21 @@ def test_bad_arguments(small_source):
     bad[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         env.load_candidate_sets(bad)
+
+
+def test_score_all_rows_gives_the_same_rewards_and_every_rows_relevance(small_source):
+    from mmir_env.scoring import discriminator_relevance
+
+    plain = BatchedRefinementEnv(small_source, num_envs=16, domain="target", n_c=5, E=1)
+    scored = BatchedRefinementEnv(small_source, num_envs=16, domain="target", n_c=5, E=1, score_all_rows=True)
+    obs, _ = plain.reset(seed=3)
+    obs2, _ = scored.reset(seed=3)
+    assert torch.equal(obs, obs2)
+    actions = torch.arange(16) % 5
+    _, r_plain, _, _, info_plain = plain.step(actions)
+    _, r_scored, _, _, info = scored.step(actions)
+    assert torch.equal(r_plain, r_scored)
+    assert "relevance_rows" not in info_plain
+    expected = discriminator_relevance(small_source.discriminator, obs2, 1)
+    assert torch.allclose(info["relevance_rows"], expected)
+    assert torch.allclose(info["relevance_rows"][torch.arange(16), actions], info["relevance"])
