@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -159,6 +160,8 @@ def _train(cfg: RunConfig, stage1_from: Path | None, stage1_seconds: float) -> d
     done = _finished(cfg)
     if done is not None:
         return done
+    if cfg.run_dir().exists():  # an interrupted or differently configured run: metrics.jsonl would be appended to
+        shutil.rmtree(cfg.run_dir())
     start = time.perf_counter()
     marks: dict[str, float] = {}
 
