@@ -85,16 +85,30 @@ def main() -> None:
     for name, (compute, wait) in results.items():
         table.add_row(name, f"{compute:.3f}", f"{wait:.3f}", f"{wait / (wait + compute):.0%}")
     console.print(table)
-    adv_t = np.asarray(timers["adversarial-only"].compute)
-    mmir_t = np.asarray(timers["MMIR (adversarial + IR)"].compute)
-    # Steps run in interleaved pairs, so the per-pair difference cancels slow drifts of the machine;
-    # the bootstrap over pairs says how much the median would move with other draws of the noise.
+    adv, mmir = timers["adversarial-only"], timers["MMIR (adversarial + IR)"]
+    # The step a user waits for is data + compute (the demo loads in the main process); the compute
+    # alone is the stricter view, because data loading dilutes any overhead.
+    for label, adv_t, mmir_t in (
+        ("whole step (data + compute)", np.add(adv.compute, adv.waiting), np.add(mmir.compute, mmir.waiting)),
+        ("compute only", np.asarray(adv.compute), np.asarray(mmir.compute)),
+    ):
+        overhead, low, high = paired_overhead(adv_t, mmir_t)
+        console.print(f"refinement overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
+                      f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
+
+
+def paired_overhead(adv_t: np.ndarray, mmir_t: np.ndarray) -> tuple[float, float, float]:
+    """Median paired difference over the adversarial-only median, in %, with a 95% bootstrap interval.
+
+    Steps run in interleaved pairs, so the per-pair difference cancels slow drifts of the machine;
+    the bootstrap over pairs says how much the median would move with other draws of the noise.
+    """
     diff = mmir_t - adv_t
     overhead = 100 * np.median(diff) / np.median(adv_t)
     rng = np.random.default_rng(0)
     boot = [100 * np.median(diff[i]) / np.median(adv_t[i]) for i in rng.integers(0, len(diff), (2000, len(diff)))]
     low, high = np.percentile(boot, [2.5, 97.5])
-    console.print(f"refinement overhead: {overhead:+.1f}% of the adversarial-only step (95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
+    return float(overhead), float(low), float(high)
 
 
 if __name__ == "__main__":

@@ -303,6 +303,8 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
                 axes[0][1].plot(_smooth(rate, 10), label=label, alpha=0.8)
         axes[0][0].set(title=f"Agents' mean reward (eq. 4), {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="mean reward")
         axes[0][1].set(title=f"Agents' removal rate, {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="removed / seen")
+        axes[0][0].set_ylim(-1.05, 1.05)  # eq. 4 rewards are +-1
+        axes[0][1].set_ylim(0.0, 1.0)  # a rate: a constant E / n_c stays a flat line, not an axis of 1e-3 ticks
         for ax in axes[0]:
             ax.grid(alpha=0.3)
         axes[0][1].legend(fontsize=6, ncol=2)
@@ -342,7 +344,9 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
             ax.bar(np.arange(n_classes) + i * width, 100 * rem / np.maximum(seen, 1), width=width, label=key)
         ax.set(title="Removal rate per class, per agent (all runs with agents)", xlabel="class", ylabel="removed / seen (%)",
                xticks=np.arange(n_classes) + 0.4 - width / 2, xticklabels=[str(c) for c in range(n_classes)])
-        ax.legend(fontsize=7)
+        top = max(float((100 * rem / np.maximum(seen, 1)).max()) for rem, seen in per_class.values())
+        ax.set_ylim(0, max(1.0, 1.35 * top))  # head room, so that the legend covers no bar
+        ax.legend(fontsize=7, ncol=len(keys), loc="upper center")
         written.append(_save(fig, out / "removal_per_class.png", plt))
     return written
 

@@ -8,43 +8,7 @@ import pytest
 
 from experiments.cli import main
 from features.data.synthetic_video import generate_video_domains, tiny_config
-
-CONFIG = """
-name = "tiny"
-seed = 0
-device = "cpu"
-[data]
-root = "{root}"
-source = "S"
-target = "T"
-size = 24
-frames = 8
-num_workers = 0
-[model]
-width = 0.0625
-num_classes = 3
-[stage1]
-steps = 2
-batch_size = 4
-[stage2]
-steps = 3
-batch_size = 10
-lr = 0.001
-adversarial = true
-refinement = true
-[agents]
-batch_size = 2
-learning_starts = 2
-[evaluation]
-every = 1
-last = 2
-windows = 2
-[checkpoints]
-every = 1
-[snapshots]
-dtype = "float32"
-"""
-
+from video_helpers import tiny_run_toml
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
@@ -55,7 +19,7 @@ def tiny_root(tmp_path_factory):
 
 def test_train_runs_both_stages_and_writes_outputs(tmp_path, tiny_root, capsys):
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(CONFIG.format(root=tiny_root))
+    cfg.write_text(tiny_run_toml(tiny_root, stage2="lr = 0.001\nadversarial = true\nrefinement = true", snapshots="dtype = \"float32\""))
     rc = main(["train", str(cfg), "--set", f"output_dir={json.dumps(str(tmp_path / 'runs'))}"])
     assert rc == 0, capsys.readouterr().err
     run = tmp_path / "runs" / "tiny"

@@ -25,3 +25,6 @@ def test_run_demo_rows_name_the_methods_and_share_stage1(tmp_path):
     console.print(demo_table(rows))
     text = console.export_text()
     assert "source-only" in text and "adversarial-only" in text and "MMIR" in text and "custom" not in text
+    narrow = Console(record=True, width=80)  # a plain pipe or CI log
+    narrow.print(demo_table(rows))
+    assert "…" not in narrow.export_text()

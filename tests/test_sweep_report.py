@@ -11,39 +11,8 @@ import pytest
 from experiments.cli import main
 from experiments.report import RunRecord, build_tables, markdown
 from features.data.synthetic_video import generate_video_domains, tiny_config
+from video_helpers import tiny_run_toml
 
-CONFIG = """
-name = "tiny"
-seed = 0
-device = "cpu"
-[data]
-root = "{root}"
-source = "S"
-target = "T"
-size = 24
-frames = 8
-num_workers = 0
-[model]
-width = 0.0625
-num_classes = 3
-[stage1]
-steps = 2
-batch_size = 4
-[stage2]
-steps = 3
-batch_size = 10
-[agents]
-batch_size = 2
-learning_starts = 2
-[evaluation]
-every = 1
-last = 2
-windows = 2
-[checkpoints]
-every = 1
-[snapshots]
-enabled = false
-"""
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -52,7 +21,7 @@ def tiny_pair(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("video")
     generate_video_domains(root, tiny_config(seed=0), train_clips=10)
     path = root / "tiny-S-T.toml"
-    path.write_text(CONFIG.format(root=root))
+    path.write_text(tiny_run_toml(root, snapshots="enabled = false"))
     return path
 
 

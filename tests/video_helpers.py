@@ -32,3 +32,43 @@ def tiny_video_root(tmp_path_factory: pytest.TempPathFactory, seed: int = 0) -> 
     from features.data.synthetic_video import generate_video_domains, tiny_config
 
     return generate_video_domains(tmp_path_factory.mktemp("epic_layout"), tiny_config(seed))
+
+
+TINY_RUN_TOML = """
+name = "tiny"
+seed = 0
+device = "cpu"
+[data]
+root = "{root}"
+source = "S"
+target = "T"
+size = 24
+frames = 8
+num_workers = 0
+[model]
+width = 0.0625
+num_classes = 3
+[stage1]
+steps = 2
+batch_size = 4
+[stage2]
+steps = 3
+batch_size = 10
+{stage2}
+[agents]
+batch_size = 2
+learning_starts = 2
+[evaluation]
+every = 1
+last = 2
+windows = 2
+[checkpoints]
+every = 1
+[snapshots]
+{snapshots}
+"""
+
+
+def tiny_run_toml(root: Path, stage2: str = "", snapshots: str = "") -> str:
+    """A co-training run of a few steps on a tiny synthetic dataset at ``root`` (``S`` -> ``T``), as TOML text."""
+    return TINY_RUN_TOML.format(root=root, stage2=stage2, snapshots=snapshots)
