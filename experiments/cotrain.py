@@ -251,6 +251,7 @@ class CoTrainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            self._trim_metrics_log(resume)
         if self.stage == 1:
             self._run_stage1()
             if self.dist.is_main:
@@ -395,6 +396,23 @@ class CoTrainer:
         if self.second_heads is not None:
             modules.append(self.second_heads)
         average_gradients(modules, self.dist)
+
+    def _trim_metrics_log(self, resume: bool) -> None:
+        """Make ``metrics.jsonl`` describe this run only: empty on a fresh start; on resume, the lines up to the checkpoint.
+
+        Steps logged after the last checkpoint of an interrupted run are trained again, and an
+        earlier run in the same folder is not this one; appending to either would log steps twice.
+        """
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        if resume:
+            reached = (self.stage, self.step)
+            kept = [line for line in path.read_text().splitlines() if line and tuple(json.loads(line)[k] for k in ("stage", "step")) <= reached]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
     def _after_step(self, out: StepOutput) -> None:
         barrier(self.dist)  # the main process may have evaluated or written a snapshot

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -160,8 +159,6 @@ def _train(cfg: RunConfig, stage1_from: Path | None, stage1_seconds: float) -> d
     done = _finished(cfg)
     if done is not None:
         return done
-    if cfg.run_dir().exists():  # an interrupted or differently configured run: metrics.jsonl would be appended to
-        shutil.rmtree(cfg.run_dir())
     start = time.perf_counter()
     marks: dict[str, float] = {}
 

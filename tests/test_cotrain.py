@@ -116,3 +116,24 @@ def test_resume_equals_uninterrupted(tmp_path):
     cut_log = (tmp_path / "cut" / "toy" / "metrics.jsonl").read_text().splitlines()
     # the cut run logged steps up to 6 of stage 2, then the resumed run re-logged from step 7
     assert cut_log[:4 + 6] == full_log[:4 + 6] and cut_log[4 + 6:] == full_log[4 + 6:]
+
+
+def test_metrics_log_holds_one_run_after_a_rerun_or_a_resume_past_the_checkpoint(tmp_path):
+    full = CoTrainer(toy_config(tmp_path / "full"), datasets=toy_datasets(), model=toy_model())
+    full.run()
+    full_log = (tmp_path / "full" / "toy" / "metrics.jsonl").read_text()
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at(stage, step, metrics):
+        if (stage, step) == (2, 7):  # logged, but the last checkpoint is at step 6
+            raise Interrupt
+
+    cut = CoTrainer(toy_config(tmp_path / "cut"), datasets=toy_datasets(), model=toy_model(), on_step=stop_at)
+    with pytest.raises(Interrupt):
+        cut.run()
+    CoTrainer(toy_config(tmp_path / "cut"), datasets=toy_datasets(), model=toy_model()).run(resume=True)
+    assert (tmp_path / "cut" / "toy" / "metrics.jsonl").read_text() == full_log  # step 7 logged once
+    CoTrainer(toy_config(tmp_path / "full"), datasets=toy_datasets(), model=toy_model()).run()  # a fresh run, same folder
+    assert (tmp_path / "full" / "toy" / "metrics.jsonl").read_text() == full_log
