@@ -339,13 +339,12 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
         keys = sorted(per_class)
         n_classes = per_class[keys[0]].shape[1]
         width = 0.8 / len(keys)
+        rates = {key: 100 * rem / np.maximum(seen, 1) for key, (rem, seen) in per_class.items()}
         for i, key in enumerate(keys):
-            rem, seen = per_class[key]
-            ax.bar(np.arange(n_classes) + i * width, 100 * rem / np.maximum(seen, 1), width=width, label=key)
+            ax.bar(np.arange(n_classes) + i * width, rates[key], width=width, label=key)
         ax.set(title="Removal rate per class, per agent (all runs with agents)", xlabel="class", ylabel="removed / seen (%)",
                xticks=np.arange(n_classes) + 0.4 - width / 2, xticklabels=[str(c) for c in range(n_classes)])
-        top = max(float((100 * rem / np.maximum(seen, 1)).max()) for rem, seen in per_class.values())
-        ax.set_ylim(0, max(1.0, 1.35 * top))  # head room, so that the legend covers no bar
+        ax.set_ylim(0, max(1.0, 1.35 * max(float(r.max()) for r in rates.values())))  # head room, so that the legend covers no bar
         ax.legend(fontsize=7, ncol=len(keys), loc="upper center")
         written.append(_save(fig, out / "removal_per_class.png", plt))
     return written

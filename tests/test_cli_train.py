@@ -10,6 +10,7 @@ from experiments.cli import main
 from features.data.synthetic_video import generate_video_domains, tiny_config
 from video_helpers import tiny_run_toml
 
+
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("video")
