@@ -21,7 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mmir demo
 
+# lint-imports first: the layers features -> mmir_env -> agents -> experiments ([tool.importlinter] in pyproject.toml);
+# --no-cache: the graph takes half a second, and a cache shared by differently configured runs can go stale
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

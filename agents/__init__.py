@@ -9,6 +9,15 @@ from agents.heuristics import HeuristicAgent, OracleAgent, RandomAgent, selectab
 from agents.qnets import CandidateSetQNet, FlatQNet
 from agents.registry import make_agent, register_agent, registered_agents
 from agents.sb3_adapters import CandidateSetExtractor, RefinementVecEnv
+from agents.sb3_stepwise import SB3StepwiseDQN, SB3StepwiseQRDQN
+from agents.stepwise import (
+    STEPWISE_AGENTS,
+    StepwiseAgent,
+    StepwiseRefinementDQN,
+    make_stepwise_agent,
+    register_stepwise_agent,
+    registered_stepwise_agents,
+)
 
 __all__ = [
     "CandidateSetExtractor",
@@ -22,8 +31,16 @@ __all__ = [
     "RandomAgent",
     "RefinementDQN",
     "RefinementVecEnv",
+    "SB3StepwiseDQN",
+    "SB3StepwiseQRDQN",
+    "STEPWISE_AGENTS",
+    "StepwiseAgent",
+    "StepwiseRefinementDQN",
     "make_agent",
+    "make_stepwise_agent",
     "register_agent",
+    "register_stepwise_agent",
     "registered_agents",
+    "registered_stepwise_agents",
     "selectable_rows",
 ]

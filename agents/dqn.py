@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +17,8 @@ from torch.nn import functional as F
 from agents.exploration import ConstantEpsilon, ExponentialEpsilon, LinearEpsilon, make_schedule
 from agents.qnets import Q_NETWORKS, masked_q, rows_present
 from agents.replay import ReplayBuffer
+from features.atomic_io import atomic_torch_save  # also imported from here by experiments.cotrain
+from features.devices import resolve_device
 
 SAVE_FORMAT = "mmir-dqn"
 SAVE_VERSION = 1
@@ -31,25 +32,6 @@ def candidate_set_shape(space: gym.Space) -> tuple[int, int]:
             f"expected a candidate-set observation space Box(shape=(n_c, d)), got {space!r}"
         )
     return int(space.shape[0]), int(space.shape[1])
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RefinementDQN:
@@ -131,7 +113,7 @@ class RefinementDQN:
             raise ValueError("without an env, pass n_c and feature_dim")
         self.n_c, self.feature_dim = int(n_c), int(feature_dim)
         env_device = getattr(getattr(env, "unwrapped", env), "device", None) if env is not None else None
-        self.device = torch.device(env_device) if (str(device) == "auto" and env_device is not None) else _resolve_device(device)
+        self.device = torch.device(env_device) if (str(device) == "auto" and env_device is not None) else resolve_device(device)
         self.epsilon_spec = epsilon
         self.exploration = make_schedule(epsilon)
         self.hyperparameters: dict[str, Any] = dict(

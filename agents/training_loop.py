@@ -3,16 +3,42 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback
+from torch import Tensor
 
 from agents.qnets import rows_present
 
-if TYPE_CHECKING:
-    from agents.dqn import RefinementDQN
+
+class LearningAgent(Protocol):
+    """What the loop uses of its agent (:class:`~agents.dqn.RefinementDQN` has it).
+
+    A protocol rather than the class: agents.dqn imports this module (on ``learn``), so importing
+    it back, even for annotations only, would make the two a cycle.
+    """
+
+    env: Any
+    seed: int | None
+    device: torch.device
+    num_timesteps: int
+    hyperparameters: dict[str, Any]
+    replay: Any
+    _last_obs: Any
+
+    def act(self, obs: Tensor, mask: Tensor | None = None, deterministic: bool = False, count: bool = True) -> Tensor: ...
+
+    def observe(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor | None, dones: Tensor, masks: Tensor,
+                obs_masks: Tensor | None = None) -> None: ...
+
+    def observe_indexed(self, index: Tensor, obs_masks: Tensor, actions: Tensor, rewards: Tensor, masks: Tensor, dones: Tensor) -> None: ...
+
+    def update(self, optimize: bool = True) -> Tensor: ...
+
+
+AgentT = TypeVar("AgentT", bound=LearningAgent)
 
 
 def as_sb3_callback(agent: Any, callback: Any) -> BaseCallback | None:
@@ -29,7 +55,8 @@ def as_sb3_callback(agent: Any, callback: Any) -> BaseCallback | None:
     return callback
 
 
-def run_learning_loop(agent: "RefinementDQN", total_timesteps: int, callback: Any, progress_bar: bool, reset_num_timesteps: bool) -> "RefinementDQN":
+def run_learning_loop(agent: AgentT, total_timesteps: int, callback: Any, progress_bar: bool, reset_num_timesteps: bool) -> AgentT:
+    """Step ``agent.env`` for ``total_timesteps`` env steps, storing transitions and updating every ``train_freq`` steps."""
     from mmir_env.batched import BatchedRefinementEnv
 
     if total_timesteps < 1:
@@ -73,7 +100,7 @@ def _progress(enabled: bool, total: int):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
 
 
-def _batched_step(agent: "RefinementDQN") -> None:
+def _batched_step(agent: LearningAgent) -> None:
     env = agent.env.unwrapped if hasattr(agent.env, "unwrapped") else agent.env
     if agent._last_obs is None:
         agent._last_obs, _ = env.reset(seed=agent.seed)
@@ -103,7 +130,7 @@ def _batched_step(agent: "RefinementDQN") -> None:
     agent._last_obs = next_obs
 
 
-def _single_step(agent: "RefinementDQN") -> None:
+def _single_step(agent: LearningAgent) -> None:
     env = agent.env
     if agent._last_obs is None:
         agent._last_obs = env.reset(seed=agent.seed)

@@ -1,7 +1,8 @@
 """Issue 6 / DESIGN.md target 1: stage-2 step time with instance refinement vs adversarial-only.
 
 Same tiny two-stream model (the demo's), same batches, one run: the refinement overhead is
-(t_MMIR - t_adv) / t_adv. Also the share of a step spent waiting for data.
+(t_MMIR - t_adv) / t_adv; also the share of a step spent waiting for data, and the loop's step
+(CoTrainModule + objectives + step strategy) against the same step written out by hand.
 
     python benchmarks/cotrain_step.py [--steps 100] [--workers 0] [--data-root DIR]
 """
@@ -18,43 +19,75 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from experiments.cotrain import CoTrainer, stage2_step
+from experiments.cotrain import CoTrainer
 from experiments.demo import demo_config, ensure_demo_data
+from experiments.losses import adversarial_loss, classification_loss
+from experiments.steps import StepBatch
 
 
 class StepTimer:
-    """One method's stage-2 steps on its own batch streams, timed step by step."""
+    """One method's stage-2 steps on its own batch streams, timed step by step.
 
-    def __init__(self, trainer: CoTrainer) -> None:
-        self.trainer = trainer
+    ``hand_wired``: the step written out by hand as the loop was before it became composable parts
+    (direct calls of the model, refiners, eq. 8 and the optimizers), the reference for what the
+    CoTrainModule, objectives and step strategy cost.
+    """
+
+    def __init__(self, trainer: CoTrainer, hand_wired: bool = False) -> None:
+        self.trainer, self.hand_wired = trainer, hand_wired
         sc = trainer.cfg.stage2
         self.src, _ = trainer._loader("source", sc.batch_size // 2, 1)
         self.tgt, _ = trainer._loader("target", sc.batch_size // 2, 2)
         self.compute: list[float] = []
         self.waiting: list[float] = []
-        trainer.model.train()
+        trainer.module.train()
 
     def step(self, record: bool) -> None:
         t = self.trainer
         t0 = time.perf_counter()
         src, tgt = next(self.src), next(self.tgt)
         t1 = time.perf_counter()
-        source = {m: src[m] for m in t.model.modalities}
-        target = {m: tgt[m] for m in t.model.modalities}
-        t.optimizer.zero_grad(set_to_none=True)
-        for r in t.refiners.values():
-            r.agent.optimizer.zero_grad(set_to_none=True)
-        loss, _ = stage2_step(t.model, t.discriminators, t.refiners, source, src["label"], target,
-                              adversarial=True, source_negative=src.get("is_negative"), target_negative=tgt.get("is_negative"))
-        loss.backward()
-        t.optimizer.step()
-        for r in t.refiners.values():
-            if len(r.agent.replay) >= r.agent.learning_starts:
-                r.agent.optimizer_step()
+        batch = StepBatch({m: src[m] for m in t.model.modalities}, src["label"], {m: tgt[m] for m in t.model.modalities},
+                          src.get("is_negative"), tgt.get("is_negative"))
+        if self.hand_wired:
+            hand_wired_step(t, batch)
+        else:
+            t.strategy.step(t._context(), batch)
         t2 = time.perf_counter()
         if record:
             self.waiting.append(t1 - t0)
             self.compute.append(t2 - t1)
+
+
+def hand_wired_step(t: CoTrainer, batch: StepBatch) -> None:
+    """The stage-2 step without the loop's parts: what the pre-refactor ``stage2_step`` did."""
+    for opt in t.optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    for r in t.refiners.values():
+        for m in r.trainable_modules():
+            m.zero_grad(set_to_none=True)
+    f_src, f_tgt = t.module.extract(batch.source, batch.target)
+    loss = classification_loss(t.model.classify(f_src).logits, batch.labels)
+    for m in t.model.modalities:
+        keep = {}
+        for domain, feats, negative in (("source", f_src[m], batch.source_negative), ("target", f_tgt[m], batch.target_negative)):
+            refiner = t.refiners.get((m, domain))
+            if refiner is None:
+                keep[domain] = torch.ones(feats.shape[0], dtype=torch.bool)
+                continue
+            result = refiner.refine(feats, negative)
+            keep[domain] = result.keep
+            if result.loss is not None:
+                loss = loss + result.loss
+        loss = loss + adversarial_loss(t.discriminators[m], f_src[m], f_tgt[m], keep["source"], keep["target"])
+    loss.backward()
+    for opt in t.optimizers.values():
+        opt.step()
+    for r in t.refiners.values():
+        r.after_backward()
+
+
+HAND_WIRED = "MMIR, hand-wired step (pre-refactor)"
 
 
 def main() -> None:
@@ -67,13 +100,14 @@ def main() -> None:
     root = ensure_demo_data(0, args.data_root, console)
     timers = {}
     with tempfile.TemporaryDirectory() as out:
-        for name, refinement in (("adversarial-only", False), ("MMIR (adversarial + IR)", True)):
+        for name, refinement, hand_wired in (("adversarial-only", False, False), ("MMIR (adversarial + IR)", True, False),
+                                             (HAND_WIRED, True, True)):
             cfg = demo_config(root, Path(out), 0, 1, args.steps)
             cfg.stage2.refinement = refinement
             cfg.data.num_workers = args.workers
             trainer = CoTrainer(cfg)
-            trainer.stage, trainer.optimizer = 2, trainer._make_optimizer(2)
-            timers[name] = StepTimer(trainer)
+            trainer.stage, trainer.optimizers = 2, trainer._make_optimizers(2)
+            timers[name] = StepTimer(trainer, hand_wired=hand_wired)
         # Interleaved, so that whatever else the machine does slows both methods alike.
         for i in range(args.steps + 5):
             for timer in timers.values():
@@ -95,6 +129,11 @@ def main() -> None:
         overhead, low, high = paired_overhead(adv_t, mmir_t)
         console.print(f"refinement overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
                       f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
+    hand = timers[HAND_WIRED]
+    overhead, low, high = paired_overhead(np.asarray(hand.compute), np.asarray(mmir.compute))
+    ratio = float(np.median(mmir.compute) / np.median(hand.compute))
+    console.print(f"the loop's MMIR step / the hand-wired step (compute): {ratio:.3f} ({overhead:+.1f}%, 95% bootstrap "
+                  f"interval {low:+.1f}% .. {high:+.1f}%; target: not slower)")
 
 
 def paired_overhead(adv_t: np.ndarray, mmir_t: np.ndarray) -> tuple[float, float, float]:

@@ -1,43 +1,43 @@
-"""What a run's config names, built: the datasets of ``data.kind`` and the model of ``model.backbone``.
+"""What a run config names, built: the datasets of ``data.kind`` and the model of ``model.backbone``.
 
-The co-training loop asks these two registries and never names a data set or a backbone itself.
-Entries are ``"module:function"`` strings, imported on first use, so that a video run does not
-import the sensor code and the other way round. Third-party code can add entries with
-:func:`register_datasets` / :func:`register_model`.
+The co-training loop asks these two registries (:mod:`experiments.registries`, re-exported here)
+and never names a data set or a backbone itself. The builders of the shipped kinds are below: they
+are the only code that reads a :class:`~experiments.config.RunConfig` for the data and model layer
+(:mod:`features` takes plain arguments and knows no config), and they report a value that does not
+fit as a :class:`~experiments.config.ConfigError` naming its key. Each imports its ``features``
+module on first use, so that a video run does not import the sensor code and the other way round.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
-from experiments.config import ConfigError, RunConfig
+from experiments.config import ConfigError, RunConfig, check_data_root
+from experiments.registries import DATASETS, MODELS, register_datasets, register_model
+
+if TYPE_CHECKING:  # annotations only: the builders import these on first use
+    from features.data.epic import EpicClips
+    from features.data.watch import WatchWindows
+    from features.two_stream import TwoStream
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "build_datasets",
+    "build_model",
+    "epic_datasets",
+    "i3d_model",
+    "register_datasets",
+    "register_model",
+    "sensor_model",
+    "watch_datasets",
+]
 
 DatasetsBuilder = Callable[[RunConfig], dict[str, Any]]
 ModelBuilder = Callable[[RunConfig], nn.Module]
-
-# data.kind -> builder of {"source", "target", "test"} datasets (see CoTrainer for the item layout)
-DATASETS: dict[str, str | DatasetsBuilder] = {
-    "epic": "features.data.epic:epic_datasets",
-    "watch": "features.data.watch:watch_datasets",
-}
-# model.backbone -> builder of a modality-keyed model (TwoStream API: modalities, feature_dims, extract_features, classify)
-MODELS: dict[str, str | ModelBuilder] = {
-    "i3d": "features.two_stream:i3d_model",
-    "temporal-conv": "features.sensor_encoders:sensor_model",
-}
-
-
-def register_datasets(kind: str, builder: str | DatasetsBuilder) -> None:
-    """Make ``data.kind = kind`` build its datasets with ``builder``."""
-    DATASETS[kind] = builder
-
-
-def register_model(backbone: str, builder: str | ModelBuilder) -> None:
-    """Make ``model.backbone = backbone`` build its model with ``builder``."""
-    MODELS[backbone] = builder
 
 
 def _resolve(table: dict[str, Any], key: str, what: str) -> Callable[[RunConfig], Any]:
@@ -59,3 +59,68 @@ def build_datasets(cfg: RunConfig) -> dict[str, Any]:
 def build_model(cfg: RunConfig) -> nn.Module:
     """The model of ``cfg.model.backbone`` (the caller seeds the RNG)."""
     return _resolve(MODELS, cfg.model.backbone, "model.backbone")(cfg)
+
+
+# ---------------------------------------------------------------------- data.kind
+def epic_datasets(cfg: RunConfig) -> dict[str, EpicClips]:
+    """Source-train, target-train and target-test clips of a run config with ``data.kind = "epic"``."""
+    from features.data.epic import epic_splits
+
+    root = check_data_root(cfg)
+    d = cfg.data
+    return epic_splits(root, d.source, d.target, splits=d.annotations or None, modalities=cfg.model.modalities,
+                       size=d.size, num_frames=d.frames, seed=cfg.seed, synchronised=d.synchronised,
+                       test_clips=cfg.evaluation.windows)
+
+
+def watch_datasets(cfg: RunConfig) -> dict[str, WatchWindows]:
+    """The datasets of a run config with ``data.kind = "watch"``.
+
+    Uses ``data.source``/``data.target`` (arm names ``"left"``/``"right"``), ``data.frames`` (samples
+    per window; 100 = 2 s) and ``model.modalities`` (``"acc"``, ``"gyro"``). ``data.root``, when set,
+    is the cache folder holding ``watch/watch-v1.npz`` (``mmir data fetch watch --cache DIR``); empty
+    means the user cache. ``data.size``, ``data.annotations`` and ``data.synchronised`` do not apply
+    (both modalities always share a window).
+    """
+    from features.data.watch import ARMS, CLASSES, MODALITY_CHANNELS, load_watch, watch_splits
+
+    d = cfg.data
+    # checked before load_watch, which may download: a config mistake costs no fetch
+    for key, arm in (("data.source", d.source), ("data.target", d.target)):
+        if arm not in ARMS:
+            raise ConfigError(f"{key} must be one of {sorted(ARMS)} for data.kind = 'watch', got {arm!r}")
+    unknown = [m for m in cfg.model.modalities if m not in MODALITY_CHANNELS]
+    if unknown:
+        raise ConfigError(f"model.modalities {unknown} are not watch modalities; choose from {sorted(MODALITY_CHANNELS)}")
+    if cfg.model.num_classes != len(CLASSES):
+        raise ConfigError(f"model.num_classes must be {len(CLASSES)} for the watch data ({', '.join(CLASSES)}), got {cfg.model.num_classes}")
+    data = load_watch(d.root or None)
+    return watch_splits(data, d.source, d.target, cfg.model.modalities, d.frames)
+
+
+# ---------------------------------------------------------------------- model.backbone
+def i3d_model(cfg: RunConfig) -> TwoStream:
+    """The model of a run config with ``model.backbone = "i3d"``: RGB/flow I3Ds, random or ``model.checkpoints``."""
+    from features.two_stream import TwoStream
+
+    m = cfg.model
+    return TwoStream.i3d(m.num_classes, m.modalities, width=m.width, checkpoints=m.checkpoints or None,
+                         dropout=m.dropout, fusion=m.fusion)
+
+
+def sensor_model(cfg: RunConfig) -> TwoStream:
+    """One temporal-conv encoder per ``model.modalities`` (width ``model.width``) in a two-stream model.
+
+    ``model.checkpoints`` may map a modality to a file holding an encoder ``state_dict``
+    (``torch.save(encoder.state_dict(), path)``), loaded with ``strict=True``; the error of a file
+    that is missing or does not fit names its key.
+    """
+    from features.sensor_encoders import load_encoder_state, sensor_two_stream
+
+    m = cfg.model
+    model = sensor_two_stream(m.modalities, m.num_classes, width=m.width, dropout=m.dropout, fusion=m.fusion)
+    for name in m.modalities:
+        path = (m.checkpoints or {}).get(name)
+        if path:
+            load_encoder_state(model.backbones[name], path, what=f"model.checkpoints.{name}")
+    return model

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments.registries import DATASETS, EVALUATION_HOOKS, MODELS, OBJECTIVES, REFINERS, STRATEGIES  # tables plug-ins extend; no config import
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -26,7 +28,7 @@ class ConfigError(ValueError):
 class DataConfig:
     """Clips of two domains in the EPIC layout (``rgb/PXX/PXX_YY/frame_*.jpg``, ``flow/.../{u,v}``)."""
 
-    kind: str = "epic"  # which datasets (experiments.builders.DATASETS): "epic" layout (also the synthetic video)
+    kind: str = "epic"  # which datasets (experiments.registries.DATASETS): "epic" layout (also the synthetic video)
     root: str = ""  # folder with rgb/ and flow/; empty for configs that only describe the method
     source: str = "D2"
     target: str = "D1"
@@ -67,6 +69,8 @@ class StageConfig:
     mmd_weight: float = 0.0  # DAN baseline: multi-kernel MMD between source and target features per modality
     mcd: bool = False  # MCD baseline: two classifiers, maximum classifier discrepancy (stage 2 only)
     mcd_generator_steps: int = 4  # MCD step C: generator updates per batch (Saito et al. use 4)
+    objectives: dict[str, float] = field(default_factory=dict)  # more registered objectives (experiments.objectives) -> weight
+    strategy: str = "standard"  # stage-2 step strategy (experiments.steps.STRATEGIES); mcd = true selects "mcd"
 
 
 @dataclass
@@ -81,6 +85,7 @@ class DiscriminatorConfig:
 class AgentConfig:
     """S-agents and T-agents; listing modalities switches agents on (Tables 2 and 3 are configs)."""
 
+    algorithm: str = "mmir-dqn"  # step-wise agent (agents.stepwise): mmir-dqn, dqn (SB3), qrdqn (sb3-contrib), ...
     s_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # modalities with an S-agent
     t_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # modalities with a T-agent
     q_net: str = "set"  # released code: "flat"
@@ -92,6 +97,13 @@ class AgentConfig:
     learning_starts: int = 64
     target_update_interval: int = 48  # selections (released code)
     loss: str = "mse"
+
+
+@dataclass
+class RefinementConfig:
+    """Which policy refines the half-batches when ``stage2.refinement`` is on (experiments.refiners)."""
+
+    policy: str = "agent"  # agent (the paper), none, random, relevance, ground-truth, or a registered one
 
 
 @dataclass
@@ -118,6 +130,7 @@ class EvaluationConfig:
     batch_size: int = 16
     adabn: bool = False  # AdaBN baseline: BatchNorm statistics re-estimated on target training clips before testing
     adabn_batches: int = 0  # target batches for those statistics; 0: the whole target training split
+    hooks: list[str] = field(default_factory=list)  # more evaluation hooks (experiments.evaluation.EVALUATION_HOOKS)
 
 
 @dataclass
@@ -128,6 +141,7 @@ class CheckpointConfig:
 @dataclass
 class DistributedConfig:
     backend: str = "auto"  # nccl on GPU, gloo on CPU
+    sync_batchnorm: bool = False  # SyncBatchNorm: BatchNorm statistics over the global batch (under torchrun)
 
 
 @dataclass
@@ -140,12 +154,14 @@ class RunConfig:
     output_dir: str = "runs"
     device: str = "auto"
     precision: str = "fp32"  # or "bf16" autocast
+    plugins: list[str] = field(default_factory=list)  # .py files (relative to the TOML) or modules registering parts
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=8000, batch_size=80, lr=0.001, adversarial=True, refinement=True))
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     agents: AgentConfig = field(default_factory=AgentConfig)
+    refinement: RefinementConfig = field(default_factory=RefinementConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     snapshots: SnapshotConfig = field(default_factory=SnapshotConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
@@ -236,9 +252,7 @@ def validate(config: RunConfig) -> RunConfig:
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {flat[key]!r}")
-    from experiments import builders  # registries that plug-ins extend; it imports this module
-
-    for key, table in (("data.kind", builders.DATASETS), ("model.backbone", builders.MODELS)):
+    for key, table in (("data.kind", DATASETS), ("model.backbone", MODELS)):
         if flat[key] not in table:
             raise ConfigError(f"{key} must be one of {', '.join(sorted(table))}, got {flat[key]!r}")
     for key in ("stage1.steps", "stage2.steps"):
@@ -294,7 +308,41 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"agents.batch_size must be >= 1 and <= agents.buffer_size, got {config.agents.batch_size} and {config.agents.buffer_size}")
     if config.snapshots.every < 0:
         raise ConfigError(f"snapshots.every must be >= 0, got {config.snapshots.every}")
+    _validate_parts(config)
     return config
+
+
+def _validate_parts(config: RunConfig) -> None:
+    """The loop's named parts exist in their registries (objectives, strategies, refiners, agents, hooks)."""
+    from experiments.plugins import PluginError, import_plugins
+
+    try:
+        import_plugins(config.plugins)  # registrations must exist before the names are checked
+    except PluginError as err:
+        raise ConfigError(f"plugins: {err}") from None
+    from agents.stepwise import registered_stepwise_agents
+
+    for name in ("stage1", "stage2"):
+        stage = getattr(config, name)
+        for objective, weight in stage.objectives.items():
+            if objective not in OBJECTIVES:
+                raise ConfigError(f"{name}.objectives names {objective!r}, which is not a registered objective; known: {', '.join(sorted(OBJECTIVES))}")
+            if not weight >= 0:
+                raise ConfigError(f"{name}.objectives.{objective} must be a weight >= 0, got {weight}")
+    if config.stage2.strategy not in STRATEGIES:
+        raise ConfigError(f"stage2.strategy must be one of {', '.join(sorted(STRATEGIES))}, got {config.stage2.strategy!r}")
+    if config.stage2.mcd and config.stage2.strategy not in ("standard", "mcd"):
+        raise ConfigError(f"stage2.mcd = true is the 'mcd' strategy; stage2.strategy = {config.stage2.strategy!r} contradicts it")
+    if config.stage1.strategy != "standard":
+        raise ConfigError(f"stage1 trains with the standard step; stage1.strategy must be 'standard', got {config.stage1.strategy!r}")
+    if config.refinement.policy not in REFINERS:
+        raise ConfigError(f"refinement.policy must be one of {', '.join(sorted(REFINERS))}, got {config.refinement.policy!r}")
+    agents = registered_stepwise_agents()
+    if config.agents.algorithm not in agents:
+        raise ConfigError(f"agents.algorithm must be one of {', '.join(agents)} (step-wise agents, agents.stepwise), got {config.agents.algorithm!r}")
+    for hook in config.evaluation.hooks:
+        if hook not in EVALUATION_HOOKS:
+            raise ConfigError(f"evaluation.hooks names {hook!r}; known hooks: {', '.join(sorted(EVALUATION_HOOKS))}")
 
 
 def _sections(config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -327,6 +375,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         raise ConfigError(f"{path}: cannot read: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    if isinstance(data.get("plugins"), list):  # plugin files are relative to the TOML that names them
+        data["plugins"] = [str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute() else p
+                           for p in data["plugins"]]
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,8 @@ from rich.table import Table
 from experiments.config import RunConfig, validate
 from experiments.cotrain import CoTrainer
 from experiments.progress import progress_hook, training_progress
+from features.atomic_io import atomic_directory
+from features.cache import cache_dir
 
 DEMO_DATA_VERSION = "v1"
 
@@ -37,11 +37,6 @@ class DemoMethod:
 METHODS = (DemoMethod("source-only", False, False), DemoMethod("adversarial-only", True, False), DemoMethod("MMIR", True, True))
 
 
-def cache_dir() -> Path:
-    """``$MMIR_CACHE`` or ``~/.cache/mmir``."""
-    return Path(os.environ.get("MMIR_CACHE", Path.home() / ".cache" / "mmir")).expanduser()
-
-
 def ensure_demo_data(seed: int = 0, root: Path | None = None, console: Console | None = None) -> Path:
     """The synthetic video domains of the demo, generated once into the cache (atomically)."""
     from features.data.synthetic_video import SyntheticVideoConfig, generate_video_domains
@@ -49,18 +44,10 @@ def ensure_demo_data(seed: int = 0, root: Path | None = None, console: Console |
     root = root or cache_dir() / f"demo-video-{DEMO_DATA_VERSION}-seed{seed}"
     if (root / "T_test.csv").is_file():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
     if console is not None:
         console.print(f"generating the synthetic video domains into {root} (once) ...")
-    tmp = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
-    try:
+    with atomic_directory(root) as tmp:  # replaces a partial folder from an interrupted run
         generate_video_domains(tmp, SyntheticVideoConfig(seed=seed))
-        if root.exists():  # a partial folder from an interrupted run
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return root
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from mmir_env.discriminator import grad_reverse
 from mmir_env.domains import SOURCE, TARGET
 
 
@@ -16,14 +17,16 @@ def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
-def adversarial_loss(discriminator: nn.Module, source: Tensor, target: Tensor, keep_source: Tensor, keep_target: Tensor) -> Tensor:
+def adversarial_loss(discriminator: nn.Module, source: Tensor, target: Tensor, keep_source: Tensor, keep_target: Tensor,
+                     grl_coeff: float = 1.0) -> Tensor:
     """Eq. 8 for one modality, on the *kept* instances only (removed rows get no gradient).
 
     ``source: [B_s, d]``, ``target: [B_t, d]``; ``keep_*`` are bool masks of the rows the agents
-    left in. The discriminator (with its gradient reversal layer) scores all rows in one forward;
-    the binary cross-entropy averages over the kept rows of both domains.
+    left in. The features pass a gradient reversal layer (lambda ``grl_coeff``) and the
+    discriminator scores all rows in one forward; the binary cross-entropy averages over the kept
+    rows of both domains.
     """
-    logits = discriminator(torch.cat([source, target]))
+    logits = discriminator(grad_reverse(torch.cat([source, target]), grl_coeff))
     labels = torch.cat([torch.full((source.shape[0],), float(SOURCE), device=logits.device),
                         torch.full((target.shape[0],), float(TARGET), device=logits.device)])
     keep = torch.cat([keep_source, keep_target]).to(logits.device)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from experiments.methods import METHODS
+from features.atomic_io import atomic_path
 
 TABLE_TITLES = {
     1: "Table 1: target top-1 (%) per domain pair",
@@ -352,8 +353,9 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, suffix=".tmp" + path.suffix) as tmp:  # the suffix tells matplotlib the format
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path

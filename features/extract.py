@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from features.snapshot import DOMAINS, SnapshotWriter
+from features.domains import DOMAINS
+from features.snapshot import SnapshotWriter
 
 # Keys of a clip batch besides the per-modality clip tensors.
 META_KEYS: tuple[str, ...] = ("label", "uid", "domain", "is_negative")

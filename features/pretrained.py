@@ -17,7 +17,6 @@ from the RGB weights by the standard cross-modality rule. See ``docs/pretrained-
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -29,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from features.atomic_io import atomic_torch_save
+from features.cache import cache_dir
 from features.i3d import END_POINTS, MODALITY_CHANNELS, InceptionI3d
-from features.registry_files import RegistryFile, cache_dir, fetch_registry_file
+from features.registry_files import RegistryFile, fetch_registry_file
 from features.safe_pickle import safe_load
 
 __all__ = [
@@ -237,21 +238,6 @@ def convert_flax_i3d(ckpt: Mapping[str, Any]) -> dict[str, Tensor]:
     return {k: out[k] for k in expected}
 
 
-def _atomic_torch_save(obj: Any, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch_pretrained(
     name: str = "i3d-kinetics-rgb",
     cache: str | os.PathLike[str] | None = None,
@@ -279,7 +265,7 @@ def fetch_pretrained(
     state = convert_flax_i3d(safe_load(source))
     if int(state["logits.conv3d.bias"].numel()) != spec.num_classes:
         raise FlaxConversionError(f"{source}: {state['logits.conv3d.bias'].numel()} classes, expected {spec.num_classes}")
-    _atomic_torch_save(state, target)
+    atomic_torch_save(state, target, prefix=f".{target.name}.")
     return target
 
 

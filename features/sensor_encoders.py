@@ -4,25 +4,22 @@ One :class:`TemporalConvEncoder` per modality (accelerometer, gyroscope) maps a 
 ``[B, C, T]`` to features ``[B, d]``: ``len(channels)`` blocks of Conv1d (kernel 5, same padding,
 no bias) + BatchNorm + ReLU, each block but the last followed by max-pooling by 2, then global average
 pooling over time. With ``width = 1`` the blocks have 32, 64, 128 channels (d = 128; about 52k
-parameters for 3 input channels). :func:`sensor_model` builds the two-stream model of a run config
-(``model.backbone = "temporal-conv"``).
+parameters for 3 input channels). :func:`sensor_two_stream` puts one per modality into a
+:class:`~features.two_stream.TwoStream` (what ``model.backbone = "temporal-conv"`` builds) and
+:func:`load_encoder_state` loads a saved encoder.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from features.two_stream import TwoStream
 
-if TYPE_CHECKING:  # the config module imports nothing from here; only annotations need it
-    from experiments.config import RunConfig
-
-__all__ = ["BASE_CHANNELS", "SENSOR_CHANNELS", "TemporalConvEncoder", "sensor_model"]
+__all__ = ["BASE_CHANNELS", "SENSOR_CHANNELS", "TemporalConvEncoder", "load_encoder_state", "sensor_two_stream"]
 
 #: Channels of the conv blocks at ``width = 1``.
 BASE_CHANNELS: tuple[int, ...] = (32, 64, 128)
@@ -71,33 +68,39 @@ class TemporalConvEncoder(nn.Module):
         return self.extract_features(x)
 
 
-def sensor_model(cfg: "RunConfig") -> TwoStream:
-    """One :class:`TemporalConvEncoder` per ``model.modalities`` (width ``model.width``) in a :class:`TwoStream`.
+def sensor_two_stream(
+    modalities: Sequence[str],
+    num_classes: int,
+    *,
+    width: float = 1.0,
+    dropout: float = 0.5,
+    fusion: str = "sum",
+) -> TwoStream:
+    """One freshly initialised :class:`TemporalConvEncoder` of ``width`` per modality, in a :class:`TwoStream`.
 
-    ``model.checkpoints`` may map a modality to a file holding an encoder ``state_dict``
-    (``torch.save(encoder.state_dict(), path)``), loaded with ``strict=True``.
+    :param modalities: sensor modalities, keys of :data:`SENSOR_CHANNELS` (``"acc"``, ``"gyro"``).
+    :param num_classes: classes of every head.
     """
-    m = cfg.model
-    unknown = [name for name in m.modalities if name not in SENSOR_CHANNELS]
+    unknown = [name for name in modalities if name not in SENSOR_CHANNELS]
     if unknown:
         raise ValueError(f"temporal-conv modalities are {sorted(SENSOR_CHANNELS)}, got {unknown}")
-    backbones: dict[str, nn.Module] = {}
-    for name in m.modalities:
-        encoder = TemporalConvEncoder(SENSOR_CHANNELS[name], width=m.width)
-        path = (m.checkpoints or {}).get(name)
-        if path:
-            _load_encoder(encoder, path, name)
-        backbones[name] = encoder
-    return TwoStream(backbones, m.num_classes, dropout=m.dropout, fusion=m.fusion)  # type: ignore[arg-type]
+    backbones: dict[str, nn.Module] = {name: TemporalConvEncoder(SENSOR_CHANNELS[name], width=width) for name in modalities}
+    return TwoStream(backbones, num_classes, dropout=dropout, fusion=fusion)  # type: ignore[arg-type]
 
 
-def _load_encoder(encoder: nn.Module, path: str | os.PathLike[str], modality: str) -> None:
+def load_encoder_state(encoder: nn.Module, path: str | os.PathLike[str], what: str = "encoder checkpoint") -> None:
+    """Load ``torch.save(encoder.state_dict(), path)`` into ``encoder`` (``strict=True``, no unpickling).
+
+    :param what: how error messages name the file's origin (a config passes its key).
+    :raises FileNotFoundError: no file at ``path``.
+    :raises ValueError: the file holds no state dict, or one that does not fit ``encoder``.
+    """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"model.checkpoints.{modality}: no file at {path}")
+        raise FileNotFoundError(f"{what}: no file at {path}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, Mapping):
-        raise ValueError(f"model.checkpoints.{modality}: {path} does not hold a state_dict")
+        raise ValueError(f"{what}: {path} does not hold a state_dict")
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"model.checkpoints.{modality}: {path} does not fit a temporal-conv encoder of this width: {err}") from err
+        raise ValueError(f"{what}: {path} does not fit a temporal-conv encoder of this width: {err}") from err

@@ -24,11 +24,13 @@ from typing import Any, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
+from features.atomic_io import fsync_dir, fsync_file
+# DOMAINS: the names of domain labels 0 and 1; OUTSIDE_CLASSES: the target label of an action outside the source classes
+from features.domains import DOMAINS, OUTSIDE_CLASSES
+
 SCHEMA_VERSION: int = 1
 FORMAT_NAME: str = "mmir-snapshot"
-DOMAINS: tuple[str, ...] = ("source", "target")  # domain label 0 and 1 (mmir_env.domains)
 FEATURE_DTYPES: tuple[str, ...] = ("float16", "float32")
-OUTSIDE_CLASSES: int = -1  # target label of an action outside the source classes
 DISCRIMINATOR_ARCH: str = "DomainDiscriminator"
 # Root attributes every snapshot carries, with the Python types they must read back as.
 ROOT_ATTRS: dict[str, tuple[type, ...]] = {
@@ -281,8 +283,8 @@ class SnapshotWriter:
     def save_discriminator(self, modality: str, discriminator: Any) -> None:
         """Store the weights of ``modality``'s discriminator under ``/discriminator/<modality>``.
 
-        A :class:`~mmir_env.discriminator.DomainDiscriminator` is stored with the attributes that
-        rebuild it (``feature_dim``, ``hidden_dim``, ``negative_slope``, ``grl_coeff``); any other
+        A :class:`~features.domain_discriminator.DomainDiscriminator` is stored with the attributes that
+        rebuild it (``feature_dim``, ``hidden_dim``, ``negative_slope``); any other
         module is stored by its state dict and class name, to be loaded into a module you build.
         """
         self._check_open()
@@ -346,9 +348,9 @@ class SnapshotWriter:
             if staged:
                 _compact(self.tmp_path, self._compact_path)
                 written = self._compact_path
-            _fsync(written)
+            fsync_file(written)
             os.replace(written, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
             if staged:
                 self.tmp_path.unlink(missing_ok=True)
         except BaseException:
@@ -378,7 +380,7 @@ class SnapshotWriter:
 
 def describe_discriminator(discriminator: Any) -> dict[str, Any]:
     """Attributes that rebuild ``discriminator`` without unpickling (``feature_dim`` -1 if unknown)."""
-    from mmir_env.discriminator import DomainDiscriminator  # lazy: mmir_env imports this module
+    from features.domain_discriminator import DomainDiscriminator  # lazy: keeps torch out of `import features.snapshot`
 
     if isinstance(discriminator, DomainDiscriminator):
         net = discriminator.net
@@ -387,7 +389,6 @@ def describe_discriminator(discriminator: Any) -> dict[str, Any]:
             "feature_dim": int(net[0].in_features),
             "hidden_dim": int(net[0].out_features),
             "negative_slope": float(net[1].negative_slope),
-            "grl_coeff": float(discriminator.grl.coeff),
         }
     return {"architecture": f"{type(discriminator).__module__}.{type(discriminator).__qualname__}", "feature_dim": int(getattr(discriminator, "feature_dim", -1))}
 
@@ -423,27 +424,6 @@ def _compact(src_path: Path, dst_path: Path) -> None:
                     out[()] = item[()]
 
         copy_group(src, dst)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -673,7 +653,7 @@ class Snapshot:
     def load_discriminator(self, modality: str, into: Any = None) -> Any:
         """Rebuild ``modality``'s discriminator from its weights (no unpickling); returned in eval mode.
 
-        A stored :class:`~mmir_env.discriminator.DomainDiscriminator` is rebuilt from the group's
+        A stored :class:`~features.domain_discriminator.DomainDiscriminator` is rebuilt from the group's
         attributes; for any other architecture pass the module to load into as ``into``.
         """
         import torch
@@ -690,13 +670,12 @@ class Snapshot:
                     f"/discriminator/{modality}: architecture {arch!r} cannot be rebuilt from attributes "
                     f"(expected {DISCRIMINATOR_ARCH!r}); pass into=<a module of that architecture>",
                 )
-            from mmir_env.discriminator import DomainDiscriminator
+            from features.domain_discriminator import DomainDiscriminator
 
             try:
                 into = DomainDiscriminator(
                     int(attrs["feature_dim"]),
                     hidden_dim=int(attrs["hidden_dim"]),
-                    grl_coeff=float(attrs.get("grl_coeff", 1.0)),
                     negative_slope=float(attrs.get("negative_slope", 0.01)),
                 )
             except (KeyError, ValueError) as err:

@@ -13,16 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from features.i3d import MODALITY_CHANNELS, InceptionI3d
-
-if TYPE_CHECKING:  # the config module imports nothing from here; only annotations need it
-    from experiments.config import RunConfig
 
 __all__ = ["TwoStream", "TwoStreamOutput"]
 
@@ -146,9 +143,3 @@ class TwoStream(nn.Module):
         """``inputs``: modality -> clip batch (e.g. ``rgb`` ``[B, 3, T, H, W]``, ``flow`` ``[B, 2, T, H, W]``)."""
         return self.classify(self.extract_features(inputs))
 
-
-def i3d_model(cfg: "RunConfig") -> TwoStream:
-    """The model of a run config with ``model.backbone = "i3d"`` (registered in :mod:`experiments.builders`)."""
-    m = cfg.model
-    return TwoStream.i3d(m.num_classes, m.modalities, width=m.width, checkpoints=m.checkpoints or None,
-                         dropout=m.dropout, fusion=m.fusion)

@@ -6,9 +6,8 @@ from typing import Any
 
 from mmir_env.discriminator import fit_discriminator, seeded_discriminator
 from mmir_env.env import InstanceRefinementEnv
-from mmir_env.sources.synthetic import SyntheticConfig, SyntheticSource
+from mmir_env.sources.synthetic import DISCRIMINATOR_PRETRAIN_STEPS, SyntheticConfig, SyntheticSource
 
-DISCRIMINATOR_PRETRAIN_STEPS = 200
 # The synthetic benchmark's discriminator is frozen; this drift stands in for co-training's live
 # one (see InstanceRefinementEnv, "Rewards"), so that eq. 4's expected reward ranks the rows.
 SYNTHETIC_LOGIT_NOISE = 1.0

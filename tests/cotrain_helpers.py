@@ -41,11 +41,30 @@ class ToyClips(Dataset):
                 "is_negative": bool(self.negative[i])}
 
 
-def toy_model(seed: int = 0, batchnorm: bool = False) -> TwoStream:
+def toy_model(seed: int = 0, batchnorm: bool = False, dropout: float = 0.5, bias_before_norm: bool = True) -> TwoStream:
+    """``bias_before_norm=False``: no bias under the BatchNorm (its gradient is zero up to rounding, which
+    Adam would amplify into noise; I3D's units have none either)."""
     torch.manual_seed(seed)
     norm = (lambda: nn.BatchNorm1d(16)) if batchnorm else nn.Identity
-    backbones = {m: nn.Sequential(nn.Linear(6, 16), norm(), nn.ReLU(), nn.Linear(16, 8)) for m in MODALITIES}
-    return TwoStream(backbones, num_classes=3, feature_dims={m: 8 for m in MODALITIES})
+    bias = bias_before_norm or not batchnorm
+    backbones = {m: nn.Sequential(nn.Linear(6, 16, bias=bias), norm(), nn.ReLU(), nn.Linear(16, 8)) for m in MODALITIES}
+    return TwoStream(backbones, num_classes=3, feature_dims={m: 8 for m in MODALITIES}, dropout=dropout)
+
+
+def equivalence_config(tmp_path, world_size: int, sync_batchnorm: bool) -> RunConfig:
+    """Adversarial-only on the toy domains with per-process batches of a global batch split over ``world_size``.
+
+    No agents (each process's replay holds its own sets, so agents are not expected to match a single
+    process) and no dropout (each process draws its own masks): what DDP must then reproduce exactly.
+    """
+    cfg = toy_config(tmp_path, refinement=False)
+    cfg.stage1.batch_size = 16 // world_size
+    cfg.stage2.batch_size = 20 // world_size
+    cfg.stage2.steps = 6
+    cfg.model.dropout = 0.0
+    cfg.distributed.backend = "gloo"
+    cfg.distributed.sync_batchnorm = sync_batchnorm
+    return validate(cfg)
 
 
 def toy_config(tmp_path, **stage2) -> RunConfig:

@@ -10,8 +10,19 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cotrain_helpers import toy_config, toy_datasets, toy_model  # noqa: E402
+from cotrain_helpers import equivalence_config, toy_config, toy_datasets, toy_model  # noqa: E402
 from experiments.cotrain import CoTrainer  # noqa: E402
+
+
+def equivalence(out: Path, sync_batchnorm: bool) -> None:
+    """The DDP half of the single-process equivalence test: save the trained module's parameters."""
+    torch.set_num_threads(1)
+    cfg = equivalence_config(out, world_size=2, sync_batchnorm=sync_batchnorm)
+    trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model(batchnorm=sync_batchnorm, dropout=0.0, bias_before_norm=False))
+    trainer.run()
+    state = {k: v for k, v in trainer.module.state_dict().items()}
+    torch.save(state, out / f"rank{trainer.dist.rank}.pt")
+    dist.destroy_process_group()
 
 
 def main(out: Path) -> None:
@@ -41,4 +52,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    if len(sys.argv) > 2:
+        equivalence(Path(sys.argv[1]), sync_batchnorm=sys.argv[2] == "sync")
+    else:
+        main(Path(sys.argv[1]))

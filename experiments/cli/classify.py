@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
+    from features.devices import resolve_device
     from features.i3d import CheckpointMismatchError, InceptionI3d
     from features.pretrained import (
         PRETRAINED,
@@ -71,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--top, --frames and --size must be >= 1")
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     console = Console()
 
     try:

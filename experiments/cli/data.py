@@ -31,7 +31,7 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     fetch = actions.add_parser("fetch", help="download, verify and convert a data set; print its path and a summary")
     fetch.add_argument("name", metavar="NAME", help=f"data set to fetch: {', '.join(DATASETS)}")
-    from experiments.cli import add_registry_fetch_options
+    from experiments.cli.common import add_registry_fetch_options
 
     add_registry_fetch_options(fetch)
     fetch.set_defaults(func=run_fetch)
@@ -44,7 +44,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from features.data.watch import (
         CLASSES,
         TEST_SUBJECTS,

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from experiments.demo import demo_table, run_demo
 
     if args.stage1_steps < 1 or args.stage2_steps < 1:

@@ -74,7 +74,7 @@ def _split_names(directory: Path, split: str) -> set[str]:
 
 def _annotation_dir(domain: str, split: str, root: Path, annotations: Path | None) -> Path:
     """Folder holding ``{domain}_{split}.csv``; raises ``CLIError`` naming what is available."""
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from features.data.epic import DOMAINS
     from features.data.shared import find_shared_data
 
@@ -149,14 +149,14 @@ class SegmentWindows:
 
 
 def _device(name: str) -> Any:
+    """``--device`` as a torch device; a bad name, or CUDA on a machine without it, is a CLIError."""
     import torch
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
+    from features.devices import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        device = torch.device(name)
+        device = resolve_device(name)
     except RuntimeError as err:
         raise CLIError(f"--device: {err}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -165,7 +165,7 @@ def _device(name: str) -> Any:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
 
     for name, low in (("frames", 1), ("size", 8), ("windows", 1), ("batch_size", 1), ("num_workers", 0)):
         if getattr(args, name) < low:
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from torch.utils.data import ConcatDataset, DataLoader
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from features.backbones import i3d_feature_backbones
     from features.data.epic import EpicClips, FrameReadError
     from features.extract import extract_snapshot

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the options, prepare the videos, print a summary; 1 if some video failed."""
     from rich.console import Console
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from features.data.prepare_videos import missing_video_modules
 
     missing = missing_video_modules()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +20,12 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from experiments.report import build_tables, csv_text, find_runs, markdown, rich_tables, write_plots
+    from features.atomic_io import atomic_write_text
 
     try:
         records = find_runs(args.runs)
@@ -52,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(table)
     out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "report.md", markdown(tables, caption))
-    _atomic_write(out / "report.csv", csv_text(tables, records))
+    atomic_write_text(out / "report.md", markdown(tables, caption))
+    atomic_write_text(out / "report.csv", csv_text(tables, records))
     console.print(f"wrote {out / 'report.md'} and {out / 'report.csv'}")
     if not args.no_plots:
         try:

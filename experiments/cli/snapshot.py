@@ -77,7 +77,7 @@ def _print_problems(console: Console, path: Path, problems: list[str]) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
 
     if not args.file.exists():
         raise CLIError(f"no such file: {args.file}")
@@ -87,7 +87,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
 
     if not args.file.exists():
         raise CLIError(f"no such file: {args.file}")
@@ -180,7 +180,7 @@ def _num(value: float) -> str:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from features.snapshot import Snapshot, SnapshotError
     from mmir_env.sources.snapshot import write_synthetic_snapshot
 

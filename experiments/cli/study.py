@@ -44,7 +44,7 @@ def register(sub: Any) -> None:
 
 
 def build_source(args: argparse.Namespace) -> Any:
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
 
     try:
         if args.snapshot is not None:
@@ -62,7 +62,7 @@ def build_source(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from agents.registry import registered_agents
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from experiments.study import summarize, train_and_evaluate
     from mmir_env.env import InstanceRefinementEnv
 

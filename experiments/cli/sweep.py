@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from experiments.cli.train import parse_overrides
     from experiments.config import ConfigError
     from experiments.methods import get_method

@@ -14,7 +14,8 @@ def register(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt exactly where it stopped")
     p.add_argument("--method", default=None, metavar="NAME",
                    help="apply a method of experiments.methods on top of CONFIG (source-only, adversarial-only, mmd, adabn, mcd, "
-                        "mm-sada, mmir, supervised-target, or a Table 2 ablation such as mmir-no-rgb-agents)")
+                        "mm-sada, mmir, supervised-target, or a Table 2 ablation such as mmir-no-rgb-agents), or a TOML overlay file "
+                        "of your own (docs/add-your-own-method.md)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set data.root=/data/epic --set stage2.steps=100 (TOML syntax for the value)")
     p.set_defaults(func=run)
@@ -23,7 +24,7 @@ def register(sub: Any) -> None:
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     import tomllib
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
 
     out: dict[str, Any] = {}
     for item in items:
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from experiments.progress import progress_hook, training_progress
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from experiments.config import ConfigError, load_config
     from experiments.cotrain import CoTrainer
 

@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
     fetch = actions.add_parser("fetch", help="download, verify and convert weights; print the converted file's path")
     fetch.add_argument("name", metavar="NAME", help="weights to fetch: i3d-kinetics-rgb (see `mmir weights list`)")
-    from experiments.cli import add_registry_fetch_options
+    from experiments.cli.common import add_registry_fetch_options
 
     add_registry_fetch_options(fetch)
     fetch.set_defaults(func=run_fetch)
@@ -45,7 +45,7 @@ def run_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from features.pretrained import PRETRAINED
-    from features.registry_files import cache_dir
+    from features.cache import cache_dir
 
     console = Console()
     table = Table(title="pretrained weights")
@@ -66,7 +66,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_fetch(args: argparse.Namespace) -> int:
     import pickle
 
-    from experiments.cli import CLIError
+    from experiments.cli.common import CLIError
     from features.pretrained import PRETRAINED, FlaxConversionError, fetch_pretrained
     from features.registry_files import ChecksumError, FetchError
 

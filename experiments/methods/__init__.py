@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from experiments.config import ConfigError, RunConfig, from_dict, validate
@@ -97,18 +98,57 @@ def _modality_overrides(method: Method, modalities: list[str]) -> dict[str, Any]
         return out
     rename = {"rgb": modalities[0], "flow": modalities[1]}
     for key in ("agents.s_agents", "agents.t_agents"):
-        out[key] = [rename.get(m, m) for m in out[key]]
+        if key in out:
+            out[key] = [rename.get(m, m) for m in out[key]]
     return out
 
 
+def overlay_method(path: str | Path) -> Method:
+    """A method from a TOML overlay file of your own (the layout of ``experiments/configs/methods/*.toml``).
+
+    Its ``plugins`` (files relative to the overlay) are imported first, so the overlay can name the
+    objectives, refiners or strategies they register; ``method`` names it (default: the file's stem).
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such method overlay") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"{path}: not a readable TOML overlay: {err}") from None
+    overrides: dict[str, Any] = {}
+    name = str(data.pop("method", path.stem))
+    for key, value in data.items():
+        if isinstance(value, dict):
+            overrides.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            overrides[key] = value
+    if isinstance(overrides.get("plugins"), list):
+        overrides["plugins"] = [str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute()
+                                else p for p in overrides["plugins"]]
+    return Method(name, name, f"method overlay {path}", overrides, tables=(1,))
+
+
 def apply_method(cfg: RunConfig, method: str | Method) -> RunConfig:
-    """A validated copy of ``cfg`` with the method's overrides; ``cfg.method`` records the name."""
+    """A validated copy of ``cfg`` with the method's overrides; ``cfg.method`` records the name.
+
+    ``method``: a registered name, a :class:`Method`, or the path of a TOML overlay (:func:`overlay_method`).
+    """
+    if isinstance(method, str) and method.endswith(".toml"):
+        method = overlay_method(method)
     method = get_method(method) if isinstance(method, str) else method
     data = copy.deepcopy(cfg.to_dict())
     for dotted, value in _modality_overrides(method, list(cfg.model.modalities)).items():
         section, _, key = dotted.rpartition(".")
+        if section and section not in data:
+            raise ConfigError(f"method {method.name}: unknown section [{section}] (key {dotted})")
         node = data[section] if section else data
-        node[key] = copy.deepcopy(value)
+        if key == "plugins" and not section:
+            node[key] = list(node.get(key, [])) + [p for p in value if p not in node.get(key, [])]
+        else:
+            node[key] = copy.deepcopy(value)
     data["method"] = method.name
     if method.source_is_target:
         data["data"]["source"] = data["data"]["target"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -47,3 +48,18 @@ def adapt_batchnorm(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], m
         raise ValueError("AdaBN got no target batches to estimate statistics from")
     adapted.eval()
     return adapted
+
+
+def adabn_hook(model: nn.Module, datasets: Mapping[str, Any], cfg: Any, device: torch.device) -> nn.Module:
+    """The ``adabn`` evaluation hook: a copy of ``model`` with BatchNorm statistics of the target training clips."""
+    from torch.utils.data import DataLoader
+
+    from experiments.distributed import CPUSyncBatchNorm, revert_sync_batchnorm
+
+    if any(isinstance(m, (nn.SyncBatchNorm, CPUSyncBatchNorm)) for m in model.modules()):  # rank 0 alone: no peers to sync with
+        model = revert_sync_batchnorm(copy.deepcopy(model))
+    # own generator: a DataLoader without one draws its seed from the global RNG, which would
+    # shift training's dropout stream and make AdaBN's training differ from source-only's
+    target = DataLoader(datasets["target"], batch_size=cfg.evaluation.batch_size, shuffle=False,
+                        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
+    return adapt_batchnorm(model, target, model.modalities, device, cfg.evaluation.adabn_batches)

@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,9 +46,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from features.data.shared import shared_data_dir
-
-if TYPE_CHECKING:  # the config module imports nothing from here; only annotations need it
-    from experiments.config import RunConfig
 
 __all__ = [
     "CLIP_FRAMES",
@@ -65,6 +62,7 @@ __all__ = [
     "clip_windows",
     "decode_jpeg",
     "describe_splits",
+    "epic_splits",
     "frame_path",
     "load_split",
     "splits_dir",
@@ -516,17 +514,27 @@ def describe_splits(directory: str | os.PathLike[str] | None = None) -> dict[str
     }
 
 
+def epic_splits(
+    root: str | os.PathLike[str],
+    source: str,
+    target: str,
+    *,
+    splits: str | os.PathLike[str] | None = None,
+    modalities: Sequence[Modality] = ("rgb", "flow"),
+    size: int = 224,
+    num_frames: int = CLIP_FRAMES,
+    seed: int = 0,
+    synchronised: bool = False,
+    test_clips: int = 5,
+) -> dict[str, EpicClips]:
+    """``{"source", "target", "test"}`` clips of an adaptation direction: source-train, target-train, target-test.
 
-def epic_datasets(cfg: "RunConfig") -> dict[str, "EpicClips"]:
-    """Source-train, target-train and target-test clips of a run config with ``data.kind = "epic"``."""
-    from experiments.config import check_data_root
-
-    root = check_data_root(cfg)
-    d = cfg.data
-    common = dict(splits=d.annotations or None, modalities=tuple(cfg.model.modalities), size=d.size,
-                  num_frames=d.frames, seed=cfg.seed)
+    The training sets draw one window per segment (``synchronised``: flow aligned on RGB); the test
+    set has ``test_clips`` windows per segment. ``splits`` as :class:`EpicClips`'s.
+    """
+    common = dict(splits=splits, modalities=tuple(modalities), size=size, num_frames=num_frames, seed=seed)
     return {
-        "source": EpicClips(root, d.source, "train", synchronised=d.synchronised, role="source", **common),
-        "target": EpicClips(root, d.target, "train", synchronised=d.synchronised, role="target", **common),
-        "test": EpicClips(root, d.target, "test", test_clips=cfg.evaluation.windows, role="target", **common),
+        "source": EpicClips(root, source, "train", synchronised=synchronised, role="source", **common),
+        "target": EpicClips(root, target, "train", synchronised=synchronised, role="target", **common),
+        "test": EpicClips(root, target, "test", test_clips=test_clips, role="target", **common),
     }

@@ -45,6 +45,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from features.atomic_io import atomic_path, atomic_write_text
 from features.data.epic import EPIC_COLUMNS
 from features.data.synthetic_video import encode_flow, write_jpeg
 from features.registry_files import RegistryFile
@@ -225,16 +226,6 @@ def flow_pairs(num_frames: int) -> list[tuple[int, int, int]]:
 
 def _frame_name(index: int) -> str:
     return f"frame_{index:010d}.jpg"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _safe_id(text: str) -> str:
@@ -495,7 +486,8 @@ def _prepare(job: VideoJob, out: Path, options: PrepareOptions, source_bytes: in
         "fps": fps, "header_frames": header_frames, "width": width, "height": height, "options": asdict(options),
         "warnings": warnings, "seconds": round(seconds, 3), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write_text(marker, json.dumps(record, indent=1))
+    # fsync: a rerun trusts the marker and skips the video
+    atomic_write_text(marker, json.dumps(record, indent=1), prefix=f".{marker.name}.", fsync=True)
     return VideoResult(job.name, job.participant_id, job.video_id, "prepared", frames=frames, flow_frames=flow_frames,
                        fps=fps, header_frames=header_frames, width=width, height=height, seconds=seconds, warnings=warnings)
 
@@ -688,12 +680,10 @@ def _write_split(path: Path, rows: list[dict[str, Any]]) -> None:
     extras: list[str] = []
     for row in rows:
         extras += [k for k in row if k not in EPIC_COLUMNS and k not in extras]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path, prefix=f".{path.name}.") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=[*EPIC_COLUMNS, *extras], restval="")
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- the batch

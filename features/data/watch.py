@@ -39,21 +39,19 @@ Window counts (window 100, hop 50): left arm 2434 windows (subjects 1-7: 1683, 8
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from features.registry_files import RegistryFile, cache_dir, fetch_registry_file
-
-if TYPE_CHECKING:  # the config module imports nothing from here; only annotations need it
-    from experiments.config import RunConfig
+from features.atomic_io import atomic_path
+from features.cache import cache_dir
+from features.registry_files import RegistryFile, fetch_registry_file
 
 __all__ = [
     "ARMS",
@@ -72,7 +70,6 @@ __all__ = [
     "load_watch",
     "split_recordings",
     "summary_rows",
-    "watch_datasets",
     "watch_splits",
     "window_starts",
 ]
@@ -163,21 +160,12 @@ def converted_path(cache: str | os.PathLike[str] | None = None) -> Path:
 
 def _write_converted(data: WatchData, path: Path) -> None:
     lengths = np.array([len(s) for s in data.signals], dtype=np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    # the ".npz" suffix: np.savez appends one to any other name
+    with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, version=np.int64(CONVERTED_VERSION), signals=np.concatenate(data.signals), lengths=lengths,
                  labels=data.labels, subjects=data.subjects, sides=data.sides,
                  classes=np.array(data.classes, dtype=str), channels=np.array(data.channels, dtype=str),
                  source_sha256=np.array(WATCH.member_sha256 or "", dtype=str))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the cache entry is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_converted(path: Path) -> WatchData:
@@ -346,30 +334,6 @@ def watch_splits(data: WatchData, source: str, target: str, modalities: Sequence
     mean, std = channel_stats(data, splits["source"])
     roles = {"source": "source", "target": "target", "test": "target"}
     return {name: WatchWindows(data, idx, mean, std, modalities, roles[name], window) for name, idx in splits.items()}
-
-
-def watch_datasets(cfg: "RunConfig") -> dict[str, WatchWindows]:
-    """The datasets of a run config with ``data.kind = "watch"`` (registered in :mod:`experiments.builders`).
-
-    Uses ``data.source``/``data.target`` (arm names ``"left"``/``"right"``), ``data.frames`` (samples
-    per window; 100 = 2 s) and ``model.modalities`` (``"acc"``, ``"gyro"``). ``data.root``, when set,
-    is the cache folder holding ``watch/watch-v1.npz`` (``mmir data fetch watch --cache DIR``); empty
-    means the user cache. ``data.size``, ``data.annotations`` and ``data.synchronised`` do not apply
-    (both modalities always share a window).
-    """
-    from experiments.config import ConfigError
-
-    d = cfg.data
-    for key, arm in (("data.source", d.source), ("data.target", d.target)):
-        if arm not in ARMS:
-            raise ConfigError(f"{key} must be one of {sorted(ARMS)} for data.kind = 'watch', got {arm!r}")
-    unknown = [m for m in cfg.model.modalities if m not in MODALITY_CHANNELS]
-    if unknown:
-        raise ConfigError(f"model.modalities {unknown} are not watch modalities; choose from {sorted(MODALITY_CHANNELS)}")
-    if cfg.model.num_classes != len(CLASSES):
-        raise ConfigError(f"model.num_classes must be {len(CLASSES)} for the watch data ({', '.join(CLASSES)}), got {cfg.model.num_classes}")
-    data = load_watch(d.root or None)
-    return watch_splits(data, d.source, d.target, cfg.model.modalities, d.frames)
 
 
 def summary_rows(data: WatchData, window: int = WINDOW) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from features.snapshot import Snapshot, SnapshotWriter
 from mmir_env.discriminator import fit_discriminator, seeded_discriminator
 from mmir_env.domains import DOMAIN_NAMES, SOURCE, TARGET, domain_id
 from mmir_env.sources.base import ArraySource, CandidateBatch, sample_distinct_rows
-from mmir_env.sources.synthetic import SyntheticConfig, generate_synthetic_domains
+from mmir_env.sources.synthetic import DISCRIMINATOR_PRETRAIN_STEPS, SyntheticConfig, generate_synthetic_domains
 
 SAMPLING_MODES: tuple[str, ...] = ("random", "epoch")
 DEFAULT_BATCH_SIZE = 40  # clips per domain in a stage-2 batch (paper: 80 = 40 source + 40 target)
@@ -213,8 +213,6 @@ def write_synthetic_snapshot(
     on the in-memory source. With ``dtype="float16"`` the stored features are rounded, the
     discriminators are those trained on the float32 features.
     """
-    from mmir_env.synthetic_env import DISCRIMINATOR_PRETRAIN_STEPS
-
     steps = DISCRIMINATOR_PRETRAIN_STEPS if pretrain_steps is None else int(pretrain_steps)
     cfg = SyntheticConfig(**{**SyntheticConfig().to_dict(), "seed": seed, **synthetic})
     data = generate_synthetic_domains(cfg)

@@ -7,9 +7,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from torch import nn
 
+from features.domains import OUTSIDE_CLASSES
 from mmir_env.sources.base import ArraySource
 
-OUTSIDE_CLASSES: int = -1  # label of a target sample whose action is not one of the source classes
+# Adam steps that pre-train the benchmark's discriminators (make_synthetic_source, write_synthetic_snapshot)
+DISCRIMINATOR_PRETRAIN_STEPS = 200
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,145 @@
+"""Config -> the co-training loop's parts: the CoTrainModule, its objectives, the refiners, the step strategy.
+
+Every part is looked up by name in its registry (:data:`experiments.objectives.OBJECTIVES`,
+:data:`experiments.refiners.REFINERS`, :data:`experiments.steps.STRATEGIES`,
+:data:`agents.stepwise.STEPWISE_AGENTS`), so a new method, refinement policy or RL algorithm is a
+module plus its registration, never an edit of the loop. Initialisation is seeded per part (the
+model by ``seed``, discriminators and objective modules by ``seed + 1``, a strategy's modules by
+its own seed, each agent by ``100 seed + i``) so adding a part never shifts another's weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from experiments.config import ConfigError, RunConfig
+from experiments.cotrain_module import CoTrainModule
+from experiments.losses import CorrespondenceHead
+from experiments.objectives import ObjectiveContext, build_objective
+from experiments.refiners import Refiner, RefinerContext, build_refiner
+from experiments.steps import StepStrategy, build_strategy
+from features.domain_discriminator import DomainDiscriminator
+from features.domains import DOMAINS
+
+
+
+@dataclass
+class Parts:
+    module: CoTrainModule
+    refiners: dict[tuple[str, str], Refiner]
+    strategy: StepStrategy
+
+    def ddp_settings(self, stage: int) -> dict[str, bool]:
+        """DistributedDataParallel's graph settings for ``stage``.
+
+        A stage whose step uses the same parameters every time runs with ``static_graph`` (DDP then
+        learns once which parameters get no gradient: the discriminators in stage 1, say). Stage 2
+        changes its set when agents that learn through the joint backward start learning (their
+        replay fills) or when the strategy's phases train different parts (MCD): then
+        ``find_unused_parameters``, which traces the graph every step.
+        """
+        dynamic = stage == 2 and (len(self.module.agents) > 0 or type(self.strategy) is not StepStrategy)
+        return {"static_graph": not dynamic, "find_unused_parameters": dynamic}
+
+
+def build_model(cfg: RunConfig) -> nn.Module:
+    """The config's model (``model.backbone``; random init seeded by ``cfg.seed``, or checkpoints)."""
+    from experiments import builders
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return builders.build_model(cfg)
+
+
+def make_optimizer(params: list[nn.Parameter], optimizer: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+
+
+def strategy_name(cfg: RunConfig) -> str:
+    return "mcd" if cfg.stage2.mcd else cfg.stage2.strategy
+
+
+def objective_weights(cfg: RunConfig) -> dict[int, dict[str, float]]:
+    """Stage -> objective name -> weight, in the order their terms are summed (eq. 9/12 first)."""
+    weights: dict[int, dict[str, float]] = {}
+    for stage, sc in ((1, cfg.stage1), (2, cfg.stage2)):
+        w = {"classification": 1.0}
+        if sc.adversarial:
+            w["adversarial"] = 1.0
+        if sc.correspondence_weight > 0:
+            w["correspondence"] = sc.correspondence_weight
+        if sc.mmd_weight > 0:
+            w["mmd"] = sc.mmd_weight
+        for name, value in sc.objectives.items():
+            w[name] = float(value)
+        weights[stage] = w
+    return weights
+
+
+def refinement_pairs(cfg: RunConfig, modalities: tuple[str, ...]) -> list[tuple[int, str, str]]:
+    """``(index, modality, domain)`` of every refiner the config enables (the index seeds it)."""
+    if not cfg.stage2.refinement:
+        return []
+    pairs = []
+    for i, (m, d) in enumerate((m, d) for m in modalities for d in DOMAINS):
+        if m in (cfg.agents.s_agents if d == "source" else cfg.agents.t_agents):
+            pairs.append((i, m, d))
+    return pairs
+
+
+def _check_ground_truth(cfg: RunConfig, datasets: Mapping[str, Any]) -> None:
+    if cfg.refinement.policy != "ground-truth" or not cfg.stage2.refinement:
+        return
+    for role in DOMAINS:
+        ds = datasets[role]
+        if len(ds) and "is_negative" not in ds[0]:
+            raise ConfigError(f"refinement.policy = 'ground-truth' needs planted negatives, but the {role} items of "
+                              f"data.kind = {cfg.data.kind!r} carry no 'is_negative'")
+
+
+def build_parts(cfg: RunConfig, model: nn.Module, datasets: Mapping[str, Any], device: torch.device) -> Parts:
+    """The loop's parts for ``cfg`` around ``model``, on ``device``."""
+    _check_ground_truth(cfg, datasets)
+    model = model.to(device)
+    modalities = tuple(model.modalities)
+    dims = model.feature_dims
+    weights = objective_weights(cfg)
+    # built-ins in eq. 12's order, then the config's own: the order their terms join the graph
+    names = dict.fromkeys(["classification", "adversarial", "correspondence", "mmd", *weights[1], *weights[2]])
+    wanted = [n for n in names if max(weights[s].get(n, 0.0) for s in (1, 2)) > 0]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 1)
+        discriminators = nn.ModuleDict({
+            m: DomainDiscriminator(dims[m], cfg.discriminator.hidden_dim, negative_slope=cfg.discriminator.negative_slope)
+            for m in modalities
+        }).to(device)
+        shared: dict[str, nn.Module] = {}
+        if "correspondence" in wanted and len(modalities) > 1:
+            shared["correspondence"] = CorrespondenceHead([dims[m] for m in modalities])
+        context = ObjectiveContext(modalities, dims, cfg, discriminators, shared)
+        objectives = {}
+        for name in wanted:
+            try:
+                objectives[name] = build_objective(name, context)
+            except KeyError as err:
+                raise ConfigError(str(err.args[0])) from None
+    module = CoTrainModule(model, discriminators, objectives, weights, per_domain_bn=cfg.model.batchnorm == "per-domain").to(device)
+    half = cfg.stage2.batch_size // 2
+    refiners: dict[tuple[str, str], Refiner] = {}
+    for i, m, d in refinement_pairs(cfg, modalities):
+        refiners[(m, d)] = build_refiner(cfg.refinement.policy, RefinerContext(
+            m, d, discriminators[m], dims[m], half, cfg, seed=cfg.seed * 100 + i, device=device))
+        for j, net in enumerate(refiners[(m, d)].trainable_modules()):
+            module.agents[f"{m}_{d}_{j}"] = net
+    strategy = build_strategy(strategy_name(cfg), cfg, model)
+    for name, extra in strategy.modules().items():
+        module.extras[name] = extra.to(device)
+    return Parts(module, refiners, strategy)

@@ -1,0 +1,103 @@
+"""Refinement policies: which rows of one modality's half-batch the adversarial loss keeps.
+
+A refiner gets one modality's features of one domain half (detached), the modality's live domain
+discriminator and the batch's planted ground truth when the data carries it, and returns a
+:class:`RefinementResult`: the keep mask, its loss term if it learns by gradient (attached to a
+graph that the step's one backward trains) and per-step statistics. Built in (``refinement.policy``):
+
+- ``agent``: an S-/T-agent of ``agents.algorithm`` (any step-wise agent of
+  :mod:`agents.stepwise`) selecting ``env.E`` rows per candidate set (the paper's MMIR);
+- ``none``: keeps every row;
+- ``random``: removes ``env.E`` uniformly random rows per candidate set (the agents' removal
+  rate: the control every table needs);
+- ``relevance``: removes the ``env.E`` rows of lowest relevance (eq. 3) per set: the reward's own
+  greedy oracle;
+- ``ground-truth``: removes exactly the planted negatives (``is_negative``): the bound.
+
+A new policy is one module with a class satisfying :class:`Refiner` and a call of
+:func:`register_refiner`; ``refinement.policy = "NAME"`` selects it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from experiments.registries import REFINERS, resolve_entry
+
+__all__ = ["REFINERS", "Refiner", "RefinerContext", "RefinementResult", "build_refiner", "register_refiner"]
+
+
+@dataclass(frozen=True)
+class RefinementResult:
+    """What a refiner did to one half-batch of one modality."""
+
+    keep: Tensor  # [B] bool: rows left in for L_adv
+    mean_reward: float  # eq. 4 reward of the removals, averaged over sets and selections
+    removed: int
+    negatives_removed: int  # planted ground truth, when the batch carries it (else 0)
+    negatives_present: int  # planted negatives in the batch (0 without ground truth)
+    relevance: Tensor | None = None  # [B] eq. 3 relevance of every row before selection (for reports)
+    loss: Tensor | None = None  # the policy's loss term for the step's backward (None: it learns otherwise or not at all)
+    stats: dict[str, float] = field(default_factory=dict)  # extra per-step statistics (logged as NAME/modality/domain)
+
+
+@dataclass(frozen=True)
+class RefinerContext:
+    """Everything a refiner factory may use to build one refiner."""
+
+    modality: str
+    domain: str  # "source" or "target"
+    discriminator: nn.Module  # the modality's live D^k (rewards and relevance)
+    feature_dim: int
+    batch_size: int  # rows of the half-batch
+    config: Any  # the run's RunConfig (agents, env and refinement sections)
+    seed: int
+    device: torch.device
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    """One refinement policy for one (modality, domain)."""
+
+    modality: str
+    domain: str
+
+    def refine(self, features: Tensor, is_negative: Tensor | None = None) -> RefinementResult:
+        """Keep mask (and loss, statistics) for ``features: [B, d]``; ``is_negative``: ``[B]`` bool or None."""
+        ...
+
+    def after_backward(self) -> None:
+        """Called after the step's backward (e.g. an agent's optimizer step)."""
+        ...
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Modules the step's joint backward trains through :attr:`RefinementResult.loss` (held by the CoTrainModule)."""
+        ...
+
+    def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
+
+
+RefinerFactory = Callable[[RefinerContext], Refiner]
+
+def register_refiner(name: str, factory: str | RefinerFactory, overwrite: bool = False) -> None:
+    """Make ``refinement.policy = name`` build its refiners with ``factory(context)``."""
+    if name in REFINERS and not overwrite:
+        raise ValueError(f"a refiner named {name!r} is already registered (pass overwrite=True to replace it)")
+    REFINERS[name] = factory
+
+
+def resolve_refiner(name: str) -> RefinerFactory:
+    return resolve_entry(REFINERS, name, "refinement.policy")
+
+
+def build_refiner(name: str, context: RefinerContext) -> Refiner:
+    """The refiner registered as ``name`` for one (modality, domain)."""
+    return resolve_refiner(name)(context)
