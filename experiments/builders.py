@@ -10,13 +10,12 @@ module on first use, so that a video run does not import the sensor code and the
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
 
 from experiments.config import ConfigError, RunConfig, check_data_root
-from experiments.registries import DATASETS, MODELS, register_datasets, register_model
+from experiments.registries import DATASETS, MODELS, register_datasets, register_model, resolve_entry
 
 if TYPE_CHECKING:  # annotations only: the builders import these on first use
     from features.data.epic import EpicClips
@@ -41,14 +40,10 @@ ModelBuilder = Callable[[RunConfig], nn.Module]
 
 
 def _resolve(table: dict[str, Any], key: str, what: str) -> Callable[[RunConfig], Any]:
-    if key not in table:
-        raise ConfigError(f"{what} {key!r} is not known; choose one of {sorted(table)}")
-    entry = table[key]
-    if isinstance(entry, str):
-        module, _, name = entry.partition(":")
-        entry = getattr(importlib.import_module(module), name)
-        table[key] = entry
-    return entry
+    try:
+        return resolve_entry(table, key, what)
+    except KeyError as err:
+        raise ConfigError(str(err.args[0])) from None
 
 
 def build_datasets(cfg: RunConfig) -> dict[str, Any]:

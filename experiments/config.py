@@ -37,6 +37,7 @@ class DataConfig:
     size: int = 224
     synchronised: bool = False  # RGB and flow windows drawn independently in training (MM-SADA)
     num_workers: int = 4
+    decode: str = "cpu"  # EPIC JPEGs decoded in the loader workers ("cpu") or batched on the GPU in the main process ("gpu")
 
 
 @dataclass
@@ -176,6 +177,7 @@ class RunConfig:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
+    "data.decode": ("cpu", "gpu"),
     "model.batchnorm": ("per-domain", "joint"),
     "model.fusion": ("sum", "mean"),
     "stage1.optimizer": ("adam", "sgd"),

@@ -140,7 +140,11 @@ class CoTrainer:
         return stream_loader(ds, batch_size, self.cfg.seed, stream, self.positions[name], self.cfg.data.num_workers,
                              pin_memory=self.device.type == "cuda", rank=self.dist.rank, world_size=self.dist.world_size)
 
-    def _clips(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+    def _clips(self, batch: Mapping[str, Any], role: str = "source") -> dict[str, Tensor]:
+        """The batch's clips on the device; a dataset with a ``device_transform`` (GPU decoding) finishes them there."""
+        transform = getattr(self.datasets[role], "device_transform", None)
+        if transform is not None:
+            batch = transform(batch, self.device)
         return {m: batch[m].to(self.device, non_blocking=True) for m in self.model.modalities}
 
     def _run_stage1(self) -> None:
@@ -174,7 +178,7 @@ class CoTrainer:
             src, tgt = next(src_batches), next(tgt_batches)
             src_sampler.advance()
             tgt_sampler.advance()
-            batch = StepBatch(self._clips(src), src["label"].to(self.device), self._clips(tgt),
+            batch = StepBatch(self._clips(src), src["label"].to(self.device), self._clips(tgt, "target"),
                               src.get("is_negative"), tgt.get("is_negative"), progress=self.step / max(1, sc.steps))
             log = self.strategy.step(self._context(), batch)
             for key, result in log.refinement.items():

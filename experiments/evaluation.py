@@ -15,16 +15,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from experiments.registries import EVALUATION_HOOKS, resolve_entry
+from experiments.registries import EVALUATION_HOOKS, register_entry, resolve_entry
 
 EvaluationHook = Callable[[nn.Module, Mapping[str, Any], Any, torch.device], nn.Module]
 
 
 def register_evaluation_hook(name: str, hook: str | EvaluationHook, overwrite: bool = False) -> None:
     """Make ``evaluation.hooks = [name]`` test ``hook(model, datasets, cfg, device)`` instead of the model."""
-    if name in EVALUATION_HOOKS and not overwrite:
-        raise ValueError(f"an evaluation hook named {name!r} is already registered (pass overwrite=True to replace it)")
-    EVALUATION_HOOKS[name] = hook
+    register_entry(EVALUATION_HOOKS, name, hook, "evaluation hook", overwrite)
 
 
 def _resolve(name: str) -> EvaluationHook:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 __all__ = ["DATASETS", "EVALUATION_HOOKS", "MODELS", "OBJECTIVES", "REFINERS", "STRATEGIES", "register_datasets",
-           "register_model", "resolve_entry"]
+           "register_entry", "register_model", "resolve_entry"]
 
 #: A builder takes the run config (typed loosely here: this module must not import the config).
 Builder = Callable[..., Any]
@@ -63,6 +63,15 @@ STRATEGIES: dict[str, str | Builder] = {
 }
 # evaluation.hooks (and evaluation.adabn) -> hook(model, datasets, cfg, device) -> model to test
 EVALUATION_HOOKS: dict[str, str | Builder] = {"adabn": "experiments.methods.adabn:adabn_hook"}
+
+
+def register_entry(table: dict[str, str | Builder], name: str, entry: str | Builder, what: str, overwrite: bool = False) -> None:
+    """``table[name] = entry``; registering a taken name needs ``overwrite=True`` (a plugin imported twice says so)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} name must be a non-empty string, got {name!r}")
+    if name in table and not overwrite:
+        raise ValueError(f"a {what} named {name!r} is already registered (pass overwrite=True to replace it)")
+    table[name] = entry
 
 
 def resolve_entry(table: dict[str, str | Builder], name: str, key: str) -> Builder:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from experiments.registries import OBJECTIVES, resolve_entry
+from experiments.registries import OBJECTIVES, register_entry, resolve_entry
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveContext", "StepOutputs", "build_objective", "register_objective"]
 
@@ -89,9 +89,7 @@ ObjectiveFactory = Callable[[ObjectiveContext], Objective]
 
 def register_objective(name: str, factory: str | ObjectiveFactory, overwrite: bool = False) -> None:
     """Make ``[stage2.objectives] name = weight`` add ``factory(context)``'s terms to the loss."""
-    if name in OBJECTIVES and not overwrite:
-        raise ValueError(f"an objective named {name!r} is already registered (pass overwrite=True to replace it)")
-    OBJECTIVES[name] = factory
+    register_entry(OBJECTIVES, name, factory, "objective", overwrite)
 
 
 def resolve_objective(name: str) -> ObjectiveFactory:

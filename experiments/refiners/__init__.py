@@ -26,7 +26,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from experiments.registries import REFINERS, resolve_entry
+from experiments.registries import REFINERS, register_entry, resolve_entry
 
 __all__ = ["REFINERS", "Refiner", "RefinerContext", "RefinementResult", "build_refiner", "register_refiner"]
 
@@ -89,9 +89,7 @@ RefinerFactory = Callable[[RefinerContext], Refiner]
 
 def register_refiner(name: str, factory: str | RefinerFactory, overwrite: bool = False) -> None:
     """Make ``refinement.policy = name`` build its refiners with ``factory(context)``."""
-    if name in REFINERS and not overwrite:
-        raise ValueError(f"a refiner named {name!r} is already registered (pass overwrite=True to replace it)")
-    REFINERS[name] = factory
+    register_entry(REFINERS, name, factory, "refiner", overwrite)
 
 
 def resolve_refiner(name: str) -> RefinerFactory:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from experiments.refiners import RefinementResult
-from experiments.registries import STRATEGIES, resolve_entry
+from experiments.registries import STRATEGIES, register_entry, resolve_entry
 
 __all__ = ["STRATEGIES", "StepBatch", "StepLog", "StepStrategy", "build_strategy", "register_strategy"]
 
@@ -131,9 +131,7 @@ def _f(t: Tensor) -> float:
 StrategyFactory = Callable[[Any, nn.Module], StepStrategy]
 def register_strategy(name: str, factory: str | StrategyFactory, overwrite: bool = False) -> None:
     """Make ``stage2.strategy = name`` train stage 2 with ``factory(config, model)``."""
-    if name in STRATEGIES and not overwrite:
-        raise ValueError(f"a step strategy named {name!r} is already registered (pass overwrite=True to replace it)")
-    STRATEGIES[name] = factory
+    register_entry(STRATEGIES, name, factory, "step strategy", overwrite)
 
 
 def build_strategy(name: str, config: Any, model: nn.Module) -> StepStrategy:
