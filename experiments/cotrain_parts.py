@@ -26,9 +26,10 @@ from features.domain_discriminator import DomainDiscriminator
 from features.domains import DOMAINS
 
 
-
 @dataclass
 class Parts:
+    """What :func:`build_parts` made: the module that trains, the refiners, the stage-2 step strategy."""
+
     module: CoTrainModule
     refiners: dict[tuple[str, str], Refiner]
     strategy: StepStrategy

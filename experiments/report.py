@@ -220,6 +220,104 @@ def csv_text(tables: list[Table], records: list[RunRecord]) -> str:
     return buf.getvalue()
 
 
+# -- paired differences ----------------------------------------------------------------------------
+# (method, control): the differences every refinement table needs, where both were run
+COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("mmir", "adversarial-only"),
+    ("mmir", "random-removal"),
+    ("mmir", "mmir-learn-only"),
+    ("ground-truth-removal", "adversarial-only"),
+    ("random-removal", "adversarial-only"),
+    ("adversarial-only", "source-only"),
+)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``method - control`` in target top-1 over the seeds both were run with, and its 95% bootstrap interval."""
+
+    method: str
+    control: str
+    pair: str
+    differences: tuple[float, ...]
+    low: float
+    high: float
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.differences))
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def text(self) -> str:
+        return f"{100 * self.mean:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
+
+def bootstrap_interval(differences: np.ndarray, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of paired differences (seeded: the same numbers give the same interval)."""
+    d = np.asarray(differences, dtype=np.float64)
+    if d.size == 0:
+        raise ValueError("no paired differences to bootstrap")
+    if d.size == 1:
+        return float(d[0]), float(d[0])
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, (resamples, d.size))].mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def paired_differences(records: list[RunRecord], comparisons: tuple[tuple[str, str], ...] = COMPARISONS,
+                       metric: str = "top1") -> list[PairedDifference]:
+    """``method - control`` per domain pair, paired by seed, for every comparison whose two methods share >= 2 seeds."""
+    value: dict[tuple[str, str, int], float] = {}
+    for r in records:
+        value[(r.method, r.pair, r.seed)] = r.top1 if metric == "top1" else r.mean_class_accuracy
+    out = []
+    for method, control in comparisons:
+        for pair in _pairs_of(records):
+            seeds = sorted(s for (m, p, s) in value if m == method and p == pair and (control, pair, s) in value)
+            if len(seeds) < 2:
+                continue
+            d = np.array([value[(method, pair, s)] - value[(control, pair, s)] for s in seeds])
+            low, high = bootstrap_interval(d)
+            out.append(PairedDifference(method, control, pair, tuple(float(x) for x in d), low, high))
+    return out
+
+
+def differences_table(diffs: list[PairedDifference], style: str = "rich", what: str = "target top-1") -> Any:
+    """Paired differences in percentage points: mean [95% interval] (n seeds) per comparison and pair."""
+    pairs = list(dict.fromkeys(d.pair for d in diffs))
+    rows = list(dict.fromkeys((d.method, d.control) for d in diffs))
+    cell = {(d.method, d.control, d.pair): d for d in diffs}
+    header = ["difference (points)", *pairs]
+    body = []
+    for method, control in rows:
+        line = [f"{_title(method)} − {_title(control)}"]
+        for pair in pairs:
+            d = cell.get((method, control, pair))
+            line.append("-" if d is None else f"{d.text()} (n={d.n})" + (" *" if d.excludes_zero else ""))
+        body.append(line)
+    title = f"Paired differences of {what} (points): mean over seeds [95% bootstrap interval]; * interval excludes 0"
+    if style == "markdown":
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(pairs)) + "|"]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body]) + "\n"
+    from rich.table import Table as RichTable
+
+    table = RichTable(title=title)
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in body:
+        table.add_row(*row)
+    return table
+
+
 # -- plots -----------------------------------------------------------------------------------------
 def _metrics(record: RunRecord) -> list[dict[str, Any]]:
     if not record.metrics_path.is_file():

@@ -108,3 +108,31 @@ def test_tables_mean_std_mean_column_and_bold_best():
     md = markdown([table1])
     assert "| Source-only | 45.0 ± 7.1 | 30.0 | 37.5 |" in md
     assert "| Supervised target | **90.0** | **90.0** | **90.0** |" in md
+
+
+def test_paired_differences_on_hand_made_runs(tmp_path):
+    """MMIR - adversarial-only over the seeds both have, with a bootstrap interval that brackets the mean."""
+    import numpy as np
+
+    from experiments.report import RunRecord, bootstrap_interval, paired_differences
+
+    def record(method: str, seed: int, top1: float) -> RunRecord:
+        return RunRecord(tmp_path / f"{method}-{seed}", method, "S→T", seed, top1, top1, [], {})
+
+    gains = [0.01, 0.02, 0.03, 0.04, 0.05]
+    runs = [record("adversarial-only", s, 0.5 + 0.01 * s) for s in range(5)]
+    runs += [record("mmir", s, 0.5 + 0.01 * s + g) for s, g in enumerate(gains)]
+    runs += [record("mmir", 7, 0.9)]  # no adversarial-only run with seed 7: not paired, not counted
+    (diff,) = [d for d in paired_differences(runs) if (d.method, d.control) == ("mmir", "adversarial-only")]
+    assert diff.n == 5 and diff.differences == pytest.approx(gains)
+    assert diff.mean == pytest.approx(0.03)
+    assert 0.01 <= diff.low < 0.03 < diff.high <= 0.05 and diff.excludes_zero
+    assert diff.text() == f"+3.0 [{100 * diff.low:+.1f}, {100 * diff.high:+.1f}]"
+    # the interval of a symmetric sample is symmetric about its mean (up to resampling noise), and constant differences have none
+    low, high = bootstrap_interval(np.array([-0.02, -0.01, 0.0, 0.01, 0.02] * 4))
+    assert low == pytest.approx(-high, abs=2e-3) and low < 0 < high
+    assert bootstrap_interval(np.full(6, 0.02)) == pytest.approx((0.02, 0.02))
+    # an interval that straddles zero is reported as such
+    noisy = [record("adversarial-only", s, 0.5) for s in range(4)] + [record("mmir", s, 0.5 + d) for s, d in enumerate([0.02, -0.03, 0.01, -0.01])]
+    (d2,) = [d for d in paired_differences(noisy) if d.control == "adversarial-only"]
+    assert d2.low < 0 < d2.high and not d2.excludes_zero
