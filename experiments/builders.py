@@ -10,6 +10,7 @@ module on first use, so that a video run does not import the sensor code and the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from torch import nn
@@ -27,7 +28,10 @@ __all__ = [
     "MODELS",
     "build_datasets",
     "build_model",
+    "adapter_model",
     "epic_datasets",
+    "feature_benchmark_datasets",
+    "feature_datasets",
     "i3d_model",
     "register_datasets",
     "register_model",
@@ -58,14 +62,18 @@ def build_model(cfg: RunConfig) -> nn.Module:
 
 # ---------------------------------------------------------------------- data.kind
 def epic_datasets(cfg: RunConfig) -> dict[str, EpicClips]:
-    """Source-train, target-train and target-test clips of a run config with ``data.kind = "epic"``."""
+    """Source-train, target-train and target-test clips of a run config with ``data.kind = "epic"``.
+
+    ``data.decode = "gpu"`` makes the two training sets GPU-decoded (the loop finishes their batches
+    with ``device_transform``); the test set decodes on the CPU (evaluation and snapshots read it directly).
+    """
     from features.data.epic import epic_splits
 
     root = check_data_root(cfg)
     d = cfg.data
     return epic_splits(root, d.source, d.target, splits=d.annotations or None, modalities=cfg.model.modalities,
                        size=d.size, num_frames=d.frames, seed=cfg.seed, synchronised=d.synchronised,
-                       test_clips=cfg.evaluation.windows)
+                       test_clips=cfg.evaluation.windows, decode=d.decode)  # type: ignore[arg-type]
 
 
 def watch_datasets(cfg: RunConfig) -> dict[str, WatchWindows]:
@@ -119,3 +127,85 @@ def sensor_model(cfg: RunConfig) -> TwoStream:
         if path:
             load_encoder_state(model.backbones[name], path, what=f"model.checkpoints.{name}")
     return model
+
+
+# ---------------------------------------------------------------------- feature-level co-training
+def feature_datasets(cfg: RunConfig) -> dict[str, Any]:
+    """The datasets of ``data.kind = "features"``: pre-extracted features from HDF5 snapshots.
+
+    ``data.root`` is the training snapshot (its ``source`` and ``target`` domains: ``mmir extract
+    --split train`` or a co-training snapshot) and ``data.test_features`` a second snapshot whose
+    ``target`` domain, with labels, is the test split (``mmir extract --split test``).
+    ``model.modalities`` must be modalities of both files.
+    """
+    from features.data.feature_bank import FeatureFileError, feature_datasets_from_snapshots
+
+    d = cfg.data
+    if not d.root:
+        raise ConfigError("data.root is empty: set it to the training snapshot (.h5) for data.kind = 'features'")
+    if not d.test_features:
+        raise ConfigError("data.test_features is empty: set it to a snapshot whose target domain is the test split "
+                          "(e.g. mmir extract ... --split test) for data.kind = 'features'")
+    try:
+        return feature_datasets_from_snapshots(d.root, d.test_features, cfg.model.modalities)
+    except FeatureFileError as err:
+        raise ConfigError(f"{'data.root' if err.role == 'train' else 'data.test_features'} {err}") from None
+
+
+def negative_transfer_params(cfg: RunConfig) -> Any:
+    """``cfg.feature_benchmark`` as the generator's parameters (the same fields)."""
+    from dataclasses import asdict
+
+    from features.data.negative_transfer import NegativeTransferParams
+
+    try:
+        return NegativeTransferParams(**asdict(cfg.feature_benchmark))
+    except ValueError as err:
+        raise ConfigError(f"feature_benchmark: {err}") from None
+
+
+def feature_benchmark_datasets(cfg: RunConfig) -> dict[str, Any]:
+    """The datasets of ``data.kind = "feature-benchmark"``: the generated negative-transfer benchmark.
+
+    A pure function of ``[feature_benchmark]``, ``model.modalities`` and ``seed``
+    (:mod:`features.data.negative_transfer`); ``model.num_classes`` must be
+    ``feature_benchmark.classes + feature_benchmark.outlier_classes`` (the source's label space).
+    """
+    from features.data.negative_transfer import negative_transfer_datasets
+
+    params = negative_transfer_params(cfg)
+    if cfg.model.num_classes != params.num_classes:
+        raise ConfigError(f"model.num_classes must be feature_benchmark.classes + outlier_classes = {params.num_classes} "
+                          f"for data.kind = 'feature-benchmark', got {cfg.model.num_classes}")
+    return negative_transfer_datasets(params, cfg.seed, cfg.model.modalities)
+
+
+def _feature_widths(cfg: RunConfig) -> dict[str, int]:
+    """Input width per modality of the adapters: the benchmark's ``feature_dim`` or the training snapshot's."""
+    if cfg.data.kind == "feature-benchmark":
+        return {m: cfg.feature_benchmark.feature_dim for m in cfg.model.modalities}
+    if cfg.data.kind == "features":
+        from features.snapshot import Snapshot, SnapshotError
+
+        if not cfg.data.root or not Path(cfg.data.root).expanduser().is_file():
+            raise ConfigError(f"data.root {cfg.data.root!r}: no such snapshot file (model.backbone = 'adapter' reads its feature width)")
+        try:
+            with Snapshot(Path(cfg.data.root).expanduser(), validate=False) as snap:
+                return {m: snap.feature_dim for m in cfg.model.modalities}
+        except SnapshotError as err:
+            raise ConfigError(f"data.root: {err}") from None
+    raise ConfigError(f"model.backbone = 'adapter' trains on stored features: data.kind must be 'features' or 'feature-benchmark', "
+                      f"got {cfg.data.kind!r}")
+
+
+def adapter_model(cfg: RunConfig) -> TwoStream:
+    """``model.backbone = "adapter"``: a Linear-BatchNorm-ReLU-Linear adapter per modality over stored features.
+
+    Hidden and output width ``round(64 * model.width)``; inputs as wide as the data's features.
+    """
+    from features.adapters import adapter_two_stream
+
+    m = cfg.model
+    width = max(4, round(64 * m.width))
+    return adapter_two_stream(_feature_widths(cfg), m.num_classes, hidden_dim=width, feature_dim=width, dropout=m.dropout,
+                              fusion=m.fusion, modalities=m.modalities)

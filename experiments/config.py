@@ -38,6 +38,7 @@ class DataConfig:
     synchronised: bool = False  # RGB and flow windows drawn independently in training (MM-SADA)
     num_workers: int = 4
     decode: str = "cpu"  # EPIC JPEGs decoded in the loader workers ("cpu") or batched on the GPU in the main process ("gpu")
+    test_features: str = ""  # data.kind = "features": the snapshot whose target domain is the test split (data.root: the training snapshot)
 
 
 @dataclass
@@ -105,6 +106,7 @@ class RefinementConfig:
     """Which policy refines the half-batches when ``stage2.refinement`` is on (experiments.refiners)."""
 
     policy: str = "agent"  # agent (the paper), none, random, relevance, ground-truth, or a registered one
+    learn_only: bool = False  # agents act, are rewarded and learn, but remove nothing from L_adv (a control)
 
 
 @dataclass
@@ -146,6 +148,31 @@ class DistributedConfig:
 
 
 @dataclass
+class FeatureBenchmarkConfig:
+    """The generated negative-transfer benchmark of ``data.kind = "feature-benchmark"`` (features.data.negative_transfer).
+
+    The data are a pure function of this section, ``model.modalities`` and the run's ``seed``.
+    """
+
+    classes: int = 5  # K shared classes (source and target; the test split has only these)
+    outlier_classes: int = 3  # source-only classes: the planted source negatives (partial-DA outliers)
+    unknown_classes: int = 3  # target-only classes: the planted target negatives (open-set unknowns, label -1)
+    feature_dim: int = 32  # width of the generated features of every modality
+    source_size: int = 1000  # clean source training rows (negatives come on top)
+    target_size: int = 1000  # clean target training rows (negatives come on top)
+    test_size: int = 1000  # target test rows, shared classes only (1 row = 0.1 points)
+    contamination: float = 0.3  # fraction of planted negatives in each training domain, in [0, 1)
+    separation: float = 3.0  # distance of each class mean from the origin (orthogonal class axes)
+    noise: float = 1.0  # isotropic Gaussian noise per coordinate
+    shift: float = 3.0  # length of the target's translation
+    rotation: float = 60.0  # degrees by which the target map turns every vector (alignment can undo it, a source classifier cannot)
+    outlier_offset: float = 3.0  # distance of an outlier class from its parent shared class along an axis the target lacks
+    outlier_placement: str = "style"  # "style": near-duplicates of shared classes; "random": random directions
+    unknown_placement: str = "between"  # target unknowns "between" two shared classes or "outside" them
+    clean: bool = False  # leave the planted negatives out of both training sets (the no-negative-transfer reference)
+
+
+@dataclass
 class RunConfig:
     """Everything a co-training run needs."""
 
@@ -168,6 +195,7 @@ class RunConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    feature_benchmark: FeatureBenchmarkConfig = field(default_factory=FeatureBenchmarkConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,6 +217,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "snapshots.dtype": ("float16", "float32"),
     "precision": ("fp32", "bf16"),
     "distributed.backend": ("auto", "gloo", "nccl"),
+    "feature_benchmark.outlier_placement": ("style", "random"),
+    "feature_benchmark.unknown_placement": ("between", "outside"),
 }
 
 
@@ -310,8 +340,31 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"agents.batch_size must be >= 1 and <= agents.buffer_size, got {config.agents.batch_size} and {config.agents.buffer_size}")
     if config.snapshots.every < 0:
         raise ConfigError(f"snapshots.every must be >= 0, got {config.snapshots.every}")
+    _validate_feature_benchmark(config.feature_benchmark)
     _validate_parts(config)
     return config
+
+
+def _validate_feature_benchmark(fb: FeatureBenchmarkConfig) -> None:
+    """The generator's parameters (checked for every config: the defaults must be a valid benchmark)."""
+    if not 0.0 <= fb.contamination < 1.0:
+        raise ConfigError(f"feature_benchmark.contamination must lie in [0, 1), got {fb.contamination}")
+    for key in ("classes", "feature_dim", "source_size", "target_size", "test_size"):
+        if getattr(fb, key) < 1:
+            raise ConfigError(f"feature_benchmark.{key} must be >= 1, got {getattr(fb, key)}")
+    for key in ("outlier_classes", "unknown_classes"):
+        if getattr(fb, key) < 0:
+            raise ConfigError(f"feature_benchmark.{key} must be >= 0, got {getattr(fb, key)}")
+    for key in ("separation", "noise", "shift", "outlier_offset"):
+        if getattr(fb, key) < 0:
+            raise ConfigError(f"feature_benchmark.{key} must be >= 0, got {getattr(fb, key)}")
+    if fb.feature_dim <= fb.classes + fb.outlier_classes:
+        raise ConfigError(f"feature_benchmark.feature_dim must exceed classes + outlier_classes = {fb.classes + fb.outlier_classes} "
+                          f"(one axis each, and room for the shift), got {fb.feature_dim}")
+    if fb.contamination > 0 and (fb.outlier_classes < 1 or fb.unknown_classes < 1):
+        raise ConfigError("feature_benchmark.contamination > 0 needs outlier_classes >= 1 and unknown_classes >= 1 (the negatives' classes)")
+    if fb.unknown_placement == "between" and fb.unknown_classes and fb.classes < 2:
+        raise ConfigError("feature_benchmark.unknown_placement = 'between' needs classes >= 2")
 
 
 def _validate_parts(config: RunConfig) -> None:

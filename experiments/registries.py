@@ -21,11 +21,14 @@ Builder = Callable[..., Any]
 DATASETS: dict[str, str | Builder] = {
     "epic": "experiments.builders:epic_datasets",
     "watch": "experiments.builders:watch_datasets",
+    "features": "experiments.builders:feature_datasets",
+    "feature-benchmark": "experiments.builders:feature_benchmark_datasets",
 }
 # model.backbone -> builder of a modality-keyed model (TwoStream API: modalities, feature_dims, extract_features, classify)
 MODELS: dict[str, str | Builder] = {
     "i3d": "experiments.builders:i3d_model",
     "temporal-conv": "experiments.builders:sensor_model",
+    "adapter": "experiments.builders:adapter_model",
 }
 
 

@@ -223,12 +223,15 @@ def csv_text(tables: list[Table], records: list[RunRecord]) -> str:
 # -- paired differences ----------------------------------------------------------------------------
 # (method, control): the differences every refinement table needs, where both were run
 COMPARISONS: tuple[tuple[str, str], ...] = (
+    ("adversarial-only-clean", "adversarial-only"),  # negative transfer: the planted negatives cost alignment
+    ("ground-truth-removal", "adversarial-only"),  # the bound: removing exactly them
     ("mmir", "adversarial-only"),
-    ("mmir", "random-removal"),
+    ("mmir", "random-removal"),  # the control at the agents' removal rate
     ("mmir", "mmir-learn-only"),
-    ("ground-truth-removal", "adversarial-only"),
+    ("mmir-learn-only", "adversarial-only"),
     ("random-removal", "adversarial-only"),
     ("adversarial-only", "source-only"),
+    ("adversarial-only-clean", "source-only-clean"),
 )
 
 

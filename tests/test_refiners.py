@@ -110,3 +110,16 @@ def test_agents_of_every_algorithm_learn_in_co_training(tmp_path, algorithm):
         td = [r[f"td_loss/{name}"] for r in lines if f"td_loss/{name}" in r]
         assert len(td) >= cfg.stage2.steps - 4 and all(math.isfinite(v) for v in td)  # from the 4th step: replay >= 8
     assert bool(len(trainer.module.agents)) == (algorithm == "mmir-dqn")  # only it learns through the joint backward
+
+
+def test_learn_only_agents_learn_but_remove_nothing(tmp_path):
+    cfg = toy_config(tmp_path)
+    cfg.refinement.learn_only = True
+    trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
+    trainer.run()
+    lines = [json.loads(x) for x in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines() if '"stage": 2' in x]
+    for m, d in trainer.refiners:
+        key = f"{m}/{d}"
+        assert all(r[f"removed/{key}"] == 0 and r[f"selected/{key}"] == 2 for r in lines)  # chose 1 row of each of 2 sets, kept all
+        assert any(math.isfinite(r.get(f"td_loss/{key}", math.nan)) and r[f"td_loss/{key}"] > 0 for r in lines)
+    assert len(trainer.module.agents) == 4  # they still learn through the joint backward

@@ -51,7 +51,8 @@ class Method:
 _NO_ALIGNMENT = {"stage2.adversarial": False, "stage2.refinement": False, "stage2.mmd_weight": 0.0, "stage2.mcd": False,
                  "stage2.correspondence_weight": 0.0, "evaluation.adabn": False, "agents.s_agents": [], "agents.t_agents": []}
 _ADVERSARIAL = {**_NO_ALIGNMENT, "stage2.adversarial": True}
-_MMIR = {**_ADVERSARIAL, "stage2.refinement": True, "agents.s_agents": ["rgb", "flow"], "agents.t_agents": ["rgb", "flow"]}
+_MMIR = {**_ADVERSARIAL, "stage2.refinement": True, "agents.s_agents": ["rgb", "flow"], "agents.t_agents": ["rgb", "flow"],
+         "refinement.policy": "agent", "refinement.learn_only": False}
 _CITE_MMIR = "Qing, Su, Hu, Ma, Wu. Multi-modal Instance Refinement for Cross-domain Action Recognition (this paper), eq. 12"
 _CITE_DANN = "Ganin, Lempitsky. Unsupervised Domain Adaptation by Backpropagation, ICML 2015 (gradient reversal)"
 
@@ -69,6 +70,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "(self-supervised RGB/flow correspondence on both domains + per-modality adversarial alignment)",
            {**_ADVERSARIAL, "stage2.correspondence_weight": 1.0}),
     Method("mmir", "MMIR", _CITE_MMIR, dict(_MMIR), tables=(1, 2, 3)),
+    # Table 3's control and bound: the same removal rate at random, and removal of exactly the planted negatives
+    Method("random-removal", "Random removal", _CITE_MMIR + "; control: env.E uniformly random rows per candidate set out of L_adv",
+           {**_MMIR, "refinement.policy": "random"}, tables=(3,)),
+    Method("ground-truth-removal", "Ground-truth removal", _CITE_MMIR + "; bound: exactly the planted negatives out of L_adv "
+           "(data with is_negative only)", {**_MMIR, "refinement.policy": "ground-truth"}, tables=(3,)),
+    Method("mmir-learn-only", "MMIR, learn only", _CITE_MMIR + "; control: the agents act and learn but remove nothing",
+           {**_MMIR, "refinement.learn_only": True}, tables=(3,)),
     Method("supervised-target", "Supervised target", "Paper 4.2 upper bound: the classifier trained on the target's labels",
            dict(_NO_ALIGNMENT), source_is_target=True),
     # Table 2: the agents, one switch at a time

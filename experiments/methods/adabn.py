@@ -62,4 +62,6 @@ def adabn_hook(model: nn.Module, datasets: Mapping[str, Any], cfg: Any, device: 
     # shift training's dropout stream and make AdaBN's training differ from source-only's
     target = DataLoader(datasets["target"], batch_size=cfg.evaluation.batch_size, shuffle=False,
                         num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
-    return adapt_batchnorm(model, target, model.modalities, device, cfg.evaluation.adabn_batches)
+    transform = getattr(datasets["target"], "device_transform", None)  # GPU-decoded clips are finished on the device
+    batches = target if transform is None else (transform(batch, device) for batch in target)
+    return adapt_batchnorm(model, batches, model.modalities, device, cfg.evaluation.adabn_batches)

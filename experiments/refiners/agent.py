@@ -48,6 +48,8 @@ class AgentRefiner:
             learning_starts=a.learning_starts, target_update_interval=a.target_update_interval, loss=a.loss,
         )
         self._stats: dict[str, float] | None = None
+        # learn-only: the agents act, are rewarded and learn, but every row stays in L_adv (issue 13's control)
+        self.learn_only = bool(getattr(context.config.refinement, "learn_only", False))
 
     def refine(self, features: Tensor, is_negative: Tensor | None = None) -> RefinementResult:
         """Select rows out of ``features: [B, d]`` (detached: the agents do not train the backbone)."""
@@ -70,11 +72,17 @@ class AgentRefiner:
             if "is_negative" in info:
                 negatives_removed += int(info["is_negative"].sum())
         keep = self.env.mask.reshape(-1).clone()
+        removed = int((~keep).sum())  # what the agent chose, also when it may not remove (learn-only)
+        if self.learn_only:
+            keep = torch.ones_like(keep)
         loss = self.agent.update(optimize=False) if self.agent.joint_loss else None
         stats: dict[str, float] = {"replay": float(self.agent.replay_size())}
         if loss is not None:
             stats["td_loss"] = float(loss.detach())
         self._stats = stats
+        if self.learn_only:  # the selections, for the agents' precision; nothing left L_adv
+            stats["selected"], stats["selected_negatives"] = float(removed), float(negatives_removed)
+            negatives_removed = 0
         return RefinementResult(keep=keep, mean_reward=total_reward / (sets.shape[0] * self.E), removed=int((~keep).sum()),
                                 negatives_removed=negatives_removed,
                                 negatives_present=0 if is_negative is None else int(is_negative.sum()), relevance=relevance,

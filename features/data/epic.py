@@ -26,6 +26,16 @@ in about 0.57x the time (measured on these machines; ``decoder="pillow"`` is kep
 Randomness: every item draws from ``numpy.random.default_rng((seed, epoch, index))``, so a clip is
 the same whichever worker loads it and in whatever order; call :meth:`EpicClips.set_epoch` between
 epochs (it reaches the workers because a non-persistent DataLoader copies the dataset every epoch).
+
+GPU decoding (``decode="gpu"``, docs/gpu.md). Decoding three JPEGs per frame in the loader workers is
+what bounds a GPU's appetite for clips, so with ``decode="gpu"`` the workers only read the files:
+an item carries, per modality, the clip's JPEG bytes and the crop box and flip drawn exactly as the
+CPU path draws them (same RNG stream, frame sizes from the JPEG headers), and
+:meth:`EpicClips.device_transform` decodes the whole batch on the device with
+``torchvision.io.decode_jpeg(list, device="cuda")`` (nvjpeg) and crops, flips, resizes and
+normalises it there with torch ops. Without CUDA or torchvision it decodes with this dataset's CPU
+decoder in the calling process (warning once, :class:`DecodeFallbackWarning`) and gives exactly the
+clips of ``decode="cpu"``; nvjpeg's pixels differ from libjpeg-turbo's by a few grey levels.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,12 +60,14 @@ from features.data.shared import shared_data_dir
 
 __all__ = [
     "CLIP_FRAMES",
+    "DECODE_MODES",
     "DOMAINS",
     "EPIC_COLUMNS",
     "FLOW_FRAMES_PER_RGB",
     "MULTISCALE_SCALES",
     "RGB_STRIDE",
     "VERB_CLASSES",
+    "DecodeFallbackWarning",
     "EpicClips",
     "EpicSegment",
     "FrameReadError",
@@ -64,6 +77,7 @@ __all__ = [
     "describe_splits",
     "epic_splits",
     "frame_path",
+    "jpeg_size",
     "load_split",
     "splits_dir",
 ]
@@ -89,10 +103,16 @@ TEST_CROP = 224 / 256
 
 Modality = Literal["rgb", "flow"]
 _CHANNELS = {"rgb": 3, "flow": 2}
+#: Where the JPEGs of training clips are decoded: in the loader workers, or batched on the device.
+DECODE_MODES: tuple[str, ...] = ("cpu", "gpu")
 
 
 class FrameReadError(RuntimeError):
     """A frame of a clip is missing or cannot be decoded; the message names the file and clip uid."""
+
+
+class DecodeFallbackWarning(RuntimeWarning):
+    """``decode="gpu"`` decoded on the CPU instead (no CUDA device, no torchvision, or nvjpeg failed)."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +259,22 @@ def decode_jpeg(data: bytes, gray: bool, decoder: str = "simplejpeg") -> np.ndar
     raise ValueError(f"decoder must be 'simplejpeg' or 'pillow', got {decoder!r}")
 
 
+def jpeg_size(data: bytes, decoder: str = "simplejpeg") -> tuple[int, int]:
+    """``(height, width)`` of JPEG bytes from the header alone (microseconds: no decode)."""
+    if decoder == "simplejpeg":
+        import simplejpeg
+
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        return int(height), int(width)
+    if decoder == "pillow":
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
+            width, height = image.size
+        return int(height), int(width)
+    raise ValueError(f"decoder must be 'simplejpeg' or 'pillow', got {decoder!r}")
+
+
 def clip_windows(
     segment: EpicSegment,
     modality: Modality,
@@ -278,6 +314,12 @@ class EpicClips(Dataset):
     (the synthetic target negatives). In ``"test"`` mode the dataset has
     ``test_clips`` items per segment (consecutive indices), averaged per uid by the evaluator.
 
+    With ``decode="gpu"`` an item has, instead of ``rgb``/``flow``, a ``"{modality}_jpeg"`` dict
+    (``data``: the clip's JPEG files as one ``bytes``, flow ``u`` frames then ``v`` frames;
+    ``offsets``: int64 ``[n + 1]`` byte offsets of the ``n`` files; ``box``: float64 ``[4]``
+    fractional crop ``(top, left, height, width)``; ``flip``: bool), which the default collate
+    batches; :meth:`device_transform` turns a batch of them into the clips ``decode="cpu"`` gives.
+
     :param root: folder holding ``rgb/`` and ``flow/``.
     :param domain: ``"D1"``/``"D2"``/``"D3"`` or any split name in ``splits``.
     :param split: which annotation file to read, ``"train"`` or ``"test"``.
@@ -295,6 +337,8 @@ class EpicClips(Dataset):
     :param flip: random horizontal flip in training.
     :param seed: base seed of all sampling and augmentation.
     :param decoder: ``"simplejpeg"`` (default, faster) or ``"pillow"``.
+    :param decode: ``"cpu"`` (default: decoded and augmented in the loader workers) or ``"gpu"``
+        (workers read bytes; :meth:`device_transform` decodes and augments on the device).
     :param trust_pickle: see :func:`load_split`.
     :param segments: use these segments instead of reading a split file.
     :param role: ``"source"`` or ``"target"``: this domain's part in an adaptation run.
@@ -322,6 +366,7 @@ class EpicClips(Dataset):
         trust_pickle: bool = False,
         segments: Sequence[EpicSegment] | None = None,
         role: Literal["source", "target"] | None = None,
+        decode: Literal["cpu", "gpu"] = "cpu",
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -337,6 +382,8 @@ class EpicClips(Dataset):
             raise ValueError(f"mode must be 'train' or 'test', got {self.mode!r}")
         if decoder not in ("simplejpeg", "pillow"):
             raise ValueError(f"decoder must be 'simplejpeg' or 'pillow', got {decoder!r}")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be 'cpu' or 'gpu', got {decode!r}")
         if size < 1 or num_frames < 1 or rgb_stride < 1 or test_clips < 1:
             raise ValueError("size, num_frames, rgb_stride and test_clips must be >= 1")
         if segments is None:
@@ -357,6 +404,7 @@ class EpicClips(Dataset):
         self.test_crop = float(test_crop)
         self.seed = int(seed)
         self.decoder = decoder
+        self.decode = decode
         self.epoch = 0
         self.labels = np.array([s.verb_class for s in self.segments], dtype=np.int64)
         self.has_negatives = bool(self.segments) and all("is_negative" in s.extra for s in self.segments)
@@ -433,6 +481,39 @@ class EpicClips(Dataset):
             raise FrameReadError(f"clip uid={segment.uid}: frames of {segment.video_id} differ in size: {sorted(shapes)}")
         return np.stack(frames)
 
+    def _read_bytes(self, path: str, uid: int) -> bytes:
+        try:
+            with open(path, "rb") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            raise FrameReadError(f"clip uid={uid} ({self.domain}/{self.split}): missing frame {path}") from None
+        except OSError as exc:
+            raise FrameReadError(f"clip uid={uid} ({self.domain}/{self.split}): cannot read {path}: {exc}") from None
+
+    def _load_jpegs(self, segment: EpicSegment, modality: Modality, start: int) -> tuple[list[bytes], int, int]:
+        """The clip's JPEG files undecoded (flow: the ``u`` frames, then the ``v`` frames) and their frame size.
+
+        The same windows and files as :meth:`_load_frames`; the size comes from the headers, all of
+        which are read so that frames of different sizes fail here, naming the clip, as they do there.
+        """
+        indices = clip_windows(segment, modality, np.array([start]), self.num_frames, self.rgb_stride)[0]
+        streams = ("rgb",) if modality == "rgb" else ("u", "v")
+        paths: list[str] = []
+        for stream in streams:
+            folder = str(frame_path(self.root, segment, stream, 1).parent)
+            paths += [f"{folder}/frame_{int(i):010d}.jpg" for i in indices]
+        blobs = [self._read_bytes(path, segment.uid) for path in paths]
+        sizes = set()
+        for path, data in zip(paths, blobs):
+            try:
+                sizes.add(jpeg_size(data, self.decoder))
+            except Exception as exc:  # decoders raise ValueError/OSError/their own types
+                raise FrameReadError(f"clip uid={segment.uid} ({self.domain}/{self.split}): unreadable JPEG {path}: {exc}") from None
+        if len(sizes) != 1:
+            raise FrameReadError(f"clip uid={segment.uid}: frames of {segment.video_id} differ in size: {sorted(sizes)}")
+        (height, width), = sizes
+        return blobs, height, width
+
     # ------------------------------------------------------------------ transforms
     def _crop_box(self, height: int, width: int, rng: np.random.Generator | None) -> tuple[int, int, int, int]:
         short = min(height, width)
@@ -493,8 +574,12 @@ class EpicClips(Dataset):
             item["is_negative"] = segment.extra["is_negative"].strip().lower() in ("1", "true", "yes")
         shared: tuple[tuple[float, float, float, float], bool] | None = None
         for modality in self.modalities:
-            frames = self._load_frames(segment, modality, starts[modality])
-            _, height, width, _ = frames.shape
+            # decode="gpu": the same draws from the same stream, on the size the JPEG headers give
+            if self.decode == "gpu":
+                blobs, height, width = self._load_jpegs(segment, modality, starts[modality])
+            else:
+                frames = self._load_frames(segment, modality, starts[modality])
+                _, height, width, _ = frames.shape
             if shared is not None and (self.synchronised or not train):
                 box, flip = shared
             else:
@@ -502,8 +587,146 @@ class EpicClips(Dataset):
                 box = (top / height, left / width, ch / height, cw / width)
                 flip = bool(train and self.flip and rng is not None and rng.random() < 0.5)
                 shared = (box, flip)
-            item[modality] = self._transform(frames, modality, box, flip)
+            if self.decode == "gpu":
+                # One bytes object per clip: the default collate passes bytes through as a list, where
+                # per-frame tensors of different lengths could not be stacked.
+                offsets = np.cumsum([0, *(len(b) for b in blobs)])
+                item[f"{modality}_jpeg"] = {"data": b"".join(blobs), "offsets": torch.from_numpy(offsets.astype(np.int64)),
+                                            "box": torch.tensor(box, dtype=torch.float64), "flip": flip}
+            else:
+                item[modality] = self._transform(frames, modality, box, flip)
         return item
+
+    # ------------------------------------------------------------------ decode="gpu"
+    def device_transform(self, batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:
+        """Finish a collated batch on ``device``: ``decode="gpu"`` JPEGs -> clips, as ``decode="cpu"`` items have them.
+
+        Returns the batch with ``rgb``/``flow`` float32 ``[B, C, T, size, size]`` on ``device`` in
+        place of the ``"{modality}_jpeg"`` entries; a ``decode="cpu"`` batch is returned as it is.
+        On CUDA with torchvision the JPEGs of a modality are decoded in one batched nvjpeg call;
+        otherwise they are decoded here with this dataset's CPU decoder (a
+        :class:`DecodeFallbackWarning`, once) and the clips equal ``decode="cpu"``'s bit for bit.
+        """
+        if self.decode == "cpu":
+            return dict(batch)
+        device = torch.device(device)
+        out = {k: v for k, v in batch.items() if not k.endswith("_jpeg")}
+        uids = batch["uid"].tolist() if isinstance(batch.get("uid"), Tensor) else list(batch.get("uid", []))
+        for modality in self.modalities:
+            raw = batch.get(f"{modality}_jpeg")
+            if raw is None:
+                raise KeyError(f"batch has no {modality}_jpeg entry: device_transform takes a collated batch of "
+                               f"decode='gpu' items (keys: {sorted(batch)})")
+            frames = self._decode_batch(raw["data"], raw["offsets"], modality, device, uids)
+            boxes, flips = raw["box"].tolist(), torch.as_tensor(raw["flip"]).tolist()
+            out[modality] = torch.stack([_augment(f, modality, tuple(b), bool(fl), self.size) for f, b, fl in zip(frames, boxes, flips)])
+        return out
+
+    def _decode_batch(self, blobs: Sequence[bytes], offsets: Tensor, modality: Modality, device: torch.device,
+                      uids: Sequence[int]) -> list[Tensor]:
+        """Per clip, uint8 ``[T, H, W, C]`` frames on ``device`` (flow: C = 2, u then v)."""
+        gray = modality == "flow"
+        bounds = offsets.tolist()
+        uids = list(uids) if len(uids) == len(blobs) else [-1] * len(blobs)  # -1: the batch carried no uids
+        n = len(bounds[0]) - 1 if bounds else 0
+        decode_on_device = _nvjpeg(device)
+        if decode_on_device is not None:
+            # one contiguous CPU buffer for the batch; the per-file tensors are views into it
+            joined = bytearray().join(blobs)  # writable (torch.frombuffer warns on bytes), one copy
+            buffer = torch.frombuffer(joined, dtype=torch.uint8) if joined else torch.empty(0, dtype=torch.uint8)
+            files, base = [], 0
+            for data, bound in zip(blobs, bounds):
+                files += [buffer[base + bound[j]:base + bound[j + 1]] for j in range(n)]
+                base += len(data)
+            try:
+                images = decode_on_device(files, mode="GRAY" if gray else "RGB", device=device)  # [C, H, W] each
+            except RuntimeError as exc:
+                _warn_once(f"nvjpeg failed ({str(exc).splitlines()[0][:200]}); decoding this batch with {self.decoder} on the CPU")
+            else:
+                return [_frames_from_images(images[i * n:(i + 1) * n], gray, uid) for i, uid in enumerate(uids)]
+        clips = []
+        for data, bound, uid in zip(blobs, bounds, uids):
+            images = []
+            for j in range(n):
+                try:
+                    images.append(decode_jpeg(data[bound[j]:bound[j + 1]], gray, self.decoder))
+                except Exception as exc:  # decoders raise ValueError/OSError/their own types
+                    raise FrameReadError(f"clip uid={uid} ({self.domain}/{self.split}): unreadable JPEG, "
+                                         f"{modality} file {j + 1} of {n}: {exc}") from None
+            frames = np.stack(images) if not gray else np.stack([np.stack(p, axis=-1) for p in zip(images[: n // 2], images[n // 2:])])
+            clips.append(torch.from_numpy(frames).to(device))
+        return clips
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(reason: str) -> None:
+    """One :class:`DecodeFallbackWarning` per reason and process (a run decodes thousands of batches)."""
+    if reason in _warned:
+        return
+    _warned.add(reason)
+    warnings.warn(f"EpicClips(decode='gpu'): {reason}", DecodeFallbackWarning, stacklevel=3)
+
+
+def _nvjpeg(device: torch.device) -> Any:
+    """torchvision's batched ``decode_jpeg`` when ``device`` is CUDA and torchvision is there; else None (warned)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        _warn_once(f"device {device} is not CUDA; decoding the JPEGs on the CPU in the calling process "
+                   "(the clips equal decode='cpu', without the loader workers' parallelism)")
+        return None
+    try:
+        from torchvision.io import ImageReadMode
+        from torchvision.io import decode_jpeg as tv_decode_jpeg
+    except ImportError:
+        _warn_once("torchvision is not installed; decoding the JPEGs on the CPU in the calling process, "
+                   "then augmenting on the device")
+        return None
+
+    def decode(files: list[Tensor], mode: str, device: torch.device) -> list[Tensor]:
+        return tv_decode_jpeg(files, mode=ImageReadMode[mode], device=device)  # one batched nvjpeg call
+
+    return decode
+
+
+def _frames_from_images(images: Sequence[Tensor], gray: bool, uid: int) -> Tensor:
+    """nvjpeg's ``[C, H, W]`` images of one clip -> ``[T, H, W, C]`` (flow: u and v as the 2 channels)."""
+    if len({tuple(im.shape) for im in images}) != 1:
+        raise FrameReadError(f"clip uid={uid}: frames differ in size: {sorted({tuple(im.shape) for im in images})}")
+    stacked = torch.stack(list(images))  # [n, C, H, W]
+    if gray:
+        t = stacked.shape[0] // 2
+        stacked = torch.cat([stacked[:t], stacked[t:]], dim=1)  # [T, 2, H, W]: u, v
+    return stacked.permute(0, 2, 3, 1)
+
+
+def _augment(frames: Tensor, modality: Modality, box: tuple[float, float, float, float], flip: bool, size: int,
+             uint8_resize: bool | None = None) -> Tensor:
+    """uint8 ``[T, H, W, C]`` on any device -> float ``[C, T, size, size]`` in [-1, 1], as :meth:`EpicClips._transform`.
+
+    On the CPU these are the same operations on the same layout as ``_transform`` (the uint8
+    channels-last antialiased bilinear kernel), so the result is bit-identical. On other devices
+    (``uint8_resize`` False; CUDA's antialiased resize takes floats) it resizes in float32 and rounds
+    to whole grey levels, as the uint8 kernel does: the two differ by at most one level (on about a
+    fifth of the pixels, where the uint8 kernel's fixed-point weights round the other way).
+    """
+    t, height, width, _ = frames.shape
+    top, left = int(round(box[0] * height)), int(round(box[1] * width))
+    ch = max(1, min(height - top, int(round(box[2] * height))))
+    cw = max(1, min(width - left, int(round(box[3] * width))))
+    x = frames[:, top : top + ch, left : left + cw]
+    if flip:
+        x = x.flip(2)
+    x = x.contiguous()  # [T, h, w, C]; a copy, so the decoded frames are never written
+    if flip and modality == "flow":
+        x[..., 0] = 255 - x[..., 0]  # mirrored horizontal motion: u -> -u after scaling
+    x = x.permute(0, 3, 1, 2)  # [T, C, h, w], channels-last strides
+    if (ch, cw) != (size, size):
+        if uint8_resize if uint8_resize is not None else x.device.type == "cpu":
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        else:
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).round_()
+    return x.permute(1, 0, 2, 3).contiguous().float().div_(127.5).sub_(1.0)  # [C, T, size, size]
 
 
 def describe_splits(directory: str | os.PathLike[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
@@ -526,15 +749,21 @@ def epic_splits(
     seed: int = 0,
     synchronised: bool = False,
     test_clips: int = 5,
+    decode: Literal["cpu", "gpu"] = "cpu",
 ) -> dict[str, EpicClips]:
     """``{"source", "target", "test"}`` clips of an adaptation direction: source-train, target-train, target-test.
 
     The training sets draw one window per segment (``synchronised``: flow aligned on RGB); the test
-    set has ``test_clips`` windows per segment. ``splits`` as :class:`EpicClips`'s.
+    set has ``test_clips`` windows per segment. ``splits`` as :class:`EpicClips`'s. ``decode``
+    applies to the two training sets, which the training loop finishes with
+    :meth:`EpicClips.device_transform`; the test set always decodes on the CPU, because evaluation
+    and snapshots iterate it (and datasets built from it) directly.
     """
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode must be 'cpu' or 'gpu', got {decode!r}")
     common = dict(splits=splits, modalities=tuple(modalities), size=size, num_frames=num_frames, seed=seed)
     return {
-        "source": EpicClips(root, source, "train", synchronised=synchronised, role="source", **common),
-        "target": EpicClips(root, target, "train", synchronised=synchronised, role="target", **common),
+        "source": EpicClips(root, source, "train", synchronised=synchronised, role="source", decode=decode, **common),
+        "target": EpicClips(root, target, "train", synchronised=synchronised, role="target", decode=decode, **common),
         "test": EpicClips(root, target, "test", test_clips=test_clips, role="target", **common),
     }

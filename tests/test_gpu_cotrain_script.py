@@ -1,0 +1,82 @@
+"""``benchmarks/gpu_cotrain.py --smoke`` on CPU: every path that needs no CUDA runs, and the tables have every row."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_cotrain.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gpu_cotrain", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_smoke_run_prints_every_row_and_writes_json(tmp_path):
+    script = load_script()
+    out = tmp_path / "smoke.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "240", "PYTHONUNBUFFERED": "1"}  # wide: rows unwrapped
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=tmp_path)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert seconds < 60, f"--smoke took {seconds:.0f} s"
+    text = proc.stdout
+    missing = [row for row in script.ALL_ROWS if row not in text]
+    assert not missing, f"rows missing from the output: {missing}"
+    assert script.NA in text and "CPU SMOKE" in text
+    results = json.loads(out.read_text())
+    assert results["mode"].startswith("smoke")
+    steps = results["steps"]
+    for row in script.STEP_ROWS[:9]:
+        assert row in steps, row
+    for row in (script.STEP_ROWS[0], script.STEP_ROWS[1], script.STEP_ROWS[5], script.STEP_ROWS[6], script.STEP_ROWS[7], script.STEP_ROWS[8]):
+        assert steps[row]["s_per_step_median"] > 0, row  # measured on CPU
+    for row in script.STEP_ROWS[2:5]:
+        assert steps[row]["error"] == script.NA  # bf16 / cudnn / compile: CUDA only
+    assert "gloo" in steps[script.STEP_ROWS[5]]["variant"]
+    assert "refinement_share" in results and "refiners_own" in results
+    assert [r["workers"] for r in results["data"]["cpu"]] == [0, 1]
+    assert all(v["max"] == 0 for v in results["data"]["fallback"].values())  # the fallback is decode="cpu" exactly
+    assert "projection" not in results  # a CPU projection would be meaningless; only the code path ran
+    assert results["projection_of_smoke_numbers_not_meaningful"]["evaluations"] == 160  # 8000 steps / every 50
+
+
+def test_projection_arithmetic():
+    script = load_script()
+    cfg = script.paper_config()
+    p = script.project(cfg, step1_s=0.5, step2_s=0.4, forward_clips_s=1000.0, loader_cpu_clips_s=160.0, gpu_decode_s_per_clip=0.001)
+    assert p["pair"] == "D2->D1" and p["evaluations"] == 160
+    assert p["evaluation_clips"] == 160 * 435 * 5  # D1 test segments x windows
+    assert p["stage1_compute_h"] == pytest.approx(4000 * 0.5 / 3600)
+    assert p["stage2_cpu_decode_h"] == pytest.approx(8000 * max(0.4, 80 / 160) / 3600)  # loader-bound: 0.5 s a step
+    assert p["stage2_gpu_decode_h"] == pytest.approx(8000 * (0.4 + 80 * 0.001) / 3600)
+    assert p["snapshot_clips"] == 2495 + 1543
+
+
+def test_bad_arguments_are_one_line_errors(capsys):
+    script = load_script()
+    for argv, expected in ((["--smoke", "--workers", "2,x"], "--workers must be comma-separated integers"),
+                           (["--smoke", "--steps", "0"], "--steps must be >= 1")):
+        with pytest.raises(SystemExit) as exit_:
+            script.parse_args(argv)
+        assert exit_.value.code == 2
+        assert expected in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            script.parse_args([])
+        assert "no CUDA device: run with --smoke" in capsys.readouterr().err
