@@ -28,3 +28,14 @@ def test_run_demo_rows_name_the_methods_and_share_stage1(tmp_path):
     narrow = Console(record=True, width=80)  # a plain pipe or CI log
     narrow.print(demo_table(rows))
     assert "…" not in narrow.export_text()
+
+
+def test_demo_benchmark_part_prints_the_paired_comparison(tmp_path):
+    from experiments.demo import run_benchmark_part
+
+    tiny = {"stage1.steps": 2, "stage2.steps": 4, "evaluation.every": 2}
+    text = run_benchmark_part(tmp_path, seeds=2, overrides=tiny, console=Console(quiet=True))
+    for line in ("mmir - random-removal", "mmir - adversarial-only", "ground-truth-removal - adversarial-only",
+                 "adversarial-only-clean - adversarial-only", "claim: negative transfer"):
+        assert line in text, line
+    assert (tmp_path / "feature-benchmark" / "demo-comparison.txt").read_text() == text

@@ -12,12 +12,16 @@ def register(sub: Any) -> None:
         "demo", help="the main job: co-train source-only, adversarial-only and MMIR on synthetic video (CPU, minutes)",
         description="Generate (once, cached in $MMIR_CACHE or ~/.cache/mmir) two synthetic video domains in the EPIC layout with "
         "planted negatives, co-train tiny two-stream I3D models with source-only, adversarial-only and MMIR (one shared stage 1), "
-        "and print a Table-3-style comparison with the agents' precision and recall against the planted negatives.")
+        "and print a Table-3-style comparison with the agents' precision and recall against the planted negatives; then the "
+        "feature-level negative-transfer benchmark (adversarial-only, MMIR, random removal, ground-truth removal, clean data) "
+        "over --benchmark-seeds seeds with paired 95%% intervals.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the runs (default: %(default)s)")
     p.add_argument("--stage1-steps", type=int, default=150, help="shared stage-1 steps (default: %(default)s)")
     p.add_argument("--stage2-steps", type=int, default=200, help="stage-2 steps per method (default: %(default)s)")
     p.add_argument("--data-root", type=Path, default=None, help="use or create the synthetic domains here instead of the cache")
+    p.add_argument("--benchmark-seeds", type=int, default=10,
+                   help="seeds of the feature-level negative-transfer benchmark part (0: skip it; default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -31,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.stage1_steps < 1 or args.stage2_steps < 1:
         raise CLIError("--stage1-steps and --stage2-steps must be >= 1")
+    if args.benchmark_seeds < 0 or args.benchmark_seeds == 1:
+        raise CLIError("--benchmark-seeds must be 0 (skip) or >= 2 (paired intervals need two seeds)")
     console = Console()
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -38,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
                     console=console, data_root=args.data_root)
     share = next((r["negative_share"] for r in rows if "negative_share" in r), None)
     console.print(demo_table(rows, share))
+    if args.benchmark_seeds:
+        from experiments.demo import run_benchmark_part
+
+        console.print(run_benchmark_part(args.out, args.benchmark_seeds, console=console), highlight=False)
     console.print(f"runs, metrics (JSON lines), the MMIR snapshot and results.json are in {args.out}; "
                   f"wall time {time.perf_counter() - start:.0f} s")
     return 0
