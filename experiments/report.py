@@ -294,6 +294,31 @@ def paired_differences(records: list[RunRecord], comparisons: tuple[tuple[str, s
     return out
 
 
+def recovery_line(records: list[RunRecord], metric: str = "top1") -> str | None:
+    """How much of the negative-transfer loss ground-truth removal recovers, per pair, where the three runs exist.
+
+    loss = adversarial-only-clean - adversarial-only, gain = ground-truth-removal - adversarial-only
+    (paired by seed); "at least half" holds when the interval of gain - loss / 2 lies above 0.
+    """
+    value = {(r.method, r.pair, r.seed): (r.top1 if metric == "top1" else r.mean_class_accuracy) for r in records}
+    lines = []
+    for pair in _pairs_of(records):
+        seeds = sorted(s for (m, p, s) in value if m == "adversarial-only" and p == pair
+                       and ("ground-truth-removal", p, s) in value and ("adversarial-only-clean", p, s) in value)
+        if len(seeds) < 2:
+            continue
+        adv = np.array([value[("adversarial-only", pair, s)] for s in seeds])
+        gain = np.array([value[("ground-truth-removal", pair, s)] for s in seeds]) - adv
+        loss = np.array([value[("adversarial-only-clean", pair, s)] for s in seeds]) - adv
+        low, high = bootstrap_interval(gain - 0.5 * loss)
+        share = gain.mean() / loss.mean() if loss.mean() else math.nan
+        verdict = "at least half (interval above 0)" if low > 0 else "not shown to be at least half"
+        lines.append(f"{pair}: ground-truth removal recovers {100 * share:.0f}% of the loss of the planted negatives "
+                     f"({100 * gain.mean():+.1f} of {100 * loss.mean():+.1f} points); gain - loss/2 = {100 * (gain - 0.5 * loss).mean():+.1f} "
+                     f"[{100 * low:+.1f}, {100 * high:+.1f}] over {len(seeds)} seeds: {verdict}")
+    return "\n".join(lines) or None
+
+
 def differences_table(diffs: list[PairedDifference], style: str = "rich", what: str = "target top-1") -> Any:
     """Paired differences in percentage points: mean [95% interval] (n seeds) per comparison and pair."""
     pairs = list(dict.fromkeys(d.pair for d in diffs))

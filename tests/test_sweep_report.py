@@ -136,3 +136,18 @@ def test_paired_differences_on_hand_made_runs(tmp_path):
     noisy = [record("adversarial-only", s, 0.5) for s in range(4)] + [record("mmir", s, 0.5 + d) for s, d in enumerate([0.02, -0.03, 0.01, -0.01])]
     (d2,) = [d for d in paired_differences(noisy) if d.control == "adversarial-only"]
     assert d2.low < 0 < d2.high and not d2.excludes_zero
+
+
+def test_recovery_line_on_hand_made_runs(tmp_path):
+    from experiments.report import RunRecord, recovery_line
+
+    def record(method: str, seed: int, top1: float) -> RunRecord:
+        return RunRecord(tmp_path / f"{method}-{seed}", method, "S→T", seed, top1, top1, [], {})
+
+    runs = []
+    for s in range(4):
+        runs += [record("adversarial-only", s, 0.60), record("adversarial-only-clean", s, 0.70 + 0.01 * s),
+                 record("ground-truth-removal", s, 0.68)]
+    line = recovery_line(runs)  # loss 10-13 points, gain 8: 70% recovered, gain - loss/2 = +2.25 > 0
+    assert line is not None and "recovers 70%" in line and "at least half (interval above 0)" in line
+    assert recovery_line(runs[:-3]) is not None and recovery_line([r for r in runs if r.method != "ground-truth-removal"]) is None

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from experiments.cli.common import CLIError
-    from experiments.report import build_tables, csv_text, differences_table, find_runs, markdown, paired_differences, rich_tables, write_plots
+    from experiments.report import (build_tables, csv_text, differences_table, find_runs, markdown, paired_differences, recovery_line,
+                                    rich_tables, write_plots)
     from features.atomic_io import atomic_write_text
 
     try:
@@ -45,9 +46,13 @@ def run(args: argparse.Namespace) -> int:
     diffs = paired_differences(records, metric="top1" if metric == "top1" else "mean_class_accuracy")
     if diffs:
         console.print(differences_table(diffs, what=what))
+    recovered = recovery_line(records, metric="top1" if metric == "top1" else "mean_class_accuracy")
+    if recovered:
+        console.print(recovered, highlight=False)
     out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.md", markdown(tables, caption) + ("\n" + differences_table(diffs, "markdown", what=what) if diffs else ""))
+    atomic_write_text(out / "report.md", markdown(tables, caption) + ("\n" + differences_table(diffs, "markdown", what=what) if diffs else "")
+                      + (f"\n{recovered}\n" if recovered else ""))
     atomic_write_text(out / "report.csv", csv_text(tables, records))
     console.print(f"wrote {out / 'report.md'} and {out / 'report.csv'}")
     if not args.no_plots:
