@@ -87,6 +87,7 @@ class ObjectiveContext:
 
 ObjectiveFactory = Callable[[ObjectiveContext], Objective]
 
+
 def register_objective(name: str, factory: str | ObjectiveFactory, overwrite: bool = False) -> None:
     """Make ``[stage2.objectives] name = weight`` add ``factory(context)``'s terms to the loss."""
     register_entry(OBJECTIVES, name, factory, "objective", overwrite)

@@ -87,6 +87,7 @@ class Refiner(Protocol):
 
 RefinerFactory = Callable[[RefinerContext], Refiner]
 
+
 def register_refiner(name: str, factory: str | RefinerFactory, overwrite: bool = False) -> None:
     """Make ``refinement.policy = name`` build its refiners with ``factory(context)``."""
     register_entry(REFINERS, name, factory, "refiner", overwrite)
