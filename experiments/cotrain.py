@@ -107,8 +107,8 @@ class CoTrainer:
         self._wrapped_stage = stage
 
     def _context(self) -> StepContext:
-        return StepContext(forward=self.forward, module=self.module, optimizers=self.optimizers, refiners=self.refiners,
-                           autocast=self._autocast, config=self.cfg)
+        return StepContext(forward=self.forward, optimizers=self.optimizers, refiners=self.refiners,
+                           autocast=self._autocast)
 
     # -- training -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:

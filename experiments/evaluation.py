@@ -31,7 +31,7 @@ def _resolve(name: str) -> EvaluationHook:
 
 def configured_hooks(cfg: Any) -> list[str]:
     """The hooks a config selects, in order."""
-    names = list(getattr(cfg.evaluation, "hooks", []))
+    names = list(cfg.evaluation.hooks)
     if cfg.evaluation.adabn and "adabn" not in names:
         names.insert(0, "adabn")
     return names

@@ -380,24 +380,8 @@ def run_benchmark(out: Path, seeds: Sequence[int], methods: Sequence[str], conta
     return sorted(records, key=lambda r: (r["contamination"], r["seed"], order[r["method"]]))
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` items (TOML values, else bare strings), as ``mmir train --set`` reads them."""
-    import tomllib
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = value
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from experiments.config import ConfigError
+    from experiments.config import ConfigError, parse_overrides
 
     args = parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # inherited by the worker processes

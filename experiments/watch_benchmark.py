@@ -344,7 +344,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from experiments.cli.train import parse_overrides
+    from experiments.config import parse_overrides
 
     args = parse_args(argv)
     torch.set_num_threads(max(1, args.threads))

@@ -37,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from experiments.cli.common import CLIError
-    from experiments.cli.train import parse_overrides
-    from experiments.config import ConfigError
+    from experiments.config import ConfigError, parse_overrides
     from experiments.methods import get_method
     from experiments.sweep import SweepOptions, is_done, plan, run_sweep
 

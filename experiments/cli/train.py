@@ -21,30 +21,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    import tomllib
-
-    from experiments.cli.common import CLIError
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = value  # a bare string
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from experiments.progress import progress_hook, training_progress
 
     from experiments.cli.common import CLIError
-    from experiments.config import ConfigError, load_config
+    from experiments.config import ConfigError, load_config, parse_overrides
     from experiments.cotrain import CoTrainer
 
     try:

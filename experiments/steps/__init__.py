@@ -61,11 +61,9 @@ class StepContext:
     """What a strategy's step may use: the (possibly DDP-wrapped) forward, the optimizers, the refiners."""
 
     forward: Callable[..., Any]  # the CoTrainModule, or its DistributedDataParallel wrapper
-    module: nn.Module  # the CoTrainModule itself
     optimizers: Mapping[str, torch.optim.Optimizer]
     refiners: Mapping[tuple[str, str], Any]
     autocast: Callable[[], ContextManager[Any]]
-    config: Any  # RunConfig
 
 
 class StepStrategy:
