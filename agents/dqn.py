@@ -146,6 +146,9 @@ class RefinementDQN:
         self.updates = 0
         self._last_sync = 0
         self._last_obs: Any = None
+        # (obs, mask, actions) -> rewards: re-scores replayed transitions at update time (co-training's
+        # reward relabelling: a reward measured against an older discriminator goes stale)
+        self.reward_relabel: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
         from stable_baselines3.common.logger import Logger
 
         self.logger = Logger(folder=None, output_formats=[])
@@ -219,7 +222,7 @@ class RefinementDQN:
         q = self.q_net(batch.obs, batch.mask).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
-            target = batch.rewards.clone()
+            target = batch.rewards.clone() if self.reward_relabel is None else self.reward_relabel(batch.obs, batch.mask, batch.actions).float()
             if self.gamma > 0 and bool(bootstrap.any()):  # with E = 1 every transition is terminal: y = r
                 next_q = masked_q(self.q_net_target(batch.next_obs, batch.next_mask), batch.next_mask).amax(dim=1)
                 target += self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))

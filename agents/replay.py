@@ -98,6 +98,20 @@ class ReplayBuffer:
         next_obs = base * next_mask.unsqueeze(-1)
         return ReplaySample(obs, mask, self.actions[idx], self.rewards[idx], next_obs, next_mask, self.dones[idx])
 
+    def spread(self, limit: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Up to ``limit`` stored transitions evenly spaced over the buffer: ``(obs, mask, actions, rewards)``.
+
+        Draws no random numbers (diagnostics must not change a run); uniform replay sampling makes the
+        share of anything over these the expected share in replayed minibatches.
+        """
+        if self.size == 0:
+            raise RuntimeError("the replay buffer is empty")
+        n = min(int(limit), self.size)
+        idx = torch.linspace(0, self.size - 1, n, device=self.device).round().long()
+        mask = self.masks[idx]
+        base = self.states[idx].float() if self.pool is None else self.pool[self.states[idx]]
+        return base * mask.unsqueeze(-1), mask, self.actions[idx], self.rewards[idx]
+
     def state_dict(self) -> dict[str, Tensor | int]:
         return {
             "states": self.states[: self.size].cpu(), "masks": self.masks[: self.size].cpu(),

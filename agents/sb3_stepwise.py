@@ -266,6 +266,27 @@ class SB3StepwiseAgent:
         """``[]``: SB3's ``train()`` steps this agent's parameters itself."""
         return []
 
+    @torch.no_grad()
+    def greedy(self, obs: Tensor, mask: Tensor) -> Tensor:
+        """The greedy choice ``[B]`` without exploration, counting or any random draw (diagnostics)."""
+        obs, mask = torch.as_tensor(obs).to(self.device, torch.float32), torch.as_tensor(mask).to(self.device, torch.bool)
+        self.model.policy.set_training_mode(False)
+        return self.q_values(obs.masked_fill(~mask.unsqueeze(-1), 0.0)).masked_fill(~mask, float("-inf")).argmax(dim=-1)
+
+    def replayed(self, limit: int) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """Up to ``limit`` stored transitions evenly spaced, ``(obs, mask, actions, rewards)``; None when empty."""
+        if self.replay is None or self.replay_size() == 0:
+            return None
+        rb = self.replay
+        steps = int(rb.size())
+        obs = torch.from_numpy(rb.observations[:steps].reshape(-1, self.n_c, self.feature_dim))
+        n = min(int(limit), obs.shape[0])
+        idx = torch.linspace(0, obs.shape[0] - 1, n).round().long()
+        obs = obs[idx].to(self.device)
+        actions = torch.from_numpy(rb.actions[:steps].reshape(-1))[idx].long().to(self.device)
+        rewards = torch.from_numpy(rb.rewards[:steps].reshape(-1))[idx].float().to(self.device)
+        return obs, rows_present(obs), actions, rewards
+
     def update(self, optimize: bool = True) -> Tensor:
         """One SB3 gradient step (``model.train(gradient_steps=1)``); its TD loss, detached.
 

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.dqn import RefinementDQN
+from agents.qnets import masked_q
 from features.devices import resolve_device
 
 StepwiseAgentFactory = Callable[..., "StepwiseAgent"]
@@ -113,6 +114,16 @@ class StepwiseRefinementDQN(RefinementDQN):
     def trainable_modules(self) -> list[nn.Module]:
         """The online Q-network (its parameters are what :meth:`optimizer_step` steps)."""
         return [self.q_net]
+
+    @torch.no_grad()
+    def greedy(self, obs: Tensor, mask: Tensor) -> Tensor:
+        """The greedy choice ``[B]`` without exploration, counting or any random draw (diagnostics)."""
+        obs, mask = obs.to(self.device, torch.float32), mask.to(self.device, torch.bool)
+        return masked_q(self.q_net(obs, mask), mask).argmax(dim=-1)
+
+    def replayed(self, limit: int) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """Up to ``limit`` stored transitions evenly spaced, ``(obs, mask, actions, rewards)``; None when empty."""
+        return self.replay.spread(limit) if len(self.replay) else None
 
 
 # -- registry ---------------------------------------------------------------------------------------

@@ -107,6 +107,9 @@ class RefinementConfig:
 
     policy: str = "agent"  # agent (the paper), none, random, relevance, ground-truth, or a registered one
     learn_only: bool = False  # agents act, are rewarded and learn, but remove nothing from L_adv (a control)
+    relevance: str = "discriminator"  # the relevance model of rewards: the GRL discriminator D^k (paper) or a "critic"
+    relabel: bool = False  # re-score replayed transitions with the current relevance model at update time
+    warmup_steps: int = 0  # stage-2 steps in which the agents learn but remove nothing
 
 
 @dataclass
@@ -213,7 +216,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "discriminator.grl_schedule": ("constant", "dann"),
     "agents.q_net": ("set", "flat"),
     "agents.loss": ("mse", "huber"),
-    "env.reward": ("threshold", "rank"),
+    "env.reward": ("threshold", "rank", "margin"),
+    "refinement.relevance": ("discriminator", "critic"),
     "snapshots.dtype": ("float16", "float32"),
     "precision": ("fp32", "bf16"),
     "distributed.backend": ("auto", "gloo", "nccl"),
@@ -395,6 +399,11 @@ def _validate_parts(config: RunConfig) -> None:
     agents = registered_stepwise_agents()
     if config.agents.algorithm not in agents:
         raise ConfigError(f"agents.algorithm must be one of {', '.join(agents)} (step-wise agents, agents.stepwise), got {config.agents.algorithm!r}")
+    if config.refinement.warmup_steps < 0:
+        raise ConfigError(f"refinement.warmup_steps must be >= 0 stage-2 steps, got {config.refinement.warmup_steps}")
+    if config.refinement.relabel and config.agents.algorithm != "mmir-dqn":
+        raise ConfigError(f"refinement.relabel = true re-scores the replay inside mmir-dqn's TD loss; agents.algorithm = "
+                          f"{config.agents.algorithm!r} does not support it")
     for hook in config.evaluation.hooks:
         if hook not in EVALUATION_HOOKS:
             raise ConfigError(f"evaluation.hooks names {hook!r}; known hooks: {', '.join(sorted(EVALUATION_HOOKS))}")

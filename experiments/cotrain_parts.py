@@ -81,6 +81,8 @@ def objective_weights(cfg: RunConfig) -> dict[int, dict[str, float]]:
             w["mmd"] = sc.mmd_weight
         for name, value in sc.objectives.items():
             w[name] = float(value)
+        if stage == 2 and sc.refinement and cfg.refinement.relevance == "critic":
+            w.setdefault("relevance-critic", 1.0)  # the critic's BCE trains only the critic (features detached)
         weights[stage] = w
     return weights
 
@@ -135,9 +137,11 @@ def build_parts(cfg: RunConfig, model: nn.Module, datasets: Mapping[str, Any], d
     module = CoTrainModule(model, discriminators, objectives, weights, per_domain_bn=cfg.model.batchnorm == "per-domain").to(device)
     half = cfg.stage2.batch_size // 2
     refiners: dict[tuple[str, str], Refiner] = {}
+    critic = objectives.get("relevance-critic") if cfg.refinement.relevance == "critic" else None
     for i, m, d in refinement_pairs(cfg, modalities):
         refiners[(m, d)] = build_refiner(cfg.refinement.policy, RefinerContext(
-            m, d, discriminators[m], dims[m], half, cfg, seed=cfg.seed * 100 + i, device=device))
+            m, d, discriminators[m], dims[m], half, cfg, seed=cfg.seed * 100 + i, device=device,
+            relevance_model=None if critic is None else critic.critics[m]))
         for j, net in enumerate(refiners[(m, d)].trainable_modules()):
             module.agents[f"{m}_{d}_{j}"] = net
     strategy = build_strategy(strategy_name(cfg), cfg, model)

@@ -21,7 +21,8 @@ def training_progress(console: Any = None) -> Progress:
 
 
 def step_info(stage: int, metrics: dict[str, float]) -> str:
-    """One line of the latest step: losses (cls, adv, dqn), agents' mean reward and removal rate, last top-1."""
+    """One line of the latest step: losses (cls, adv, dqn), agents' mean reward and removal rate, their greedy
+    agreement with the least relevant row, precision against planted negatives, the discriminators' AUC, last top-1."""
     info = f"cls {metrics['cls']:.3f}"
     if stage == 2:
         info += f" adv {metrics['adv']:.3f} dqn {metrics['dqn']:.3f}"
@@ -29,6 +30,10 @@ def step_info(stage: int, metrics: dict[str, float]) -> str:
         rates = [v for k, v in metrics.items() if k.startswith("removal_rate/")]
         if rewards:
             info += f" reward {np.mean(rewards):+.2f} removed {np.mean(rates):.0%}"
+        for label, name in (("agree", "agreement"), ("prec", "precision"), ("auc", "disc_auc")):
+            values = [v for k, v in metrics.items() if k.startswith(f"diag/{name}/")]
+            if values:  # the refinement diagnostics, mean over agents (docs/results-refinement.md)
+                info += f" {label} {np.mean(values):.2f}"
         if "eval/top1" in metrics:
             info += f" top-1 {metrics['eval/top1']:.1%}"
     return info

@@ -50,6 +50,7 @@ OBJECTIVES: dict[str, str | Builder] = {
     "adversarial": "experiments.objectives.adversarial:AdversarialObjective",
     "mmd": "experiments.objectives.mmd:MMDObjective",
     "correspondence": "experiments.objectives.correspondence:CorrespondenceObjective",
+    "relevance-critic": "experiments.objectives.relevance_critic:RelevanceCriticObjective",
 }
 # refinement.policy -> refiner class, built with a RefinerContext
 REFINERS: dict[str, str | Builder] = {

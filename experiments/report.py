@@ -232,6 +232,10 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
     ("random-removal", "adversarial-only"),
     ("adversarial-only", "source-only"),
     ("adversarial-only-clean", "source-only-clean"),
+    # issue 14's refinement designs, each against the same two controls
+    *((design, control) for design in ("mmir-critic", "mmir-relabel", "mmir-warmup", "mmir-rank", "mmir-margin", "mmir-robust")
+      for control in ("adversarial-only", "random-removal")),
+    ("mmir-robust", "mmir"),
 )
 
 

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mmir_env.domains import DOMAIN_NAMES, domain_id
 from mmir_env.env import FLOAT32_MAX, check_int, check_logit_noise, check_refinement_args
-from mmir_env.reward import rank_reward, refinement_reward
+from mmir_env.reward import margin_reward, rank_reward, refinement_reward
 from mmir_env.scoring import discriminator_relevance, module_device, resolve_discriminator
 from mmir_env.sources.base import ArraySource, CandidateSource, sample_distinct_rows
 
@@ -207,10 +207,10 @@ class BatchedRefinementEnv(VectorEnv):
         elif self.score_all_rows:
             rel_rows = discriminator_relevance(self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c)))
             rel = rel_rows[ar, a]
-            rewards = refinement_reward(rel, self.tau)
+            rewards = self._chosen_reward(rel)
         else:
             rel = discriminator_relevance(self.discriminator, chosen, self.domain, self._drift((self.num_envs,)))  # one forward
-            rewards = refinement_reward(rel, self.tau)
+            rewards = self._chosen_reward(rel)
         rewards = torch.where(valid, rewards, torch.full_like(rewards, -1.0))
         rel = torch.where(valid, rel, torch.full_like(rel, float("nan")))
         infos: dict[str, Any] = {"relevance": rel, "invalid_action": ~valid & stepping}
@@ -260,6 +260,9 @@ class BatchedRefinementEnv(VectorEnv):
         self._mask[envs] = True
         self._steps[envs] = 0
         self._done[envs] = False
+
+    def _chosen_reward(self, rel: Tensor) -> Tensor:
+        return margin_reward(rel, self.tau) if self.reward_kind == "margin" else refinement_reward(rel, self.tau)
 
     def _drift(self, shape: tuple[int, ...]) -> Tensor | None:
         if self.logit_noise == 0.0:

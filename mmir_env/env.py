@@ -73,6 +73,7 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
     ``sigmoid(D(f))`` for a source sample and ``1 - sigmoid(D(f))`` for a target sample.
     ``reward="threshold"`` (the paper's eq. 4, default): +1 if relevance < ``tau`` else -1.
     ``reward="rank"``: +1 if the chosen row has the lowest relevance of the rows still selectable.
+    ``reward="margin"``: ``tau - relevance`` of the chosen row (eq. 4's sign, with its size).
     ``D`` is the discriminator *object*: when a training loop updates its weights, the next reward
     uses them. It is scored in eval mode and without gradients.
 
@@ -98,7 +99,7 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
     ``source`` (a :class:`~mmir_env.sources.CandidateSource`), ``discriminator`` (a module mapping
     ``[..., d]`` to logits ``[...]``; defaults to ``source.discriminator``), ``domain``
     ("source"/"target" or 0/1), ``n_c`` (5), ``E`` (1), ``tau`` (0.5; the paper's tau_s or tau_t),
-    ``reward`` ("threshold" or "rank"), ``logit_noise`` (0.0).
+    ``reward`` ("threshold", "rank" or "margin"), ``logit_noise`` (0.0).
 
     ## Vectorized environment
     :class:`~mmir_env.batched.BatchedRefinementEnv` holds thousands of candidate sets in one tensor
@@ -172,7 +173,7 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
         valid = bool(self._mask[a])
         if self.reward_kind == "rank":
             rel = discriminator_relevance(self.discriminator, torch.from_numpy(self._features), self.domain, self._drift(self.n_c))
-        else:  # the threshold reward needs the chosen row only
+        else:  # the threshold and margin rewards need the chosen row only
             rel = torch.full((self.n_c,), float("nan"))
             rel[a] = discriminator_relevance(self.discriminator, torch.from_numpy(self._features[a]), self.domain, self._drift(()))
         if valid:

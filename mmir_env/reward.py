@@ -1,4 +1,8 @@
-"""Relevance (eq. 3) and the refinement reward (eq. 4), vectorised over any leading shape."""
+"""Relevance (eq. 3) and the refinement rewards, vectorised over any leading shape.
+
+``threshold`` is the paper's eq. 4 (+1 below ``tau``, else -1); ``rank`` rewards the set's least
+relevant row; ``margin`` is ``tau - relevance``, which keeps eq. 4's sign and says by how much.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from torch import Tensor
 
 from mmir_env.domains import SOURCE, TARGET
 
-RewardKind = Literal["threshold", "rank"]
-REWARD_KINDS: tuple[str, ...] = ("threshold", "rank")
+RewardKind = Literal["threshold", "rank", "margin"]
+REWARD_KINDS: tuple[str, ...] = ("threshold", "rank", "margin")
 
 
 def check_tau(tau: float, name: str = "tau") -> float:
@@ -60,6 +64,32 @@ def rank_reward(relevance: Tensor, action: Tensor, selectable: Tensor) -> Tensor
     return torch.where(chosen <= lowest, one, -one)
 
 
+def margin_reward(relevance: Tensor, tau: float | Tensor = 0.5) -> Tensor:
+    """``tau - relevance``: eq. 4's sign with its size, so a row just under the threshold earns little."""
+    if not isinstance(tau, Tensor):
+        check_tau(tau)
+    return tau - relevance
+
+
+def row_rewards(kind: str, relevance_rows: Tensor, selectable: Tensor, tau: float) -> Tensor:
+    """The reward each row ``[..., n_c]`` would earn if it were the one selected (rows not selectable: -1).
+
+    What an agent's choice is compared against in diagnostics: the greedy oracle's reward, a random
+    pick's, and whether a set's rows are told apart at all.
+    """
+    if kind == "threshold":
+        rewards = refinement_reward(relevance_rows, tau)
+    elif kind == "margin":
+        rewards = margin_reward(relevance_rows, tau)
+    elif kind == "rank":
+        lowest = relevance_rows.masked_fill(~selectable, float("inf")).amin(dim=-1, keepdim=True)
+        one = torch.ones((), dtype=relevance_rows.dtype, device=relevance_rows.device)
+        rewards = torch.where(relevance_rows <= lowest, one, -one)
+    else:
+        raise ValueError(f"reward must be one of {REWARD_KINDS}, got {kind!r}")
+    return torch.where(selectable, rewards, torch.full_like(rewards, -1.0))
+
+
 def compute_reward(
     kind: str,
     relevance_rows: Tensor,
@@ -71,6 +101,9 @@ def compute_reward(
     if kind == "threshold":
         chosen = relevance_rows.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         return refinement_reward(chosen, tau)
+    if kind == "margin":
+        chosen = relevance_rows.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        return margin_reward(chosen, tau)
     if kind == "rank":
         return rank_reward(relevance_rows, action, selectable)
     raise ValueError(f"reward must be one of {REWARD_KINDS}, got {kind!r}")

@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from experiments.cli.common import CLIError
+    from experiments.diagnostics_report import diagnostics_table, method_diagnostics, write_diagnostics_plot
     from experiments.report import (build_tables, csv_text, differences_table, find_runs, markdown, paired_differences, recovery_line,
                                     rich_tables, write_plots)
     from features.atomic_io import atomic_write_text
@@ -49,15 +50,21 @@ def run(args: argparse.Namespace) -> int:
     recovered = recovery_line(records, metric="top1" if metric == "top1" else "mean_class_accuracy")
     if recovered:
         console.print(recovered, highlight=False)
+    diagnostics = method_diagnostics(records)
+    if diagnostics:
+        console.print(diagnostics_table(diagnostics))
     out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", markdown(tables, caption) + ("\n" + differences_table(diffs, "markdown", what=what) if diffs else "")
-                      + (f"\n{recovered}\n" if recovered else ""))
+                      + (f"\n{recovered}\n" if recovered else "")
+                      + ("\n" + diagnostics_table(diagnostics, "markdown") if diagnostics else ""))
     atomic_write_text(out / "report.csv", csv_text(tables, records))
     console.print(f"wrote {out / 'report.md'} and {out / 'report.csv'}")
     if not args.no_plots:
         try:
             written = write_plots(records, out / "plots")
+            if diagnostics:
+                written += [p for p in [write_diagnostics_plot(records, out / "plots")] if p is not None]
         except ImportError as err:
             console.print(f"[yellow]no plots: {err}[/yellow]")
         else:

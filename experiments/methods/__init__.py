@@ -52,7 +52,8 @@ _NO_ALIGNMENT = {"stage2.adversarial": False, "stage2.refinement": False, "stage
                  "stage2.correspondence_weight": 0.0, "evaluation.adabn": False, "agents.s_agents": [], "agents.t_agents": []}
 _ADVERSARIAL = {**_NO_ALIGNMENT, "stage2.adversarial": True}
 _MMIR = {**_ADVERSARIAL, "stage2.refinement": True, "agents.s_agents": ["rgb", "flow"], "agents.t_agents": ["rgb", "flow"],
-         "refinement.policy": "agent", "refinement.learn_only": False}
+         "refinement.policy": "agent", "refinement.learn_only": False, "refinement.relevance": "discriminator",
+         "refinement.relabel": False, "refinement.warmup_steps": 0, "env.reward": "threshold"}
 _CITE_MMIR = "Qing, Su, Hu, Ma, Wu. Multi-modal Instance Refinement for Cross-domain Action Recognition (this paper), eq. 12"
 _CITE_DANN = "Ganin, Lempitsky. Unsupervised Domain Adaptation by Backpropagation, ICML 2015 (gradient reversal)"
 
@@ -77,6 +78,18 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            "(data with is_negative only)", {**_MMIR, "refinement.policy": "ground-truth"}, tables=(3,)),
     Method("mmir-learn-only", "MMIR, learn only", _CITE_MMIR + "; control: the agents act and learn but remove nothing",
            {**_MMIR, "refinement.learn_only": True}, tables=(3,)),
+    # issue 14: refinement designs that survive a co-trained discriminator, one switch each (docs/results-refinement.md)
+    Method("mmir-critic", "MMIR, relevance critic", _CITE_MMIR + "; design (a): rewards scored by a domain classifier on "
+           "detached features trained on every row (plain BCE), the GRL discriminator aligns the kept rows",
+           {**_MMIR, "refinement.relevance": "critic"}, tables=(3,)),
+    Method("mmir-relabel", "MMIR, relabelled replay", _CITE_MMIR + "; design (b): replayed rewards re-scored with the "
+           "current relevance model at update time", {**_MMIR, "refinement.relabel": True}, tables=(3,)),
+    Method("mmir-warmup", "MMIR, warm-up", _CITE_MMIR + "; design (c): for the first 50 stage-2 steps the agents learn "
+           "but remove nothing", {**_MMIR, "refinement.warmup_steps": 50}, tables=(3,)),
+    Method("mmir-rank", "MMIR, rank reward", _CITE_MMIR + "; design (d): +1 for the set's least relevant row, else -1",
+           {**_MMIR, "env.reward": "rank"}, tables=(3,)),
+    Method("mmir-margin", "MMIR, margin reward", _CITE_MMIR + "; design (d): reward tau - relevance",
+           {**_MMIR, "env.reward": "margin"}, tables=(3,)),
     Method("supervised-target", "Supervised target", "Paper 4.2 upper bound: the classifier trained on the target's labels",
            dict(_NO_ALIGNMENT), source_is_target=True),
     # Table 2: the agents, one switch at a time

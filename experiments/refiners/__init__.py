@@ -41,6 +41,7 @@ class RefinementResult:
     negatives_removed: int  # planted ground truth, when the batch carries it (else 0)
     negatives_present: int  # planted negatives in the batch (0 without ground truth)
     relevance: Tensor | None = None  # [B] eq. 3 relevance of every row before selection (for reports)
+    p_target: Tensor | None = None  # [B] the GRL discriminator's P(target) of every row (diagnostics: its AUC)
     loss: Tensor | None = None  # the policy's loss term for the step's backward (None: it learns otherwise or not at all)
     stats: dict[str, float] = field(default_factory=dict)  # extra per-step statistics (logged as NAME/modality/domain)
 
@@ -57,6 +58,12 @@ class RefinerContext:
     config: Any  # the run's RunConfig (agents, env and refinement sections)
     seed: int
     device: torch.device
+    relevance_model: nn.Module | None = None  # scores relevance for rewards instead of D^k (refinement.relevance = "critic")
+
+    @property
+    def scorer(self) -> nn.Module:
+        """The module whose eq. 3 relevance the rewards use: the relevance critic when there is one, else D^k."""
+        return self.discriminator if self.relevance_model is None else self.relevance_model
 
 
 @runtime_checkable

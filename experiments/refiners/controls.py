@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from experiments.refiners import RefinementResult, RefinerContext
 from experiments.refiners.agent import refinement_env
+from experiments.refiners.diagnostics import set_diagnostics
+from mmir_env.domains import SOURCE
 from mmir_env.scoring import discriminator_relevance
 
 
@@ -55,7 +57,8 @@ class _SetwiseRefiner(_Stateless):
         super().__init__(context)
         self.n_c, self.E = context.config.env.n_c, context.config.env.E
         self.env = refinement_env(context)
-        self.discriminator = context.discriminator
+        self.discriminator = context.scorer  # the relevance the rewards use
+        self.gan_discriminator = context.discriminator
         self.generator = torch.Generator(device=context.device).manual_seed(int(context.seed))
 
     def choose(self, obs: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -66,6 +69,7 @@ class _SetwiseRefiner(_Stateless):
         sets = features.detach().float().reshape(b // self.n_c, self.n_c, d)
         negatives = None if is_negative is None else is_negative.reshape(b // self.n_c, self.n_c)
         obs = self.env.load_candidate_sets(sets, negatives)
+        first_mask = self.env.mask.clone()
         relevance, total_reward, negatives_removed = None, 0.0, 0
         for _ in range(self.E):
             obs, rewards, _, _, info = self.env.step(self.choose(obs, self.env.mask.clone()))
@@ -75,9 +79,15 @@ class _SetwiseRefiner(_Stateless):
             if "is_negative" in info:
                 negatives_removed += int(info["is_negative"].sum())
         keep = self.env.mask.reshape(-1).clone()
+        assert relevance is not None
+        diag = set_diagnostics(relevance.reshape(sets.shape[0], self.n_c), first_mask, None, ~self.env.mask, negatives,
+                               self.env.reward_kind, self.env.tau)
+        p_target = relevance if self.env.domain == SOURCE else 1.0 - relevance
         return RefinementResult(keep=keep, mean_reward=total_reward / (sets.shape[0] * self.E), removed=int((~keep).sum()),
                                 negatives_removed=negatives_removed,
-                                negatives_present=0 if is_negative is None else int(is_negative.sum()), relevance=relevance)
+                                negatives_present=0 if is_negative is None else int(is_negative.sum()), relevance=relevance,
+                                p_target=p_target if self.discriminator is self.gan_discriminator else None,
+                                stats={f"diag/{k}": v for k, v in diag.items()})
 
     def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

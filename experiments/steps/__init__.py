@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from experiments.refiners import RefinementResult
+from experiments.refiners.diagnostics import domain_auc
 from experiments.registries import STRATEGIES, register_entry, resolve_entry
 
 __all__ = ["STRATEGIES", "StepBatch", "StepLog", "StepStrategy", "build_strategy", "register_strategy"]
@@ -117,9 +118,22 @@ def make_refine(refiners: Mapping[tuple[str, str], Any], batch: StepBatch) -> Ca
                 keep[(modality, domain)] = result.keep
                 if result.loss is not None:
                     losses.append(result.loss)
+            add_domain_aucs(results.get(f"{modality}/source"), results.get(f"{modality}/target"))
         return keep, results, losses
 
     return refine
+
+
+def add_domain_aucs(source: RefinementResult | None, target: RefinementResult | None) -> None:
+    """A modality's batch AUC, source vs target, of the GRL discriminator (``disc_auc``) and of the rewards'
+    relevance model (``relevance_auc``), logged under both of its agents (a diagnostic: near 0.5 the rewards are noise)."""
+    if source is None or target is None or source.relevance is None or target.relevance is None:
+        return
+    values = {"diag/relevance_auc": domain_auc(source.relevance, 1.0 - target.relevance)}
+    if source.p_target is not None and target.p_target is not None:
+        values["diag/disc_auc"] = domain_auc(source.p_target, target.p_target)
+    for result in (source, target):
+        result.stats.update({k: v for k, v in values.items() if v is not None})
 
 
 def _f(t: Tensor) -> float:
