@@ -110,6 +110,7 @@ class RefinementConfig:
     relevance: str = "discriminator"  # the relevance model of rewards: the GRL discriminator D^k (paper) or a "critic"
     relabel: bool = False  # re-score replayed transitions with the current relevance model at update time
     warmup_steps: int = 0  # stage-2 steps in which the agents learn but remove nothing
+    diagnostics: bool = True  # log the refinement diagnostics every step (experiments.refiners.diagnostics)
 
 
 @dataclass

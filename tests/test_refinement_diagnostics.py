@@ -165,3 +165,16 @@ def test_an_mmir_run_logs_every_diagnostic_and_the_report_reads_them(tmp_path):
     (row,) = method_diagnostics([Record()])
     assert row.seeds == 1 and row.precision_excess is not None
     assert row.precision_excess[0] == pytest.approx(means["precision"] - means["precision_chance"])
+
+
+def test_diagnostics_never_change_a_run_and_can_be_switched_off(tmp_path):
+    lines = {}
+    for on in (True, False):
+        cfg = toy_config(tmp_path / str(on))
+        cfg.refinement.diagnostics = on
+        CoTrainer(validate(cfg), datasets=toy_datasets(), model=toy_model()).run()
+        lines[on] = [json.loads(x) for x in (tmp_path / str(on) / "toy" / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("diag/") for r in lines[False] for k in r)
+    assert any(k.startswith("diag/") for r in lines[True] for k in r)
+    stripped = [{k: v for k, v in r.items() if not k.startswith("diag/") and k != "time"} for r in lines[True]]
+    assert stripped == [{k: v for k, v in r.items() if k != "time"} for r in lines[False]]

@@ -70,6 +70,7 @@ class AgentRefiner:
         self.learn_only = bool(r.learn_only)
         self.warmup_steps = int(r.warmup_steps)
         self.calls = 0  # refine() calls so far (stage-2 steps): the warm-up's clock, kept in checkpoints
+        self.diagnostics = bool(r.diagnostics)
         if r.relabel:
             if not hasattr(self.agent, "reward_relabel"):
                 raise ConfigError(f"refinement.relabel = true needs an agent that re-scores its replay (mmir-dqn), "
@@ -87,7 +88,7 @@ class AgentRefiner:
         b, d = features.shape
         s = b // self.n_c
         stats: dict[str, float] = {}
-        replayed = self.agent.replayed(self.STALENESS_ROWS) if hasattr(self.agent, "replayed") else None
+        replayed = self.agent.replayed(self.STALENESS_ROWS) if self.diagnostics and hasattr(self.agent, "replayed") else None
         if replayed is not None:  # rewards stored by earlier steps against the relevance model now
             obs_r, mask_r, actions_r, rewards_r = replayed
             stats["diag/staleness"] = staleness(rewards_r, self.current_reward(obs_r, mask_r, actions_r))
@@ -95,7 +96,7 @@ class AgentRefiner:
         negatives = None if is_negative is None else is_negative.reshape(s, self.n_c)
         obs = self.env.load_candidate_sets(sets, negatives)
         first_mask = self.env.mask.clone()
-        greedy = self.agent.greedy(obs, first_mask) if hasattr(self.agent, "greedy") else None
+        greedy = self.agent.greedy(obs, first_mask) if self.diagnostics and hasattr(self.agent, "greedy") else None
         relevance: Tensor | None = None  # every row's relevance before the first selection (reports)
         total_reward = 0.0
         negatives_removed = 0
@@ -126,7 +127,7 @@ class AgentRefiner:
             stats["selected"], stats["selected_negatives"] = float(removed), float(negatives_removed)
             negatives_removed = 0
         p_target = None
-        if relevance is not None:
+        if relevance is not None and self.diagnostics:
             diag = set_diagnostics(relevance.reshape(s, self.n_c), first_mask, greedy, chosen, negatives, self.reward_kind, self.tau)
             stats.update({f"diag/{k}": v for k, v in diag.items()})
             p_target = self._p_target(features, relevance)

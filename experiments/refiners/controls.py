@@ -59,6 +59,7 @@ class _SetwiseRefiner(_Stateless):
         self.env = refinement_env(context)
         self.discriminator = context.scorer  # the relevance the rewards use
         self.gan_discriminator = context.discriminator
+        self.diagnostics = bool(context.config.refinement.diagnostics)
         self.generator = torch.Generator(device=context.device).manual_seed(int(context.seed))
 
     def choose(self, obs: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -80,9 +81,11 @@ class _SetwiseRefiner(_Stateless):
                 negatives_removed += int(info["is_negative"].sum())
         keep = self.env.mask.reshape(-1).clone()
         assert relevance is not None
-        diag = set_diagnostics(relevance.reshape(sets.shape[0], self.n_c), first_mask, None, ~self.env.mask, negatives,
-                               self.env.reward_kind, self.env.tau)
-        p_target = relevance if self.env.domain == SOURCE else 1.0 - relevance
+        diag, p_target = {}, None
+        if self.diagnostics:
+            diag = set_diagnostics(relevance.reshape(sets.shape[0], self.n_c), first_mask, None, ~self.env.mask, negatives,
+                                   self.env.reward_kind, self.env.tau)
+            p_target = relevance if self.env.domain == SOURCE else 1.0 - relevance
         return RefinementResult(keep=keep, mean_reward=total_reward / (sets.shape[0] * self.E), removed=int((~keep).sum()),
                                 negatives_removed=negatives_removed,
                                 negatives_present=0 if is_negative is None else int(is_negative.sum()), relevance=relevance,

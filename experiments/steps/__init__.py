@@ -129,6 +129,8 @@ def add_domain_aucs(source: RefinementResult | None, target: RefinementResult | 
     relevance model (``relevance_auc``), logged under both of its agents (a diagnostic: near 0.5 the rewards are noise)."""
     if source is None or target is None or source.relevance is None or target.relevance is None:
         return
+    if not any(k.startswith("diag/") for k in source.stats):  # refinement.diagnostics = false
+        return
     values = {"diag/relevance_auc": domain_auc(source.relevance, 1.0 - target.relevance)}
     if source.p_target is not None and target.p_target is not None:
         values["diag/disc_auc"] = domain_auc(source.p_target, target.p_target)
