@@ -2,9 +2,11 @@
 
 Same tiny two-stream model (the demo's), same batches, one run: the refinement overhead is
 (t_MMIR - t_adv) / t_adv; also the share of a step spent waiting for data, and the loop's step
-(CoTrainModule + objectives + step strategy) against the same step written out by hand.
+(CoTrainModule + objectives + step strategy) against the same step written out by hand. Issue 14:
+what the refinement diagnostics cost (MMIR with them against MMIR with ``refinement.diagnostics =
+false``) and the overhead of a refinement design (``--design METHOD``, default mmir-robust).
 
-    python benchmarks/cotrain_step.py [--steps 100] [--workers 0] [--data-root DIR]
+    python benchmarks/cotrain_step.py [--steps 100] [--workers 0] [--data-root DIR] [--design METHOD]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.table import Table
 from experiments.cotrain import CoTrainer
 from experiments.demo import demo_config, ensure_demo_data
 from experiments.losses import adversarial_loss, classification_loss
+from experiments.methods import METHODS
 from experiments.steps import StepBatch
 
 
@@ -88,6 +91,7 @@ def hand_wired_step(t: CoTrainer, batch: StepBatch) -> None:
 
 
 HAND_WIRED = "MMIR, hand-wired step (pre-refactor)"
+NO_DIAGNOSTICS = "MMIR, diagnostics off"
 
 
 def main() -> None:
@@ -95,16 +99,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed steps per method (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
     parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--design", default="mmir-robust", help="a refinement design of experiments.methods timed beside MMIR "
+                        "(default: %(default)s; 'none' skips it)")
     args = parser.parse_args()
+    if args.design != "none" and args.design not in METHODS:
+        parser.error(f"--design {args.design!r} is not a method of experiments.methods; known: {', '.join(METHODS)}")
     console = Console()
     root = ensure_demo_data(0, args.data_root, console)
     timers = {}
     with tempfile.TemporaryDirectory() as out:
-        for name, refinement, hand_wired in (("adversarial-only", False, False), ("MMIR (adversarial + IR)", True, False),
-                                             (HAND_WIRED, True, True)):
+        variants = [("adversarial-only", False, False, {}), ("MMIR (adversarial + IR)", True, False, {}),
+                    (HAND_WIRED, True, True, {}), (NO_DIAGNOSTICS, True, False, {"refinement.diagnostics": False})]
+        if args.design != "none":
+            design = {k: v for k, v in METHODS[args.design].overrides.items() if k.startswith(("refinement.", "env."))}
+            variants.append((f"design {args.design}", True, False, design))
+        for name, refinement, hand_wired, overrides in variants:
             cfg = demo_config(root, Path(out), 0, 1, args.steps)
             cfg.stage2.refinement = refinement
             cfg.data.num_workers = args.workers
+            for key, value in overrides.items():
+                section, _, field = key.partition(".")
+                setattr(getattr(cfg, section), field, value)
             trainer = CoTrainer(cfg)
             trainer.stage, trainer.optimizers = 2, trainer._make_optimizers(2)
             timers[name] = StepTimer(trainer, hand_wired=hand_wired)
@@ -129,6 +144,19 @@ def main() -> None:
         overhead, low, high = paired_overhead(adv_t, mmir_t)
         console.print(f"refinement overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
                       f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
+    plain = timers[NO_DIAGNOSTICS]
+    overhead, low, high = paired_overhead(np.asarray(plain.compute), np.asarray(mmir.compute))
+    console.print(f"the refinement diagnostics (compute): {overhead:+.1f}% of the MMIR step without them "
+                  f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%)")
+    if args.design != "none":
+        design_timer = timers[f"design {args.design}"]
+        for label, adv_t, des_t in (
+            ("whole step (data + compute)", np.add(adv.compute, adv.waiting), np.add(design_timer.compute, design_timer.waiting)),
+            ("compute only", np.asarray(adv.compute), np.asarray(design_timer.compute)),
+        ):
+            overhead, low, high = paired_overhead(adv_t, des_t)
+            console.print(f"{args.design} overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
+                          f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
     hand = timers[HAND_WIRED]
     overhead, low, high = paired_overhead(np.asarray(hand.compute), np.asarray(mmir.compute))
     ratio = float(np.median(mmir.compute) / np.median(hand.compute))
