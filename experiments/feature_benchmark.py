@@ -279,7 +279,7 @@ def report_text(records: Sequence[dict[str, Any]]) -> str:
                          ("ground-truth removal recovers >= half (interval excludes 0)", check["ground_truth_recovers_half"])):
             if ok is not None:
                 lines.append(f"  claim: {name}: {'HOLDS' if ok else 'FAILS'}")
-        precision = [(r["method"], dom, v) for r in mine for dom, v in r["refinement"].items() if r["method"] in ("mmir", "random-removal")]
+        precision = [(r["method"], dom, v) for r in mine for dom, v in r["refinement"].items() if r["method"].startswith("mmir") or r["method"] == "random-removal"]
         for method in dict.fromkeys(m for m, _, _ in precision):
             for dom in ("source", "target"):
                 vals = [v for m, d, v in precision if m == method and d == dom]
