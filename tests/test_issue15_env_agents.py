@@ -1,0 +1,109 @@
+"""Issue 15, environment and agents: exact candidate-set sampling, vector entry points, agent defaults."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmir_env import ArraySource, InstanceRefinementEnv
+from mmir_env.sources.base import sample_distinct_rows
+
+
+def _repeats(idx: np.ndarray) -> np.ndarray:
+    ordered = np.sort(idx, axis=1)
+    return (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+
+
+# -- 1. candidate-set sampling: exact and bounded for any n_c <= pool size ------------------------
+@st.composite
+def _draws(draw: st.DrawFn) -> tuple[int, int, int, int]:
+    pool = draw(st.integers(1, 300))
+    n_c = draw(st.integers(0, pool))
+    return pool, n_c, draw(st.integers(0, 40)), draw(st.integers(0, 2**32 - 1))
+
+
+@pytest.mark.timeout(60)
+@settings(max_examples=150, deadline=None)
+@given(_draws())
+def test_sample_distinct_rows_is_distinct_in_range_and_seeded(case: tuple[int, int, int, int]) -> None:
+    pool, n_c, n_sets, seed = case
+    idx = sample_distinct_rows(np.random.default_rng(seed), pool, n_sets, n_c)
+    assert idx.shape == (n_sets, n_c) and np.issubdtype(idx.dtype, np.integer)
+    if idx.size:
+        assert idx.min() >= 0 and idx.max() < pool
+        assert not _repeats(idx).any()
+    again = sample_distinct_rows(np.random.default_rng(seed), pool, n_sets, n_c)
+    assert np.array_equal(idx, again)
+
+
+@pytest.mark.parametrize(("pool", "n_c"), [(4, 2), (5, 4), (4, 4), (9, 3)])
+def test_sample_distinct_rows_is_uniform_over_ordered_sets(pool: int, n_c: int) -> None:
+    """Every ordered set of distinct rows equally often (chi-square), on the exact and the rejection path."""
+    from math import perm
+
+    n_sets = 400 * perm(pool, n_c)
+    idx = sample_distinct_rows(np.random.default_rng(11), pool, n_sets, n_c)
+    codes = (idx * pool ** np.arange(n_c)).sum(axis=1)
+    _, counts = np.unique(codes, return_counts=True)
+    assert counts.size == perm(pool, n_c)
+    expected = n_sets / counts.size
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    dof = counts.size - 1
+    assert chi2 < dof + 5 * np.sqrt(2 * dof)  # ~5 sigma of the chi-square law
+
+
+def test_sample_distinct_rows_keeps_todays_draws_when_repeats_are_rare() -> None:
+    """Co-training's sizes (n_c = 5 of a pool of hundreds) draw exactly the rows the rejection loop drew."""
+
+    def rejection(rng: np.random.Generator, pool: int, n_sets: int, n_c: int) -> np.ndarray:
+        idx = rng.integers(0, pool, size=(n_sets, n_c))
+        while (bad := np.flatnonzero(_repeats(idx))).size:
+            idx[bad] = rng.integers(0, pool, size=(bad.size, n_c))
+        return idx
+
+    for pool, n_sets, n_c in [(200, 64, 5), (60, 1024, 5), (1000, 3, 8)]:
+        a, b = np.random.default_rng(3), np.random.default_rng(3)
+        for _ in range(3):  # the generator states must stay equal too
+            assert np.array_equal(sample_distinct_rows(a, pool, n_sets, n_c), rejection(b, pool, n_sets, n_c))
+
+
+def test_sample_distinct_rows_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="n_c=6 exceeds the pool size 5"):
+        sample_distinct_rows(np.random.default_rng(0), 5, 1, 6)
+    with pytest.raises(ValueError, match="n_sets"):
+        sample_distinct_rows(np.random.default_rng(0), 5, -1, 2)
+
+
+@pytest.mark.timeout(20)
+def test_array_source_with_n_c_near_pool_size_resets_quickly() -> None:
+    """The hang of issue 15: 45 distinct rows of 50 (the old redraw loop practically never returned)."""
+    rng = np.random.default_rng(0)
+    source = ArraySource({"source": rng.normal(size=(50, 8)), "target": rng.normal(size=(50, 8))},
+                         discriminator=torch.nn.Linear(8, 1))
+    env = InstanceRefinementEnv(source, n_c=45)
+    start = time.perf_counter()
+    for seed in range(20):
+        _, info = env.reset(seed=seed)
+        assert len(set(info["candidate_index"].tolist())) == 45
+    full = InstanceRefinementEnv(source, n_c=50)
+    _, info = full.reset(seed=0)
+    assert sorted(info["candidate_index"].tolist()) == list(range(50))
+    assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.timeout(20)
+def test_batched_env_with_n_c_near_pool_size_resets_quickly() -> None:
+    from mmir_env import BatchedRefinementEnv
+
+    rng = np.random.default_rng(1)
+    source = ArraySource({"source": rng.normal(size=(200, 8)), "target": rng.normal(size=(200, 8))})
+    env = BatchedRefinementEnv(source, num_envs=256, n_c=150, discriminator=torch.nn.Linear(8, 1))
+    start = time.perf_counter()
+    env.reset(seed=0)
+    assert not _repeats(env.candidate_index.numpy()).any()
+    assert time.perf_counter() - start < 2.0
