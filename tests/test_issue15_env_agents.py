@@ -107,3 +107,41 @@ def test_batched_env_with_n_c_near_pool_size_resets_quickly() -> None:
     env.reset(seed=0)
     assert not _repeats(env.candidate_index.numpy()).any()
     assert time.perf_counter() - start < 2.0
+
+
+# -- 2. vector entry points -----------------------------------------------------------------------
+def test_make_vec_vector_entry_point_builds_the_batched_synthetic_env() -> None:
+    import gymnasium as gym
+
+    from mmir_env import BatchedRefinementEnv, SYNTHETIC_REFINEMENT_ID
+
+    envs = gym.make_vec(SYNTHETIC_REFINEMENT_ID, num_envs=6, vectorization_mode="vector_entry_point", pretrain_steps=5)
+    assert isinstance(envs, BatchedRefinementEnv) and envs.num_envs == 6
+    assert envs.spec is not None and envs.spec.id == SYNTHETIC_REFINEMENT_ID
+    obs, info = envs.reset(seed=0)
+    assert tuple(obs.shape) == (6, 5, envs.feature_dim)
+    _, rewards, terminated, _, info = envs.step(torch.zeros(6, dtype=torch.long))
+    assert tuple(rewards.shape) == (6,) and bool(terminated.all()) and not bool(info["invalid_action"].any())
+    # the same data and discriminator as the single env of the same seed
+    single = gym.make(SYNTHETIC_REFINEMENT_ID, pretrain_steps=5).unwrapped
+    assert torch.equal(single.source.features("source"), envs.source.features("source"))
+    for a, b in zip(single.discriminator.parameters(), envs.discriminator.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_make_vec_vector_entry_point_builds_the_batched_instance_env() -> None:
+    import gymnasium as gym
+
+    from mmir_env import BatchedRefinementEnv, INSTANCE_REFINEMENT_ID
+
+    rng = np.random.default_rng(2)
+    source = ArraySource({"source": rng.normal(size=(40, 8)), "target": rng.normal(size=(30, 8))})
+    envs = gym.make_vec(INSTANCE_REFINEMENT_ID, num_envs=4, vectorization_mode="vector_entry_point",
+                        source=source, discriminator=torch.nn.Linear(8, 1), domain="target", n_c=7)
+    assert isinstance(envs, BatchedRefinementEnv) and (envs.num_envs, envs.n_c, envs.domain) == (4, 7, 1)
+    obs, _ = envs.reset(seed=1)
+    assert tuple(obs.shape) == (4, 7, 8)
+    # the other vectorisation modes still work
+    sync = gym.make_vec(INSTANCE_REFINEMENT_ID, num_envs=2, vectorization_mode="sync", source=source,
+                        discriminator=torch.nn.Linear(8, 1))
+    assert sync.reset(seed=0)[0].shape == (2, 5, 8)
