@@ -25,6 +25,16 @@ SAVE_VERSION = 1
 _SCHEDULES = {cls.__name__: cls for cls in (ConstantEpsilon, LinearEpsilon, ExponentialEpsilon)}
 
 
+def configured_logger(verbose: int, tensorboard_log: str | None, tb_log_name: str, reset_num_timesteps: bool) -> Any:
+    """SB3's ``configure_logger`` (run folders ``NAME_1``, ``NAME_2``, ...), with an install hint for TensorBoard."""
+    from stable_baselines3.common import logger as sb3_logger
+    from stable_baselines3.common.utils import configure_logger
+
+    if tensorboard_log is not None and sb3_logger.SummaryWriter is None:
+        raise ImportError('tensorboard_log needs the tensorboard package: pip install "mmir[tensorboard]"')
+    return configure_logger(verbose, tensorboard_log, tb_log_name, reset_num_timesteps)
+
+
 def candidate_set_shape(space: gym.Space) -> tuple[int, int]:
     """``(n_c, d)`` of a candidate-set observation space, or a ValueError saying what was expected."""
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 2:
@@ -65,6 +75,9 @@ class RefinementDQN:
     :param replay_dtype: storage dtype of replayed features (float16 halves memory).
     :param device: "auto" (CUDA when present), "cpu", "cuda", ...
     :param seed: seeds the network initialisation, exploration and replay sampling.
+    :param tensorboard_log: folder for TensorBoard event files (SB3's argument: each ``learn`` writes
+        ``tensorboard_log/<tb_log_name>_<k>``; needs ``pip install "mmir[tensorboard]"``).
+    :param verbose: 1 also prints the logged table at each dump (SB3's convention).
     """
 
     def __init__(
@@ -89,6 +102,8 @@ class RefinementDQN:
         feature_dim: int | None = None,
         device: str | torch.device = "auto",
         seed: int | None = None,
+        tensorboard_log: str | os.PathLike[str] | None = None,
+        verbose: int = 0,
     ) -> None:
         if q_net not in Q_NETWORKS:
             raise ValueError(f"q_net must be one of {sorted(Q_NETWORKS)}, got {q_net!r}")
@@ -149,6 +164,9 @@ class RefinementDQN:
         from stable_baselines3.common.logger import Logger
 
         self.logger = Logger(folder=None, output_formats=[])
+        self.tensorboard_log = None if tensorboard_log is None else os.fspath(tensorboard_log)
+        self.verbose = int(verbose)
+        self._custom_logger = False
 
     # -- construction helpers -------------------------------------------------------------------
     def _make_replay(self) -> ReplayBuffer:
@@ -275,13 +293,32 @@ class RefinementDQN:
         actions = self.act(obs, mask, deterministic=deterministic, count=False).cpu().numpy()
         return (actions[0] if single else actions), None
 
-    def learn(self, total_timesteps: int, callback: Any = None, progress_bar: bool = False, reset_num_timesteps: bool = True) -> "RefinementDQN":
-        """Train on ``self.env`` for ``total_timesteps`` env steps (summed over sub-environments)."""
+    def learn(
+        self,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 100,
+        tb_log_name: str = "RefinementDQN",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> "RefinementDQN":
+        """Train on ``self.env`` for ``total_timesteps`` env steps (summed over sub-environments).
+
+        SB3's signature. The logger is dumped every ``log_interval`` finished episodes (SB3 DQN's
+        default 4 would dump every 4 steps of these one-step episodes) and once at the end.
+        """
         from agents.training_loop import run_learning_loop
 
         if self.env is None:
             raise ValueError("learn() needs an env: RefinementDQN(env, ...) or model.set_env(env)")
-        return run_learning_loop(self, int(total_timesteps), callback, progress_bar, reset_num_timesteps)
+        if not self._custom_logger and (self.tensorboard_log is not None or self.verbose >= 1):
+            self.logger = configured_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
+        return run_learning_loop(self, int(total_timesteps), callback, progress_bar, reset_num_timesteps, int(log_interval))
+
+    def set_logger(self, logger: Any) -> None:
+        """Use an SB3 ``Logger`` (``stable_baselines3.common.logger.configure``) instead of the one ``learn`` would make."""
+        self.logger = logger
+        self._custom_logger = True
 
     def set_env(self, env: Any) -> None:
         """Attach an env with the same candidate-set shape (as SB3's ``set_env``)."""

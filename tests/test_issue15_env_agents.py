@@ -145,3 +145,70 @@ def test_make_vec_vector_entry_point_builds_the_batched_instance_env() -> None:
     sync = gym.make_vec(INSTANCE_REFINEMENT_ID, num_envs=2, vectorization_mode="sync", source=source,
                         discriminator=torch.nn.Linear(8, 1))
     assert sync.reset(seed=0)[0].shape == (2, 5, 8)
+
+
+# -- 4. RefinementDQN(tensorboard_log=...) --------------------------------------------------------
+def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_refinement_dqn_writes_tensorboard_runs_like_sb3(tmp_path, small_source, batched: bool) -> None:
+    pytest.importorskip("tensorboard")
+    from agents.dqn import RefinementDQN
+    from mmir_env import BatchedRefinementEnv
+
+    env = (BatchedRefinementEnv(small_source, num_envs=32, logit_noise=1.0) if batched
+           else InstanceRefinementEnv(small_source, n_c=5, logit_noise=1.0))
+    steps = 640 if batched else 300
+    agent = RefinementDQN(env, batch_size=32, seed=0, device="cpu", q_net_kwargs={"hidden_dim": 16}, tensorboard_log=tmp_path)
+    agent.learn(steps, log_interval=50)
+    agent.learn(steps, log_interval=50)  # a second run: a new numbered folder, as SB3 does
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RefinementDQN_1", "RefinementDQN_2"]
+    agent.learn(steps, log_interval=50, reset_num_timesteps=False)  # continues the latest folder's curve
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["RefinementDQN_1", "RefinementDQN_2"]
+    assert max(s for s, _ in _scalars(tmp_path / "RefinementDQN_2")["time/fps"]) == 2 * steps
+
+    scalars = _scalars(tmp_path / "RefinementDQN_1")
+    for tag in ("train/loss", "rollout/exploration_rate", "rollout/ep_rew_mean", "rollout/ep_len_mean",
+                "rollout/selection_precision", "time/fps", "train/learning_rate"):
+        assert tag in scalars, (tag, sorted(scalars))
+    steps_logged = [s for s, _ in scalars["rollout/ep_rew_mean"]]
+    assert steps_logged == sorted(steps_logged) and steps_logged[-1] == steps and len(steps_logged) >= 3
+    assert all(v == 0.5 for _, v in scalars["rollout/exploration_rate"])
+    assert all(v == 1.0 for _, v in scalars["rollout/ep_len_mean"])
+    assert all(-1.0 <= v <= 1.0 for _, v in scalars["rollout/ep_rew_mean"])
+    assert all(0.0 <= v <= 1.0 for _, v in scalars["rollout/selection_precision"])
+    assert all(np.isfinite(v) and v >= 0 for _, v in scalars["train/loss"])
+    assert "time/total_timesteps" not in scalars  # excluded from TensorBoard, as in SB3
+
+
+def test_tensorboard_logging_changes_no_numbers(tmp_path, small_source) -> None:
+    pytest.importorskip("tensorboard")
+    from agents.dqn import RefinementDQN
+
+    def trained(**kwargs):
+        env = InstanceRefinementEnv(small_source, n_c=5, logit_noise=1.0)
+        agent = RefinementDQN(env, batch_size=32, seed=3, device="cpu", q_net_kwargs={"hidden_dim": 16}, **kwargs)
+        agent.learn(200, log_interval=10)
+        return agent
+
+    a, b = trained(), trained(tensorboard_log=tmp_path)
+    for p, q in zip(a.q_net.parameters(), b.q_net.parameters()):
+        assert torch.equal(p, q)
+    assert (tmp_path / "RefinementDQN_1").is_dir()
+
+
+def test_tensorboard_log_without_tensorboard_names_the_extra(monkeypatch, small_env) -> None:
+    from stable_baselines3.common import logger as sb3_logger
+
+    from agents.dqn import RefinementDQN
+
+    monkeypatch.setattr(sb3_logger, "SummaryWriter", None)
+    agent = RefinementDQN(small_env, seed=0, device="cpu", tensorboard_log="unused")
+    with pytest.raises(ImportError, match=r'pip install "mmir\[tensorboard\]"'):
+        agent.learn(10)
