@@ -164,12 +164,12 @@ def test_refinement_dqn_writes_tensorboard_runs_like_sb3(tmp_path, small_source,
 
     env = (BatchedRefinementEnv(small_source, num_envs=32, logit_noise=1.0) if batched
            else InstanceRefinementEnv(small_source, n_c=5, logit_noise=1.0))
-    steps = 640 if batched else 300
+    steps = 640 if batched else 120
     agent = RefinementDQN(env, batch_size=32, seed=0, device="cpu", q_net_kwargs={"hidden_dim": 16}, tensorboard_log=tmp_path)
-    agent.learn(steps, log_interval=50)
-    agent.learn(steps, log_interval=50)  # a second run: a new numbered folder, as SB3 does
+    agent.learn(steps, log_interval=30)
+    agent.learn(steps, log_interval=30)  # a second run: a new numbered folder, as SB3 does
     assert sorted(p.name for p in tmp_path.iterdir()) == ["RefinementDQN_1", "RefinementDQN_2"]
-    agent.learn(steps, log_interval=50, reset_num_timesteps=False)  # continues the latest folder's curve
+    agent.learn(steps, log_interval=30, reset_num_timesteps=False)  # continues the latest folder's curve
     assert sorted(p.name for p in tmp_path.iterdir()) == ["RefinementDQN_1", "RefinementDQN_2"]
     assert max(s for s, _ in _scalars(tmp_path / "RefinementDQN_2")["time/fps"]) == 2 * steps
 
@@ -212,3 +212,42 @@ def test_tensorboard_log_without_tensorboard_names_the_extra(monkeypatch, small_
     agent = RefinementDQN(small_env, seed=0, device="cpu", tensorboard_log="unused")
     with pytest.raises(ImportError, match=r'pip install "mmir\[tensorboard\]"'):
         agent.learn(10)
+
+
+# -- 5. SB3 algorithms on the batched env respect total_timesteps ---------------------------------
+@pytest.mark.parametrize("name", ["ppo", "maskable-ppo", "a2c", "dqn", "qrdqn"])
+def test_sb3_defaults_on_the_batched_env_respect_total_timesteps(small_source, name: str) -> None:
+    import warnings
+
+    from agents import make_agent
+    from mmir_env import BatchedRefinementEnv
+
+    env = BatchedRefinementEnv(small_source, num_envs=1024, logit_noise=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        agent = make_agent(name, env, seed=0)
+        start = time.perf_counter()
+        agent.learn(2048)
+    assert 2048 <= agent.num_timesteps <= 2048 + env.num_envs  # at most one vector step past the budget
+    assert time.perf_counter() - start < 30.0
+
+
+def test_sb3_defaults_scale_with_the_number_of_envs(small_source) -> None:
+    import warnings
+
+    from agents import make_agent
+    from mmir_env import BatchedRefinementEnv
+
+    single = InstanceRefinementEnv(small_source, n_c=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert make_agent("ppo", single).n_steps == 256  # the single env keeps its tested defaults
+        assert make_agent("dqn", single).train_freq.frequency == 4 and make_agent("dqn", single).gradient_steps == 1
+        for n in (8, 1024):
+            env = BatchedRefinementEnv(small_source, num_envs=n)
+            assert make_agent("ppo", env).n_steps * n == max(256, n)
+            assert make_agent("maskable-ppo", env).n_steps * n == max(256, n)
+            assert make_agent("a2c", env).n_steps * n == max(32, n)
+            dqn = make_agent("dqn", env)
+            assert dqn.train_freq.frequency == 1 and dqn.gradient_steps == max(1, n // 64)
+        assert make_agent("ppo", BatchedRefinementEnv(small_source, num_envs=1024), n_steps=3).n_steps == 3  # explicit wins
