@@ -66,7 +66,11 @@ class RefinementDQN:
     :param buffer_size: replay capacity in transitions (not SB3's 1e6: 5x1024 states would need 41 GB).
     :param batch_size: minibatch of each gradient step.
     :param learning_starts: transitions stored before the first update (default: ``batch_size``).
-    :param train_freq: env steps (vector steps for a batched env) between updates.
+    :param train_freq: env steps (vector steps for a batched env) between updates. Default None:
+        every vector step on a batched env; on a single env every ``batch_size // 16`` steps, so that
+        each stored transition is replayed ~16 times (SB3 DQN's defaults: 8). One update per step
+        of 256 replayed each transition 256 times, which fitted the reward noise: 0.57 precision
+        after 20,000 steps against the oracle's 0.735 (``benchmarks/agent_defaults.py``).
     :param gradient_steps: gradient steps per update.
     :param target_update_interval: selections between hard target-network copies.
     :param loss: "mse" (eq. 6, default) or "huber".
@@ -91,7 +95,7 @@ class RefinementDQN:
         buffer_size: int = 10_000,
         batch_size: int = 256,
         learning_starts: int | None = None,
-        train_freq: int = 1,
+        train_freq: int | None = None,
         gradient_steps: int = 1,
         target_update_interval: int = 2_000,
         loss: str = "mse",
@@ -113,7 +117,7 @@ class RefinementDQN:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
         if replay_dtype not in ("float32", "float16"):
             raise ValueError(f"replay_dtype must be 'float32' or 'float16', got {replay_dtype!r}")
-        for name, value in (("buffer_size", buffer_size), ("batch_size", batch_size), ("train_freq", train_freq),
+        for name, value in (("buffer_size", buffer_size), ("batch_size", batch_size), ("train_freq", 1 if train_freq is None else train_freq),
                             ("gradient_steps", gradient_steps), ("target_update_interval", target_update_interval)):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -135,7 +139,7 @@ class RefinementDQN:
             q_net=q_net, q_net_kwargs=dict(q_net_kwargs or {}), learning_rate=learning_rate, gamma=gamma,
             buffer_size=int(buffer_size), batch_size=int(batch_size),
             learning_starts=int(batch_size if learning_starts is None else learning_starts),
-            train_freq=int(train_freq), gradient_steps=int(gradient_steps),
+            train_freq=None if train_freq is None else int(train_freq), gradient_steps=int(gradient_steps),
             target_update_interval=int(target_update_interval), loss=loss, max_grad_norm=max_grad_norm,
             weight_decay=weight_decay, replay_dtype=replay_dtype, n_c=self.n_c, feature_dim=self.feature_dim, seed=seed,
         )

@@ -60,6 +60,9 @@ def as_sb3_callback(agent: Any, callback: Any) -> BaseCallback | None:
     return callback
 
 
+# RefinementDQN's default train_freq on a single env: each stored transition is sampled this many
+# times on average (chosen with benchmarks/agent_defaults.py on training seeds 10-12).
+SINGLE_ENV_REPLAY_RATIO = 16
 # SB3's stats_window_size: rollout/* means are over the last 100 finished episodes.
 STATS_WINDOW = 100
 
@@ -153,12 +156,13 @@ def run_learning_loop(agent: AgentT, total_timesteps: int, callback: Any, progre
     with bar if bar is not None else nullcontext():
         task = bar.add_task("mmir-dqn", total=total_timesteps) if bar is not None else None
         step_fn = _batched_step if batched else _single_step
+        train_freq = agent.hyperparameters["train_freq"] or _default_train_freq(agent, batched)
         vec_steps = 0
         start = agent.num_timesteps
         while agent.num_timesteps < target:
             step_fn(agent, log)
             vec_steps += 1
-            if vec_steps % agent.hyperparameters["train_freq"] == 0:
+            if vec_steps % train_freq == 0:
                 for _ in range(agent.hyperparameters["gradient_steps"]):
                     before = agent.updates
                     loss = agent.update()
@@ -174,6 +178,14 @@ def run_learning_loop(agent: AgentT, total_timesteps: int, callback: Any, progre
     if cb is not None:
         cb.on_training_end()
     return agent
+
+
+def _default_train_freq(agent: LearningAgent, batched: bool) -> int:
+    """``train_freq=None``: each vector step on a batched env; on a single env, a replay ratio of
+    :data:`SINGLE_ENV_REPLAY_RATIO` (``batch_size // 16`` env steps per update)."""
+    if batched:
+        return 1
+    return max(1, agent.hyperparameters["batch_size"] // SINGLE_ENV_REPLAY_RATIO)
 
 
 def _progress(enabled: bool, total: int):

@@ -251,3 +251,32 @@ def test_sb3_defaults_scale_with_the_number_of_envs(small_source) -> None:
             dqn = make_agent("dqn", env)
             assert dqn.train_freq.frequency == 1 and dqn.gradient_steps == max(1, n // 64)
         assert make_agent("ppo", BatchedRefinementEnv(small_source, num_envs=1024), n_steps=3).n_steps == 3  # explicit wins
+
+
+# -- 3. RefinementDQN defaults that learn on the single env; co-training's values pinned ----------
+def test_refinement_dqn_single_env_default_replays_each_transition_16_times(small_source) -> None:
+    """The old default (one update of 256 per env step) replayed each transition ~256 times and fitted the reward noise."""
+    from agents.dqn import RefinementDQN
+    from mmir_env import BatchedRefinementEnv
+
+    env = InstanceRefinementEnv(small_source, logit_noise=1.0)
+    agent = RefinementDQN(env, seed=0, q_net_kwargs={"hidden_dim": 8}).learn(256 + 16 * 20)
+    assert agent.updates == 21  # one update of 256 every 16 steps once 256 are stored
+    small = RefinementDQN(env, seed=0, batch_size=32, q_net_kwargs={"hidden_dim": 8}).learn(32 + 2 * 50)
+    assert small.updates == 51  # the same replay ratio: every 32 // 16 = 2 steps
+    batched = BatchedRefinementEnv(small_source, num_envs=64, logit_noise=1.0)
+    on_batched = RefinementDQN(batched, seed=0, q_net_kwargs={"hidden_dim": 8}).learn(64 * 10)
+    assert on_batched.updates == 7  # every vector step, as before, once 256 are stored (after the 4th)
+    explicit = RefinementDQN(env, seed=0, train_freq=1, batch_size=32, q_net_kwargs={"hidden_dim": 8}).learn(40)
+    assert explicit.updates == 40 - 32 + 1
+
+
+def test_cotraining_agents_keep_todays_refinement_dqn_values() -> None:
+    """Co-training builds mmir-dqn with the pre-issue-15 values of every keyword it does not set."""
+    from agents.stepwise import make_stepwise_agent
+
+    agent = make_stepwise_agent("mmir-dqn", n_c=5, feature_dim=8, device="cpu", seed=0)
+    hp = agent.hyperparameters
+    assert (hp["train_freq"], hp["gradient_steps"], hp["max_grad_norm"], hp["weight_decay"], hp["replay_dtype"], hp["q_net_kwargs"]) == (
+        1, 1, None, 1e-7, "float32", {})
+    assert (hp["batch_size"], hp["learning_starts"], hp["target_update_interval"], hp["learning_rate"]) == (64, 64, 48, 1e-3)
