@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,16 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "an unknown process"
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunFolderError(f"{self.run_dir} is in use by {holder} (lock {path}); wait for it, "
-                                     "stop it, or train into another folder (--set name=...)") from None
-            raise
+            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without flock (some NFS setups)
+                warnings.warn(f"{path}: this file system cannot lock files ({err.strerror}); nothing stops a second run "
+                              "from writing into this folder at the same time", RuntimeWarning, stacklevel=2)
+            else:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "an unknown process"
+                os.close(fd)
+                if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise RunFolderError(f"{self.run_dir} is in use by {holder} (lock {path}); wait for it, "
+                                         "stop it, or train into another folder (--set name=...)") from None
+                raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._held[key] = [fd, 1]
