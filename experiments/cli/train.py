@@ -46,6 +46,7 @@ def training_hooks(run_dir: Path, stage1_steps: int, tensorboard: bool, note: An
 
 
 def run(args: argparse.Namespace) -> int:
+    import errno
     from contextlib import nullcontext
 
     from rich.console import Console
@@ -94,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
                 summary = trainer.run(resume=args.resume)
     except (ConfigError, FileNotFoundError, RunFolderError, CheckpointError, DiskFullError, FrameReadError) as err:
         raise CLIError(str(err)) from err
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise CLIError(f"no space left on device writing {err.filename or 'the run folder ' + str(run_dir)}") from err
     finally:
         close()
     if summary["top1_last"] is None:
