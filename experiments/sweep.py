@@ -366,7 +366,7 @@ def is_done_stage1(job: Job) -> bool:
 LAUNCHERS = ("processes", "slurm", "submitit-local")
 
 
-def make_executor(launcher: str, folder: Path, slurm: SlurmOptions, threads: int) -> Any:
+def make_executor(launcher: str, folder: Path, slurm: SlurmOptions) -> Any:
     """A submitit executor for ``launcher`` (``slurm`` or ``submitit-local``), its logs under ``folder``."""
     import shutil
 
@@ -418,7 +418,7 @@ def run_sweep_submitit(options: SweepOptions, launcher: str, jobs: int = 1, cons
             import torch
 
             threads = max(1, torch.get_num_threads() // max(1, jobs))
-        executor = make_executor(launcher, options.out / ".submitit", slurm, threads)
+        executor = make_executor(launcher, options.out / ".submitit", slurm)
         batch = len(pending1 + pending2) if launcher == "slurm" else max(1, jobs)
         failed = _run_wave(executor, pending1, batch, threads, options.tensorboard, console)
         ready = [j for j in pending2 if is_done_stage1(j)]
