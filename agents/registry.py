@@ -19,6 +19,10 @@ _entry_points_loaded = False
 
 # Replay sizes fit memory: SB3's default 1e6 transitions of 5x1024 float32 states would be ~41 GB.
 SB3_REPLAY_SIZE = 20_000
+# Transitions per rollout of the on-policy algorithms (n_steps on one env). On a vectorised env
+# n_steps shrinks so that a rollout stays about this size: SB3 collects whole rollouts, so
+# n_steps=256 on 1,024 sets would turn learn(2048) into 262,144 env steps.
+ON_POLICY_ROLLOUT = {"ppo": 256, "maskable-ppo": 256, "a2c": 32}  # a2c: SB3's 5 updates too often on candidate sets
 
 
 def register_agent(name: str, factory: AgentFactory, overwrite: bool = False) -> None:
@@ -76,6 +80,11 @@ def _sb3_env(env: Any) -> Any:
     return env
 
 
+def _num_envs(env: Any) -> int:
+    """Sub-environments stepped at once: a batched env's or an SB3 VecEnv's ``num_envs``, 1 for a single env."""
+    return int(getattr(getattr(env, "unwrapped", env), "num_envs", 1) or 1)
+
+
 def _policy_kwargs(kwargs: dict[str, Any], net_arch: Any) -> dict[str, Any]:
     from agents.sb3_adapters import CandidateSetExtractor
 
@@ -93,17 +102,23 @@ def _sb3_factory(algorithm: str) -> AgentFactory:
             cls = DQN if algorithm == "dqn" else QRDQN
             defaults = dict(buffer_size=SB3_REPLAY_SIZE, learning_starts=500, gamma=0.9, train_freq=4,
                             target_update_interval=1000, exploration_fraction=0.3, learning_rate=1e-3, batch_size=64)
+            num_envs = _num_envs(env)
+            if num_envs > 1:
+                # SB3 counts train_freq in vector steps: 4 would collect 4 x num_envs transitions per
+                # rollout (learn(2048) on 1,024 sets ran 4,096 steps) and take one gradient step for
+                # all of them. One vector step per rollout, and one gradient step of 64 per 64
+                # transitions (each sampled once on average); the single env's 1 per 4 would cost
+                # QRDQN's 200-quantile loss ~30 s per 1,024-set step on a CPU core.
+                defaults.update(train_freq=1, gradient_steps=max(1, num_envs // 64))
             policy_kwargs = _policy_kwargs(kwargs, [64])
         elif algorithm in ("ppo", "a2c", "maskable-ppo"):
             from sb3_contrib import MaskablePPO
             from stable_baselines3 import A2C, PPO
 
             cls = {"ppo": PPO, "a2c": A2C, "maskable-ppo": MaskablePPO}[algorithm]
-            defaults = dict(gamma=0.9, learning_rate=1e-3)
+            defaults = dict(gamma=0.9, learning_rate=1e-3, n_steps=max(1, ON_POLICY_ROLLOUT[algorithm] // _num_envs(env)))
             if algorithm != "a2c":
-                defaults.update(n_steps=256, batch_size=64, n_epochs=4)
-            else:
-                defaults.update(n_steps=32)  # SB3 default 5: one update per 5 steps is slow on candidate sets
+                defaults.update(batch_size=64, n_epochs=4)
             policy_kwargs = _policy_kwargs(kwargs, dict(pi=[64], vf=[64]))
         else:  # pragma: no cover - closed set above
             raise KeyError(algorithm)

@@ -165,9 +165,17 @@ def _with_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**STEPWISE_DEFAULTS, **kwargs}
 
 
+# RefinementDQN keywords that co-training never sets but whose values its numbers depend on: they
+# are the standalone defaults of before issue 15, pinned here so that tuning RefinementDQN's own
+# defaults for offline learning leaves every co-training run bit-identical.
+COTRAIN_DQN_PINNED: dict[str, Any] = dict(
+    train_freq=1, gradient_steps=1, max_grad_norm=None, weight_decay=1e-7, replay_dtype="float32", q_net_kwargs=None,
+)
+
+
 def _mmir_dqn(*, n_c: int, feature_dim: int, device: torch.device, seed: int | None, **kwargs: Any) -> StepwiseRefinementDQN:
-    # Argument for argument what experiments.refinement.DomainRefiner passes to RefinementDQN.
-    hp = _with_defaults(kwargs)
+    # Argument for argument what experiments.refiners.agent.AgentRefiner passes to RefinementDQN.
+    hp = {**COTRAIN_DQN_PINNED, **_with_defaults(kwargs)}
     lr, gamma, epsilon, buffer_size, batch_size, learning_starts, target_update_interval, loss, q_net = (
         hp.pop(k) for k in ("lr", "gamma", "epsilon", "buffer_size", "batch_size", "learning_starts",
                             "target_update_interval", "loss", "q_net"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from contextlib import nullcontext
 from typing import Any, Protocol, TypeVar
 
@@ -26,6 +28,9 @@ class LearningAgent(Protocol):
     num_timesteps: int
     hyperparameters: dict[str, Any]
     replay: Any
+    logger: Any
+    updates: int
+    exploration_rate: float
     _last_obs: Any
 
     def act(self, obs: Tensor, mask: Tensor | None = None, deterministic: bool = False, count: bool = True) -> Tensor: ...
@@ -55,12 +60,90 @@ def as_sb3_callback(agent: Any, callback: Any) -> BaseCallback | None:
     return callback
 
 
-def run_learning_loop(agent: AgentT, total_timesteps: int, callback: Any, progress_bar: bool, reset_num_timesteps: bool) -> AgentT:
+# RefinementDQN's default train_freq on a single env: each stored transition is sampled this many
+# times on average (chosen with benchmarks/agent_defaults.py on training seeds 10-12).
+SINGLE_ENV_REPLAY_RATIO = 16
+# SB3's stats_window_size: rollout/* means are over the last 100 finished episodes.
+STATS_WINDOW = 100
+
+
+class RolloutLog:
+    """What SB3's DQN logs (``rollout/``, ``train/``, ``time/``), plus the selection precision.
+
+    Sums stay on the agent's device between dumps, so logging costs no host sync per step; a
+    disabled log (a logger without outputs) records nothing and costs nothing.
+    """
+
+    def __init__(self, agent: LearningAgent, log_interval: int) -> None:
+        if log_interval < 1:
+            raise ValueError(f"log_interval must be >= 1, got {log_interval}")
+        self.agent, self.log_interval = agent, log_interval
+        self.enabled = bool(getattr(agent.logger, "output_formats", None))
+        self.start_time, self.start_steps = time.time_ns(), agent.num_timesteps
+        self.episodes = self._episodes_at_dump = 0
+        self.has_truth = False  # the env reports planted negatives: log the selection precision
+        self._dumped_at = agent.num_timesteps
+        dev = agent.device
+        self._loss_sum, self._loss_count = torch.zeros((), device=dev), 0
+        self._ret: Tensor | None = None  # per sub-environment: return, length, valid selections, negatives
+        self._window = torch.zeros((0, 4), device=dev)  # finished episodes, same columns
+
+    def on_update(self, loss: Tensor) -> None:
+        if self.enabled:
+            self._loss_sum = self._loss_sum + loss.detach()
+            self._loss_count += 1
+
+    def on_step(self, rewards: Tensor, stepping: Tensor, dones: Tensor, infos: dict[str, Any]) -> None:
+        """One vector step: ``[B]`` rewards, stepping and done flags; ``infos`` with ``invalid_action`` and maybe ``is_negative``."""
+        if not self.enabled:
+            return
+        valid = stepping & ~infos["invalid_action"]
+        self.has_truth = self.has_truth or "is_negative" in infos
+        negative = infos["is_negative"] & valid if "is_negative" in infos else torch.zeros_like(valid)
+        step = torch.stack([rewards.float() * stepping, stepping.float(), valid.float(), negative.float()], dim=1)
+        self._ret = step if self._ret is None else self._ret + step
+        finished = (dones & stepping).nonzero().squeeze(-1)
+        if finished.numel():
+            self._window = torch.cat([self._window, self._ret[finished]])[-STATS_WINDOW:]
+            self._ret[finished] = 0.0
+            self.episodes += int(finished.numel())
+            if self.episodes - self._episodes_at_dump >= self.log_interval:
+                self.dump()
+
+    def dump(self) -> None:
+        agent, logger = self.agent, self.agent.logger
+        if not self.enabled or agent.num_timesteps == self._dumped_at:
+            return
+        elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
+        logger.record("rollout/exploration_rate", agent.exploration_rate)
+        if self._window.shape[0]:
+            ret, length, valid, negative = self._window.sum(0).tolist()
+            n = self._window.shape[0]
+            logger.record("rollout/ep_rew_mean", ret / n)
+            logger.record("rollout/ep_len_mean", length / n)
+            if self.has_truth and valid > 0:
+                logger.record("rollout/selection_precision", negative / valid)
+        logger.record("time/episodes", self.episodes, exclude="tensorboard")
+        logger.record("time/fps", int((agent.num_timesteps - self.start_steps) / elapsed))
+        logger.record("time/time_elapsed", int(elapsed), exclude="tensorboard")
+        logger.record("time/total_timesteps", agent.num_timesteps, exclude="tensorboard")
+        if self._loss_count:
+            logger.record("train/loss", float(self._loss_sum) / self._loss_count)
+            self._loss_sum, self._loss_count = torch.zeros_like(self._loss_sum), 0
+        logger.record("train/learning_rate", agent.hyperparameters["learning_rate"])
+        logger.record("train/n_updates", agent.updates, exclude="tensorboard")
+        logger.dump(step=agent.num_timesteps)
+        self._dumped_at, self._episodes_at_dump = agent.num_timesteps, self.episodes
+
+
+def run_learning_loop(agent: AgentT, total_timesteps: int, callback: Any, progress_bar: bool, reset_num_timesteps: bool,
+                      log_interval: int = 100) -> AgentT:
     """Step ``agent.env`` for ``total_timesteps`` env steps, storing transitions and updating every ``train_freq`` steps."""
     from mmir_env.batched import BatchedRefinementEnv
 
     if total_timesteps < 1:
         raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
+    log = RolloutLog(agent, log_interval)
     cb = as_sb3_callback(agent, callback)
     if reset_num_timesteps:
         agent.num_timesteps = 0
@@ -73,23 +156,36 @@ def run_learning_loop(agent: AgentT, total_timesteps: int, callback: Any, progre
     with bar if bar is not None else nullcontext():
         task = bar.add_task("mmir-dqn", total=total_timesteps) if bar is not None else None
         step_fn = _batched_step if batched else _single_step
+        train_freq = agent.hyperparameters["train_freq"] or _default_train_freq(agent, batched)
         vec_steps = 0
         start = agent.num_timesteps
         while agent.num_timesteps < target:
-            step_fn(agent)
+            step_fn(agent, log)
             vec_steps += 1
-            if vec_steps % agent.hyperparameters["train_freq"] == 0:
+            if vec_steps % train_freq == 0:
                 for _ in range(agent.hyperparameters["gradient_steps"]):
-                    agent.update()
+                    before = agent.updates
+                    loss = agent.update()
+                    if agent.updates != before:
+                        log.on_update(loss)
             if bar is not None:
                 bar.update(task, completed=min(total_timesteps, agent.num_timesteps - start))
             if cb is not None:
                 cb.update_locals(locals())
                 if not cb.on_step():
                     break
+    log.dump()
     if cb is not None:
         cb.on_training_end()
     return agent
+
+
+def _default_train_freq(agent: LearningAgent, batched: bool) -> int:
+    """``train_freq=None``: each vector step on a batched env; on a single env, a replay ratio of
+    :data:`SINGLE_ENV_REPLAY_RATIO` (``batch_size // 16`` env steps per update)."""
+    if batched:
+        return 1
+    return max(1, agent.hyperparameters["batch_size"] // SINGLE_ENV_REPLAY_RATIO)
 
 
 def _progress(enabled: bool, total: int):
@@ -100,7 +196,7 @@ def _progress(enabled: bool, total: int):
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
 
 
-def _batched_step(agent: LearningAgent) -> None:
+def _batched_step(agent: LearningAgent, log: RolloutLog) -> None:
     env = agent.env.unwrapped if hasattr(agent.env, "unwrapped") else agent.env
     if agent._last_obs is None:
         agent._last_obs, _ = env.reset(seed=agent.seed)
@@ -125,12 +221,14 @@ def _batched_step(agent: LearningAgent) -> None:
         s, m, a, r, nm, d = fields
         agent.observe(s, a, r, None, d, nm, obs_masks=m)
     agent.num_timesteps += int(stepping.sum())
+    if log.enabled:
+        log.on_step(rewards, stepping, dones, infos)
     if env.autoreset_mode.value == "Disabled" and bool(env.needs_reset.all()):
         next_obs, _ = env.reset()
     agent._last_obs = next_obs
 
 
-def _single_step(agent: LearningAgent) -> None:
+def _single_step(agent: LearningAgent, log: RolloutLog) -> None:
     env = agent.env
     if agent._last_obs is None:
         agent._last_obs = env.reset(seed=agent.seed)
@@ -145,4 +243,10 @@ def _single_step(agent: LearningAgent) -> None:
     next_mask_t = rows_present(torch.as_tensor(np.asarray(next_obs, dtype=np.float32))).unsqueeze(0) if next_mask is None else torch.as_tensor(next_mask).unsqueeze(0)
     agent.observe(obs_t, action, torch.tensor([reward]), None, torch.tensor([done]), next_mask_t, obs_masks=mask_t)
     agent.num_timesteps += 1
+    if log.enabled:
+        flags = {"invalid_action": torch.tensor([bool(next_info.get("invalid_action", False))], device=agent.device)}
+        if "is_negative" in next_info:
+            flags["is_negative"] = torch.tensor([bool(next_info["is_negative"])], device=agent.device)
+        one = torch.ones(1, dtype=torch.bool, device=agent.device)
+        log.on_step(torch.tensor([float(reward)], device=agent.device), one, one & done, flags)
     agent._last_obs = env.reset() if done else (next_obs, next_info)

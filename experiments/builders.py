@@ -71,9 +71,17 @@ def epic_datasets(cfg: RunConfig) -> dict[str, EpicClips]:
 
     root = check_data_root(cfg)
     d = cfg.data
-    return epic_splits(root, d.source, d.target, splits=d.annotations or None, modalities=cfg.model.modalities,
-                       size=d.size, num_frames=d.frames, seed=cfg.seed, synchronised=d.synchronised,
-                       test_clips=cfg.evaluation.windows, decode=d.decode)  # type: ignore[arg-type]
+    empty = [f"{m}/" for m in cfg.model.modalities if (root / m).is_dir() and not any((root / m).iterdir())]
+    if empty:
+        raise ConfigError(f"data.root {root}: {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty "
+                          "(expected PXX/PXX_YY/ frame folders, EPIC layout)")
+    try:
+        return epic_splits(root, d.source, d.target, splits=d.annotations or None, modalities=cfg.model.modalities,
+                           size=d.size, num_frames=d.frames, seed=cfg.seed, synchronised=d.synchronised,
+                           test_clips=cfg.evaluation.windows, decode=d.decode)  # type: ignore[arg-type]
+    except (ValueError, OSError) as err:  # no split file for a domain, an unreadable or malformed one
+        where = f"data.annotations {d.annotations}" if d.annotations else "the MM-SADA splits (data.annotations empty)"
+        raise ConfigError(f"data.source {d.source!r} / data.target {d.target!r} with {where}: {err}") from None
 
 
 def watch_datasets(cfg: RunConfig) -> dict[str, WatchWindows]:

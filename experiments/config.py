@@ -8,6 +8,9 @@ is silent or differs (DESIGN.md 5b).
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -88,8 +91,9 @@ class AgentConfig:
     """S-agents and T-agents; listing modalities switches agents on (Tables 2 and 3 are configs)."""
 
     algorithm: str = "mmir-dqn"  # step-wise agent (agents.stepwise): mmir-dqn, dqn (SB3), qrdqn (sb3-contrib), ...
-    s_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # modalities with an S-agent
-    t_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])  # modalities with a T-agent
+    # modalities with an S-/T-agent; a config file that leaves them out gets model.modalities (from_dict)
+    s_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])
+    t_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])
     q_net: str = "set"  # released code: "flat"
     epsilon: float | str = 0.5  # paper; "released": 0.01 + 0.89 exp(-c / 24000)
     gamma: float = 0.9
@@ -143,6 +147,9 @@ class EvaluationConfig:
 @dataclass
 class CheckpointConfig:
     every: int = 500
+    # false: leave the agents' replay buffers out (most of a checkpoint's size); a resume is then
+    # exact except that the agents start with an empty replay
+    replay: bool = True
 
 
 @dataclass
@@ -280,12 +287,24 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
             kwargs[name] = from_dict(annotation, value, path)
         else:
             kwargs[name] = _check_type(value, annotation, path)
+    if cls is RunConfig:
+        _default_agent_modalities(kwargs, data.get("agents", {}))
     return cls(**kwargs)
+
+
+def _default_agent_modalities(kwargs: dict[str, Any], agents: Any) -> None:
+    """``agents.s_agents`` / ``t_agents`` left out of a config: one agent per modality of ``model.modalities``."""
+    model = kwargs.get("model", ModelConfig())
+    section = kwargs.setdefault("agents", AgentConfig())
+    for key in ("s_agents", "t_agents"):
+        if not isinstance(agents, dict) or key not in agents:
+            setattr(section, key, list(model.modalities))
 
 
 def validate(config: RunConfig) -> RunConfig:
     """Check values (choices, ranges, consistency); raise :class:`ConfigError` naming the key."""
     flat = {f"{section}.{k}" if section else k: v for section, sub in _sections(config) for k, v in sub.items()}
+    _check_finite(config.to_dict())
     for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {flat[key]!r}")
@@ -348,6 +367,16 @@ def validate(config: RunConfig) -> RunConfig:
     _validate_feature_benchmark(config.feature_benchmark)
     _validate_parts(config)
     return config
+
+
+def _check_finite(data: dict[str, Any], where: str = "") -> None:
+    """Every number of the config is finite: a NaN learning rate would otherwise pass every range check."""
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if isinstance(value, dict):
+            _check_finite(value, path)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path} must be a finite number, got {value}")
 
 
 def _validate_feature_benchmark(fb: FeatureBenchmarkConfig) -> None:
@@ -429,27 +458,71 @@ def check_data_root(config: RunConfig) -> Path:
     return root
 
 
+def _annotation(dotted: str) -> Any:
+    """The type of a dotted config key (``stage2.lr`` -> float), or None for a key RunConfig does not have."""
+    node: Any = RunConfig
+    for part in dotted.split("."):
+        if dataclasses.is_dataclass(node):
+            node = typing.get_type_hints(node).get(part)
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def _accepts_str(annotation: Any) -> bool:
+    return annotation is str or (typing.get_origin(annotation) in (typing.Union, types.UnionType) and str in typing.get_args(annotation))
+
+
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """``--set KEY=VALUE`` items as overrides: TOML values, else bare strings."""
+    """``--set KEY=VALUE`` items as overrides, each VALUE in TOML syntax.
+
+    A VALUE that is not TOML is taken as a bare string only for a key of string type (``--set
+    name=run2``, ``--set data.root=/data/epic``); for any other key it is an error naming the item
+    (``--set stage2.lr=1e-3x`` is a typo, not the string "1e-3x").
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = value  # a bare string
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError as err:
+            annotation = _annotation(key)
+            if annotation is not None and not _accepts_str(annotation):
+                raise ConfigError(f"--set {item}: {value!r} is not a TOML value ({err}); {key} expects "
+                                  f"{getattr(annotation, '__name__', annotation)}, e.g. 0.001, true, [\"rgb\"] or a \"quoted string\"") from None
+            out[key] = value  # a bare string for a string key (or an unknown key, reported by name when the config is built)
     return out
+
+
+def _override_text(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{key}={str(value).lower()}"
+    if isinstance(value, float):
+        return f"{key}={value!r}"
+    return f"{key}={json.dumps(value)}"
+
+
+def _names_key(message: str, key: str) -> bool:
+    """Whether an error message is about ``key`` (the dotted name as a whole word)."""
+    return re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message) is not None
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a TOML file into a validated :class:`RunConfig`; every error names the file."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (TOML files are UTF-8): byte {err.start} cannot be decoded") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None
     except tomllib.TOMLDecodeError as err:
@@ -463,9 +536,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         for p in parents:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"{path}: override {dotted}: {p} is not a table")
+                raise ConfigError(f"--set {_override_text(dotted, value)}: {p} is not a table in {path}")
         node[leaf] = value
     try:
         return validate(from_dict(RunConfig, data))
     except ConfigError as err:
+        named = [k for k in (overrides or {}) if _names_key(str(err), k)]
+        if named:  # the override is what to fix, not the file
+            raise ConfigError(f"--set {_override_text(named[0], overrides[named[0]])} (on {path}): {err}") from None
         raise ConfigError(f"{path}: {err}") from None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -35,12 +34,11 @@ from experiments.distributed import convert_sync_batchnorm, init_distributed, wr
 from experiments.evaluation import evaluate
 from experiments.refiners import Refiner
 from experiments.refinement import RefinementStats
+from experiments.runs import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RUN_FILES, CheckpointError, RunLock, one_line,
+                              read_checkpoint, remove_stale_temporaries, resume_state, usable_device)
 from experiments.steps import StepBatch, StepContext, StepLog
-from features.atomic_io import atomic_torch_save, atomic_write_text
+from features.atomic_io import atomic_torch_save, atomic_write_text, json_text
 from features.devices import resolve_device
-
-CHECKPOINT_FORMAT = "mmir-cotrain"
-CHECKPOINT_VERSION = 2
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CoTrainer", "build_model", "make_optimizer", "resolve_device"]
 
@@ -58,7 +56,7 @@ class CoTrainer:
     def __init__(self, cfg: RunConfig, datasets: Mapping[str, Any] | None = None, model: nn.Module | None = None,
                  on_step: Callable[[int, int, dict[str, float]], None] | None = None) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.device = usable_device(cfg.device)
         self.dist = init_distributed(cfg.distributed.backend, self.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -112,14 +110,24 @@ class CoTrainer:
 
     # -- training -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
-        """Train both stages (continuing from the run's checkpoint with ``resume``); returns the summary."""
+        """Train both stages (continuing from the run's newest state with ``resume``); returns the summary.
+
+        The main process holds the run folder's :class:`~experiments.runs.RunLock` meanwhile.
+        """
+        if not self.dist.is_main:
+            return self._run(resume)
+        with RunLock(self.run_dir):
+            remove_stale_temporaries(self.run_dir, RUN_FILES)  # of a killed write; ours alone while we hold the lock
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> dict[str, Any]:
         if resume:
-            self.load_checkpoint(self.run_dir / "checkpoint.pt")
+            self.load_checkpoint(resume_state(self.run_dir))
         elif self.stage == 1 and self.step == 0:
             torch.manual_seed(self.cfg.seed + 2)  # dropout draws from the global generator: own its state
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2))
+            atomic_write_text(self.run_dir / "config.json", json_text(self.cfg.to_dict(), indent=2))
             self._trim_metrics_log(resume)
         if self.stage == 1:
             self._run_stage1()
@@ -131,8 +139,8 @@ class CoTrainer:
         summary = self.summary()
         if self.dist.is_main:
             if self.refiners:
-                atomic_write_text(self.run_dir / "refinement_stats.json", json.dumps(self.refinement_stats.state_dict(), indent=1))
-            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+                atomic_write_text(self.run_dir / "refinement_stats.json", json_text(self.refinement_stats.state_dict(), indent=1))
+            atomic_write_text(self.run_dir / "summary.json", json_text(summary, indent=2))
         return summary
 
     def _loader(self, name: str, batch_size: int, stream: int):
@@ -215,7 +223,7 @@ class CoTrainer:
         if self.evaluations and self.evaluations[-1]["step"] == self.step and self.stage == 2:
             metrics.update({f"eval/{k}": v for k, v in self.evaluations[-1].items() if k != "step"})
         with (self.run_dir / "metrics.jsonl").open("a") as fh:
-            fh.write(json.dumps(metrics) + "\n")
+            fh.write(json_text(metrics) + "\n")
         if self.step % self.cfg.checkpoints.every == 0:
             self.save_checkpoint(self.run_dir / "checkpoint.pt")
         if self.on_step is not None:
@@ -236,8 +244,8 @@ class CoTrainer:
             "name": self.cfg.name,
             "method": self.cfg.method,
             "evaluations": self.evaluations,
-            "top1_last": float(np.mean([e["top1"] for e in last])) if last else math.nan,
-            "mean_class_accuracy_last": float(np.mean([e["mean_class_accuracy"] for e in last])) if last else math.nan,
+            "top1_last": float(np.mean([e["top1"] for e in last])) if last else None,  # None: JSON null, never a bare NaN
+            "mean_class_accuracy_last": float(np.mean([e["mean_class_accuracy"] for e in last])) if last else None,
             "evaluations_averaged": len(last),
         }
 
@@ -271,7 +279,7 @@ class CoTrainer:
             "stage": self.stage, "step": self.step,
             "module": self.module.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "refiners": {f"{m}/{d}": r.state_dict(include_replay=True) for (m, d), r in self.refiners.items()},
+            "refiners": {f"{m}/{d}": r.state_dict(include_replay=self.cfg.checkpoints.replay) for (m, d), r in self.refiners.items()},
             "positions": {k: [p.epoch, p.batch] for k, p in self.positions.items()},
             "evaluations": json.dumps(self.evaluations),
             "refinement_stats": json.dumps(self.refinement_stats.state_dict()),
@@ -282,12 +290,7 @@ class CoTrainer:
         atomic_torch_save(self.state_dict(), path)
 
     def _read_checkpoint(self, path: Path) -> dict[str, Any]:
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint to resume from at {path}")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"{path} is not an mmir co-training checkpoint of version {CHECKPOINT_VERSION}")
-        return state
+        return read_checkpoint(path, map_location=self.device)
 
     def start_stage2_from(self, path: Path) -> None:
         """Begin stage 2 from the model of another run's checkpoint (methods sharing one stage 1)."""
@@ -300,6 +303,13 @@ class CoTrainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = self._read_checkpoint(path)
+        try:
+            self._load_state(state)
+        except (KeyError, RuntimeError, ValueError) as err:  # load_state_dict: missing keys, shape mismatches
+            raise CheckpointError(f"{path} does not fit this run's config (model, refiners or optimizers differ: {one_line(err)}); "
+                                  "resume with the config it was written with") from None
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         self.stage, self.step = int(state["stage"]), int(state["step"])
         self.module.load_state_dict(state["module"])
         self.optimizers = self._make_optimizers(self.stage)

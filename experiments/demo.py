@@ -22,7 +22,7 @@ from rich.table import Table
 from experiments.config import RunConfig, validate
 from experiments.cotrain import CoTrainer
 from experiments.progress import progress_hook, training_progress
-from features.atomic_io import atomic_directory
+from features.atomic_io import atomic_directory, atomic_write_text, json_text
 from features.cache import cache_dir
 
 DEMO_DATA_VERSION = "v1"
@@ -107,7 +107,7 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
             rows.append({**summary, "method": method.name, "adversarial": method.adversarial, "refinement": method.refinement,
                          "seconds": time.perf_counter() - start,
                          **agent_quality(run.run_dir / "metrics.jsonl", cfg.env.n_c / cfg.env.E)})
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_text(out_dir / "results.json", json_text(rows, indent=2))
     return rows
 
 

@@ -45,6 +45,7 @@ import numpy as np
 
 from experiments.config import CONFIG_DIR, RunConfig, load_config
 from experiments.report import COMPARISONS as REPORT_COMPARISONS
+from features.atomic_io import atomic_write_text, json_text
 
 PRESETS = CONFIG_DIR / "feature-benchmark"
 #: The table's rows, in order; the first of each stage-1 group trains the shared stage 1.
@@ -144,7 +145,7 @@ def _train(cfg: RunConfig, stage1_from: tuple[Path, float, float] | None) -> dic
     else:
         timing = {"seconds": wall, "cpu_seconds": cpu, "stage1_seconds": marks.get("wall", 0.0),
                   "stage1_cpu_seconds": marks.get("cpu", 0.0), "stage1_shared": False}
-    (cfg.run_dir() / "timing.json").write_text(json.dumps(timing))
+    atomic_write_text(cfg.run_dir() / "timing.json", json_text(timing))
     return {**summary, **timing}
 
 
@@ -421,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "claims": {f"{c:g}": claims(records, c) for c in levels},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    atomic_write_text(args.out / "results.json", json_text(results, indent=1))
     print(f"results: {args.out / 'results.json'}")
     plot = contamination_plot(records, args.out / "contamination.png")
     if plot is not None:

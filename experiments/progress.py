@@ -45,3 +45,39 @@ def progress_hook(progress: Progress, tasks: dict[int, Any]) -> Callable[[int, i
         if stage in tasks:
             progress.update(tasks[stage], completed=step, info=step_info(stage, metrics))
     return hook
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def plain_log_hook(totals: dict[int, int], every: int, print_line: Callable[[str], None] = print,
+                   clock: Callable[[], float] | None = None) -> Callable[[int, int, dict[str, float]], None]:
+    """An ``on_step`` callback printing one plain line every ``every`` steps and at each stage's end (logs, not terminals).
+
+    ``stage 2 step 400/800  loss 1.234  cls 0.912 adv 1.380 ...  12.3 steps/s  eta 1m05s``: nothing
+    is cut to a terminal's width, and each line stands alone in a cluster or nohup log.
+    """
+    import time
+
+    clock = clock or time.monotonic
+    started: dict[int, tuple[float, int]] = {}  # stage -> (time, step) when this process first saw it
+
+    def hook(stage: int, step: int, metrics: dict[str, float]) -> None:
+        now = clock()
+        t0, s0 = started.setdefault(stage, (now, step - 1))
+        total = totals.get(stage, 0)
+        if step % every and step != total:
+            return
+        rate = (step - s0) / (now - t0) if now > t0 else float("nan")
+        line = f"stage {stage} step {step}/{total}"
+        if "loss" in metrics:
+            line += f"  loss {metrics['loss']:.3f}"
+        line += f"  {step_info(stage, metrics)}"
+        if rate == rate and rate > 0:
+            line += f"  {rate:.1f} steps/s  eta {_duration((total - step) / rate)}"
+        print_line(line)
+    return hook

@@ -53,8 +53,11 @@ class RunRecord:
         return self.path / "refinement_stats.json"
 
 
-def find_runs(paths: list[Path]) -> list[RunRecord]:
-    """Every finished run at or below ``paths`` (folders with config.json and summary.json); stage-1 folders are skipped."""
+def find_runs(paths: list[Path], skipped: list[str] | None = None) -> list[RunRecord]:
+    """Every finished run at or below ``paths`` (folders with config.json and summary.json); stage-1 folders are skipped.
+
+    ``skipped``: collect a one-line reason per unreadable run there and go on (else the first one raises ValueError).
+    """
     found: dict[Path, RunRecord] = {}
     for root in paths:
         if not root.exists():
@@ -63,7 +66,13 @@ def find_runs(paths: list[Path]) -> list[RunRecord]:
         for run in candidates:
             if "_stage1" in run.parts or not (run / "config.json").is_file():
                 continue
-            record = _load_run(run)
+            try:
+                record = _load_run(run)
+            except ValueError as err:
+                if skipped is None:
+                    raise
+                skipped.append(str(err))
+                continue
             if record is not None:
                 found[run.resolve()] = record
     return list(found.values())
@@ -73,7 +82,7 @@ def _load_run(run: Path) -> RunRecord | None:
     try:
         config = json.loads((run / "config.json").read_text())
         summary = json.loads((run / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: bad JSON, or bytes that are not UTF-8
         raise ValueError(f"{run}: unreadable run files ({err})") from err
     if config.get("stage2", {}).get("steps", 0) == 0 or not summary.get("evaluations"):
         return None  # a stage-1-only run has nothing to report
@@ -84,8 +93,11 @@ def _load_run(run: Path) -> RunRecord | None:
     pair = f"{data.get('source', '?')}→{data.get('target', '?')}"
     if METHODS.get(method) is not None and METHODS[method].source_is_target:
         pair = f"→{data.get('target', '?')}"  # the upper bound belongs to every pair with this target
-    return RunRecord(run, method, pair, int(config.get("seed", 0)), float(summary["top1_last"]),
-                     float(summary["mean_class_accuracy_last"]), summary["evaluations"], config)
+    try:
+        return RunRecord(run, method, pair, int(config.get("seed", 0)), float(summary["top1_last"]),
+                         float(summary["mean_class_accuracy_last"]), summary["evaluations"], config)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{run}: summary.json lacks a usable {err} value") from None
 
 
 @dataclass(frozen=True)

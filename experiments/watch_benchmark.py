@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from experiments.config import CONFIG_DIR, RunConfig, load_config
+from features.atomic_io import atomic_write_text, json_text
 
 WATCH_CONFIGS = CONFIG_DIR / "watch"
 DIRECTIONS: tuple[str, ...] = ("left-to-right", "right-to-left")
@@ -175,7 +176,7 @@ def _train(cfg: RunConfig, stage1_from: Path | None, stage1_seconds: float) -> d
         timing = {"seconds": stage1_seconds + seconds, "stage1_seconds": stage1_seconds}
     else:
         timing = {"seconds": seconds, "stage1_seconds": marks.get("stage1", 0.0)}
-    (cfg.run_dir() / "timing.json").write_text(json.dumps(timing))
+    atomic_write_text(cfg.run_dir() / "timing.json", json_text(timing))
     return {**summary, **timing}
 
 
@@ -363,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_benchmark(args.out, range(args.seeds), directions, methods, parse_overrides(args.overrides))
         print(f"total wall time {time.perf_counter() - start:.0f} s ({os.environ.get('OMP_NUM_THREADS', '?')} OMP threads, torch {args.threads})")
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps({"runs": [asdict(r) for r in results], "reference": reference}, indent=1))
+        atomic_write_text(args.out / "results.json", json_text({"runs": [asdict(r) for r in results], "reference": reference}, indent=1))
     print(results_table(results, reference))
     if any(r.agents for r in results):
         print()

@@ -8,6 +8,10 @@ copy. Every writer of the package that must not leave a torn file goes through :
 
 from __future__ import annotations
 
+import errno
+import glob
+import json
+import math
 import os
 import shutil
 import tempfile
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DiskFullError",
     "atomic_directory",
     "atomic_path",
     "atomic_torch_save",
@@ -24,7 +29,64 @@ __all__ = [
     "atomic_write_text",
     "fsync_dir",
     "fsync_file",
+    "json_text",
+    "remove_stale_temporaries",
 ]
+
+
+class DiskFullError(OSError):
+    """ENOSPC while writing a file atomically; the message names the file and the space it needs."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _size_text(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def _disk_full(target: Path, tmp: Path, needed: int | None) -> DiskFullError:
+    try:
+        free = shutil.disk_usage(target.parent).free
+    except OSError:  # pragma: no cover
+        free = None
+    written = tmp.stat().st_size if tmp.exists() else 0
+    need = f"needs about {_size_text(needed)}" if needed else f"needs more than the {_size_text(written)} written before it failed"
+    has = f", {_size_text(free)} free there" if free is not None else ""
+    return DiskFullError(errno.ENOSPC, f"no space left on device writing {target}: it {need}{has}")
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` as strict JSON: NaN and infinities become ``null`` (``json.dumps`` would write bare ``NaN``, which is not JSON)."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(obj), indent=indent, allow_nan=False)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], names: tuple[str, ...] | list[str]) -> list[Path]:
+    """Delete the temporaries :func:`atomic_path` left for ``names`` in ``folder`` when a process was killed mid-write.
+
+    Only ``NAME.<random>.tmp`` of the given names go (the default prefix and suffix): the caller
+    must own the folder (hold its lock), since a live writer's temporary has the same pattern.
+    """
+    removed = []
+    for name in names:
+        for path in Path(folder).glob(f"{glob.escape(name)}.*.tmp"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def _file_mode() -> int:
@@ -64,6 +126,7 @@ def atomic_path(
     prefix: str | None = None,
     suffix: str = ".tmp",
     fsync: bool = False,
+    size_hint: int | None = None,
 ) -> Iterator[Path]:
     """Yield a new, empty temporary file in ``path``'s folder; it replaces ``path`` when the block succeeds.
 
@@ -74,6 +137,8 @@ def atomic_path(
     :param suffix: end of the temporary name; writers that choose a format by extension need theirs
         (``np.savez`` appends ``.npz`` to any other name, matplotlib picks the image type).
     :param fsync: flush the file before the rename and the folder after it (survives power loss).
+    :param size_hint: bytes the file will take, for the message of a :class:`DiskFullError` (raised
+        instead of a bare ENOSPC ``OSError``).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +151,13 @@ def atomic_path(
         if fsync:
             fsync_file(tmp)
         os.replace(tmp, target)
+    except OSError as err:
+        if err.errno == errno.ENOSPC and not isinstance(err, DiskFullError):
+            full = _disk_full(target, tmp, size_hint)
+            tmp.unlink(missing_ok=True)
+            raise full from err
+        tmp.unlink(missing_ok=True)
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -112,9 +184,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str], **options: Any) ->
     """``torch.save(obj)`` to ``path`` atomically: never a half-written checkpoint under that name."""
     import torch  # here, so that the text and bytes writers do not pay for torch
 
+    options.setdefault("size_hint", _tensor_bytes(obj))
     with atomic_path(path, **options) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested state (what dominates a checkpoint's size)."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return len(obj) if isinstance(obj, (str, bytes)) else 0
 
 
 @contextmanager

@@ -1,7 +1,9 @@
 """The instance-refinement environment of MMIR and everything its reward needs.
 
 Importing this package registers ``mmir/InstanceRefinement-v0`` (pass ``source=`` and
-``discriminator=``) and ``mmir/SyntheticRefinement-v0`` (self-contained) with Gymnasium.
+``discriminator=``) and ``mmir/SyntheticRefinement-v0`` (self-contained) with Gymnasium. Both have a
+vector entry point, the natively batched :class:`BatchedRefinementEnv`:
+``gym.make_vec(id, num_envs=N, vectorization_mode="vector_entry_point")``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from mmir_env.sources import (
     SyntheticSource,
     generate_synthetic_domains,
 )
-from mmir_env.synthetic_env import make_synthetic_refinement_env, make_synthetic_source
+from mmir_env.synthetic_env import make_synthetic_batched_env, make_synthetic_refinement_env, make_synthetic_source
 
 INSTANCE_REFINEMENT_ID = "mmir/InstanceRefinement-v0"
 SYNTHETIC_REFINEMENT_ID = "mmir/SyntheticRefinement-v0"
@@ -39,9 +41,11 @@ SYNTHETIC_REFINEMENT_ID = "mmir/SyntheticRefinement-v0"
 def _register() -> None:
     registry = gymnasium.envs.registration.registry
     if INSTANCE_REFINEMENT_ID not in registry:
-        gymnasium.register(id=INSTANCE_REFINEMENT_ID, entry_point="mmir_env.env:InstanceRefinementEnv")
+        gymnasium.register(id=INSTANCE_REFINEMENT_ID, entry_point="mmir_env.env:InstanceRefinementEnv",
+                           vector_entry_point="mmir_env.batched:BatchedRefinementEnv")
     if SYNTHETIC_REFINEMENT_ID not in registry:
-        gymnasium.register(id=SYNTHETIC_REFINEMENT_ID, entry_point="mmir_env.synthetic_env:make_synthetic_refinement_env")
+        gymnasium.register(id=SYNTHETIC_REFINEMENT_ID, entry_point="mmir_env.synthetic_env:make_synthetic_refinement_env",
+                           vector_entry_point="mmir_env.synthetic_env:make_synthetic_batched_env")
 
 
 _register()
@@ -69,6 +73,7 @@ __all__ = [
     "fit_discriminator",
     "generate_synthetic_domains",
     "grad_reverse",
+    "make_synthetic_batched_env",
     "make_synthetic_refinement_env",
     "make_synthetic_source",
     "rank_reward",

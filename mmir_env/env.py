@@ -103,7 +103,9 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Vectorized environment
     :class:`~mmir_env.batched.BatchedRefinementEnv` holds thousands of candidate sets in one tensor
-    and scores them in one discriminator forward.
+    and scores them in one discriminator forward. It is the registered vector entry point:
+    ``gym.make_vec("mmir/InstanceRefinement-v0", num_envs=N, vectorization_mode="vector_entry_point",
+    source=..., discriminator=...)`` builds one (``SyncVectorEnv``/``AsyncVectorEnv`` also work).
 
     ## Version History
     * v0: initial version.

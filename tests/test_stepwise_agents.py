@@ -11,6 +11,7 @@ import torch
 
 from agents.dqn import RefinementDQN
 from agents.stepwise import (
+    COTRAIN_DQN_PINNED,
     STEPWISE_AGENTS,
     StepwiseAgent,
     StepwiseRefinementDQN,
@@ -188,6 +189,7 @@ def test_mmir_dqn_factory_is_domain_refiners_construction(q_net):
         n_c=N_C, feature_dim=D, q_net=hp["q_net"], learning_rate=hp["lr"], gamma=hp["gamma"], epsilon=hp["epsilon"],
         buffer_size=hp["buffer_size"], batch_size=hp["batch_size"], learning_starts=hp["learning_starts"],
         target_update_interval=hp["target_update_interval"], loss=hp["loss"], device=device, seed=11,
+        **COTRAIN_DQN_PINNED,  # co-training pins what it does not set, so standalone defaults may change
     )
     assert built.hyperparameters == direct.hyperparameters
     for (na, a), (nb, b) in zip(built.q_net.named_parameters(), direct.q_net.named_parameters(), strict=True):

@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from experiments.cli.common import CLIError
-    from features.devices import resolve_device
     from features.i3d import CheckpointMismatchError, InceptionI3d
     from features.pretrained import (
         PRETRAINED,
@@ -72,7 +71,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--top, --frames and --size must be >= 1")
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    device = resolve_device(args.device)
+    from experiments.config import ConfigError
+    from experiments.runs import usable_device
+
+    try:
+        device = usable_device(args.device, key="--device")
+    except ConfigError as err:
+        raise CLIError(str(err)) from None
     console = Console()
 
     try:

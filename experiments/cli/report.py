@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,13 @@ def run(args: argparse.Namespace) -> int:
                                     rich_tables, write_plots)
     from features.atomic_io import atomic_write_text
 
+    skipped: list[str] = []
     try:
-        records = find_runs(args.runs)
+        records = find_runs(args.runs, skipped)
     except (FileNotFoundError, ValueError) as err:
         raise CLIError(str(err)) from err
+    for reason in skipped:  # one bad run must not hide the others
+        print(f"mmir report: warning: skipping {reason}", file=sys.stderr)
     if not records:
         raise CLIError(f"no finished runs (folders with config.json and summary.json) below {', '.join(map(str, args.runs))}")
     metric = "top1" if args.metric == "top1" else "mean-class"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import warnings
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from features.atomic_io import atomic_write_text, json_text
 
 DEFAULT_LOGIT_NOISE = 1.0  # the synthetic benchmark's discriminator drift (mmir_env.synthetic_env)
 
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         payload = {"arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
                    "summary": rows, "runs": [r.as_dict() for r in results]}
-        (args.out / "results.json").write_text(json.dumps(payload, indent=2))
+        atomic_write_text(args.out / "results.json", json_text(payload, indent=2))
         console.print(f"results written to {args.out / 'results.json'}")
     return 0
 

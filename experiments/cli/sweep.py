@@ -13,7 +13,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "sweep", help="run methods x domain pairs x seeds (resumable; --jobs for parallel processes), then `mmir report`",
         description="Run a grid of co-training runs. Finished runs are skipped and interrupted ones continue from their "
-                    "checkpoints, so running the same command again completes a sweep. Methods whose stage 1 is the same share it.",
+                    "checkpoints, so running the same command again completes a sweep. Methods whose stage 1 is the same share it. "
+                    "Runs are keyed on their resolved config: a run made with other settings (other steps, --set, ...) is never "
+                    "'already done'; the sweep refuses to start and lists them (--overwrite runs them again). "
+                    "--launcher slurm submits one Slurm job per run through submitit (stage-1 runs first) with the same "
+                    "bookkeeping; --launcher submitit-local runs those jobs on this machine. Each run writes TensorBoard "
+                    "events to RUN/tensorboard (tensorboard --logdir OUT).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated names from experiments.methods")
     p.add_argument("--pairs", default="synthetic",
@@ -30,6 +35,17 @@ def register(sub: Any) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value of every run (TOML syntax), e.g. --set stage2.steps=100")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is already done, run nothing")
+    p.add_argument("--overwrite", action="store_true", help="run again the runs made with other settings (else the sweep refuses to start)")
+    p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files (RUN/tensorboard)")
+    p.add_argument("--launcher", choices=("processes", "slurm", "submitit-local"), default="processes",
+                   help="processes: --jobs processes on this machine; slurm: one Slurm job per run (submitit; --jobs: array "
+                        "parallelism); submitit-local: the same submitit jobs on this machine (--jobs at a time)")
+    slurm = p.add_argument_group("--launcher slurm", "resources of each job (submitit's AutoExecutor parameters)")
+    slurm.add_argument("--slurm-partition", default="", help="partition (empty: the cluster's default)")
+    slurm.add_argument("--slurm-time", type=int, default=240, metavar="MIN", help="time limit of each job in minutes")
+    slurm.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per job")
+    slurm.add_argument("--slurm-cpus", type=int, default=8, help="CPUs per job (also its torch threads unless --threads)")
+    slurm.add_argument("--slurm-mem-gb", type=float, default=32.0, help="memory per job in GB")
     p.set_defaults(func=run)
 
 
@@ -39,10 +55,13 @@ def run(args: argparse.Namespace) -> int:
     from experiments.cli.common import CLIError
     from experiments.config import ConfigError, parse_overrides
     from experiments.methods import get_method
-    from experiments.sweep import SweepOptions, is_done, plan, run_sweep
+    from experiments.runs import RunFolderError
+    from experiments.sweep import SlurmOptions, SweepError, SweepOptions, is_done, plan, run_sweep, run_sweep_submitit, stored_differences
 
     if args.seeds < 1 or args.jobs < 1 or args.threads < 0:
         raise CLIError("--seeds and --jobs must be >= 1 and --threads >= 0")
+    if args.slurm_time < 1 or args.slurm_gpus < 0 or args.slurm_cpus < 1 or not args.slurm_mem_gb > 0:
+        raise CLIError("--slurm-time and --slurm-cpus must be >= 1, --slurm-gpus >= 0 and --slurm-mem-gb > 0")
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     pairs = tuple(p.strip() for p in args.pairs.split(",") if p.strip())
     try:
@@ -50,15 +69,23 @@ def run(args: argparse.Namespace) -> int:
             get_method(m)
         options = SweepOptions(out=args.out, methods=methods, pairs=pairs, seeds=tuple(range(args.seeds)), data_root=args.data_root,
                                stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps,
-                               overrides=tuple(parse_overrides(args.overrides).items()))
+                               overrides=tuple(parse_overrides(args.overrides).items()), tensorboard=not args.no_tensorboard,
+                               overwrite=args.overwrite)
         console = Console()
         if args.dry_run:
             stage1, stage2 = plan(options)
             for job in stage1 + stage2:
-                console.print(f"{'done   ' if is_done(job) else 'to run '} {job.label}")
+                changed = stored_differences(job)
+                state = "done   " if is_done(job) else "changed" if changed else "to run "
+                console.print(f"{state} {job.label}" + (f"  ({', '.join(changed)})" if changed else ""), highlight=False)
             return 0
-        run_sweep(options, jobs=args.jobs, console=console, threads=args.threads)
-    except ConfigError as err:
+        if args.launcher == "processes":
+            run_sweep(options, jobs=args.jobs, console=console, threads=args.threads)
+        else:
+            resources = SlurmOptions(partition=args.slurm_partition, time_min=args.slurm_time, gpus=args.slurm_gpus,
+                                     cpus=args.slurm_cpus, mem_gb=args.slurm_mem_gb)
+            run_sweep_submitit(options, args.launcher, jobs=args.jobs, console=console, threads=args.threads, slurm=resources)
+    except (ConfigError, RunFolderError, SweepError) as err:
         raise CLIError(str(err)) from err
     console.print(f"done: `mmir report {args.out}` prints the tables")
     return 0

@@ -43,21 +43,63 @@ class CandidateSource(Protocol):
         ...
 
 
-def sample_distinct_rows(rng: np.random.Generator, pool_size: int, n_sets: int, n_c: int) -> np.ndarray:
-    """``[n_sets, n_c]`` row indices, distinct within each set, uniformly over subsets.
+# Rejection (today's draw) is kept while a with-replacement set is distinct with at least this
+# probability: then the cap below leaves a set undecided with probability < (2/3)**64 ~ 5e-12.
+_REJECTION_MIN_ACCEPT = 1.0 / 3.0
+_REJECTION_MAX_ROUNDS = 64
+# Random keys drawn at once by the exact draw (bounds its memory: 4M float64 = 32 MB).
+_EXACT_CHUNK_KEYS = 1 << 22
 
-    Draws with replacement and redraws only the sets that contain a duplicate, so the cost stays
-    ``O(n_sets * n_c)`` whatever the pool size (a per-set ``rng.choice`` would loop in Python).
+
+def sample_distinct_rows(rng: np.random.Generator, pool_size: int, n_sets: int, n_c: int) -> np.ndarray:
+    """``[n_sets, n_c]`` row indices, distinct within each set: each set a uniform ordered draw without replacement.
+
+    Exact and bounded for every ``n_c <= pool_size``. When a with-replacement set is likely to be
+    distinct (small ``n_c`` against the pool, co-training's case) it draws with replacement and
+    redraws the sets that hold a repeat, at most ``_REJECTION_MAX_ROUNDS`` times; any set still
+    undecided then, and every set when repeats are likely, is drawn exactly without replacement
+    (:func:`_draw_without_replacement`). Both draws give every ordered set of distinct rows the same
+    probability, so their mixture does too; which one decides a set never depends on its values.
     """
     if n_c > pool_size:
         raise ValueError(f"n_c={n_c} exceeds the pool size {pool_size}: a candidate set needs distinct rows")
+    if n_c < 0 or n_sets < 0:
+        raise ValueError(f"n_sets and n_c must be >= 0, got n_sets={n_sets}, n_c={n_c}")
+    # P(n_c draws with replacement are distinct) = prod_i (1 - i / pool_size)
+    log_accept = float(np.log1p(-np.arange(n_c, dtype=np.float64) / pool_size).sum()) if n_c > 1 else 0.0
+    if log_accept < np.log(_REJECTION_MIN_ACCEPT):
+        return _draw_without_replacement(rng, pool_size, n_sets, n_c)
     idx = rng.integers(0, pool_size, size=(n_sets, n_c))
-    while True:
+    for _ in range(_REJECTION_MAX_ROUNDS):
         ordered = np.sort(idx, axis=1)
         bad = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
         if bad.size == 0:
             return idx
         idx[bad] = rng.integers(0, pool_size, size=(bad.size, n_c))
+    ordered = np.sort(idx, axis=1)
+    bad = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+    if bad.size:
+        idx[bad] = _draw_without_replacement(rng, pool_size, bad.size, n_c)
+    return idx
+
+
+def _draw_without_replacement(rng: np.random.Generator, pool_size: int, n_sets: int, n_c: int) -> np.ndarray:
+    """``[n_sets, n_c]``: per set, the rows of the ``n_c`` smallest of ``pool_size`` uniform keys, by key.
+
+    The order of i.i.d. keys is a uniform permutation, so its first ``n_c`` entries are a uniform
+    ordered draw without replacement. ``argpartition`` finds them in ``O(pool_size)`` per set; sets
+    are processed in chunks so the keys never exceed ``_EXACT_CHUNK_KEYS`` floats.
+    """
+    out = np.empty((n_sets, n_c), dtype=np.int64)
+    if n_sets == 0 or n_c == 0:
+        return out
+    chunk = max(1, _EXACT_CHUNK_KEYS // pool_size)
+    for start in range(0, n_sets, chunk):
+        keys = rng.random((min(chunk, n_sets - start), pool_size))
+        rows = np.argpartition(keys, n_c - 1, axis=1)[:, :n_c] if n_c < pool_size else np.broadcast_to(np.arange(pool_size), keys.shape)
+        order = np.argsort(np.take_along_axis(keys, rows, axis=1), axis=1)
+        out[start:start + keys.shape[0]] = np.take_along_axis(rows, order, axis=1)
+    return out
 
 
 def _as_feature_tensor(name: str, value: object) -> Tensor:
