@@ -137,7 +137,6 @@ def test_ready_then_update_trains_the_q_network(name):
 
 @pytest.mark.parametrize("name", AGENTS)
 def test_learns_that_row_zero_pays(name):
-    start = time.perf_counter()
     agent = make(name, epsilon=1.0, batch_size=64, learning_starts=64)
     gen = torch.Generator().manual_seed(3)
     for _ in range(300):
@@ -146,7 +145,6 @@ def test_learns_that_row_zero_pays(name):
     hits = torch.cat([agent.act(candidate_sets(gen), torch.ones((B, N_C), dtype=torch.bool), deterministic=True)
                       for _ in range(8)]).eq(0).float().mean()
     assert float(hits) > 0.9, float(hits)
-    assert time.perf_counter() - start < 10  # ~1-3 s on one thread; guards against a slow path
 
 
 @pytest.mark.parametrize("name", AGENTS)
