@@ -132,7 +132,7 @@ def test_the_presets_write_every_key_and_differ_only_in_the_method():
     base = _flat(PRESETS / "adversarial-only.toml")
     method_keys = {"name", "method", "stage2.adversarial", "stage2.refinement", "agents.s_agents", "agents.t_agents",
                    "refinement.policy", "refinement.learn_only", "refinement.relevance", "refinement.relabel",
-                   "refinement.warmup_steps", "env.reward", "feature_benchmark.clean"}
+                   "refinement.warmup_steps", "env.reward", "agents.epsilon", "feature_benchmark.clean"}
     for path in presets:
         raw = tomllib.loads(path.read_text())
         cfg = load_config(path)
