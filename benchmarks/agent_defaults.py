@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 import mmir_env  # noqa: F401  (registers the environments)
-from agents import OracleAgent, RandomAgent, make_agent
+from agents import OracleAgent, RandomAgent, make_agent, registered_agents
 from experiments.study import evaluate_selection
 
 EVAL_SEED = 5000
@@ -38,7 +38,8 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set {item!r}: expected key=value")
+            print(f"agent_defaults.py: error: --set {item!r}: expected key=value", file=sys.stderr)
+            raise SystemExit(2)
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -68,10 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a RefinementDQN keyword for mmir-dqn (repeatable)")
     args = parser.parse_args(argv)
     agents = [a for a in args.agents.split(",") if a]
+    unknown = sorted(set(agents) - set(registered_agents()))
+    if not agents or unknown:
+        parser.error(f"--agents {args.agents!r}: unknown {unknown}; registered agents: {', '.join(registered_agents())}")
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
-        raise SystemExit(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+        parser.error(f"--seeds {args.seeds!r}: expected comma-separated integers")
+    if not seeds or args.timesteps < 1 or args.episodes < 1:
+        parser.error("--seeds needs at least one seed; --timesteps and --episodes must be >= 1")
     overrides = parse_sets(args.set)
 
     console = Console()
