@@ -221,7 +221,7 @@ def test_sb3_defaults_on_the_batched_env_respect_total_timesteps(small_source, n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         agent = make_agent(name, env, seed=0)
-            agent.learn(2048)
+        agent.learn(2048)
     assert 2048 <= agent.num_timesteps <= 2048 + env.num_envs  # at most one vector step past the budget
 
 
