@@ -135,33 +135,31 @@ def main() -> None:
         table.add_row(name, f"{compute:.3f}", f"{wait:.3f}", f"{wait / (wait + compute):.0%}")
     console.print(table)
     adv, mmir = timers["adversarial-only"], timers["MMIR (adversarial + IR)"]
-    # The step a user waits for is data + compute (the demo loads in the main process); the compute
-    # alone is the stricter view, because data loading dilutes any overhead.
-    for label, adv_t, mmir_t in (
-        ("whole step (data + compute)", np.add(adv.compute, adv.waiting), np.add(mmir.compute, mmir.waiting)),
-        ("compute only", np.asarray(adv.compute), np.asarray(mmir.compute)),
-    ):
-        overhead, low, high = paired_overhead(adv_t, mmir_t)
-        console.print(f"refinement overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
-                      f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
+    print_overheads(console, "refinement", adv, mmir)
     plain = timers[NO_DIAGNOSTICS]
     overhead, low, high = paired_overhead(np.asarray(plain.compute), np.asarray(mmir.compute))
     console.print(f"the refinement diagnostics (compute): {overhead:+.1f}% of the MMIR step without them "
                   f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%)")
     if args.design != "none":
-        design_timer = timers[f"design {args.design}"]
-        for label, adv_t, des_t in (
-            ("whole step (data + compute)", np.add(adv.compute, adv.waiting), np.add(design_timer.compute, design_timer.waiting)),
-            ("compute only", np.asarray(adv.compute), np.asarray(design_timer.compute)),
-        ):
-            overhead, low, high = paired_overhead(adv_t, des_t)
-            console.print(f"{args.design} overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
-                          f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
+        print_overheads(console, args.design, adv, timers[f"design {args.design}"])
     hand = timers[HAND_WIRED]
     overhead, low, high = paired_overhead(np.asarray(hand.compute), np.asarray(mmir.compute))
     ratio = float(np.median(mmir.compute) / np.median(hand.compute))
     console.print(f"the loop's MMIR step / the hand-wired step (compute): {ratio:.3f} ({overhead:+.1f}%, 95% bootstrap "
                   f"interval {low:+.1f}% .. {high:+.1f}%; target: not slower)")
+
+
+def print_overheads(console: Console, what: str, adv: StepTimer, other: StepTimer) -> None:
+    """``other``'s overhead over the adversarial-only step, for the whole step and for compute only."""
+    # The step a user waits for is data + compute (the demo loads in the main process); the compute
+    # alone is the stricter view, because data loading dilutes any overhead.
+    for label, adv_t, other_t in (
+        ("whole step (data + compute)", np.add(adv.compute, adv.waiting), np.add(other.compute, other.waiting)),
+        ("compute only", np.asarray(adv.compute), np.asarray(other.compute)),
+    ):
+        overhead, low, high = paired_overhead(adv_t, other_t)
+        console.print(f"{what} overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
+                      f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
 
 
 def paired_overhead(adv_t: np.ndarray, mmir_t: np.ndarray) -> tuple[float, float, float]:

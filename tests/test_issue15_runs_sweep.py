@@ -8,19 +8,14 @@ from pathlib import Path
 import pytest
 
 from experiments.cli import main
-from features.data.synthetic_video import generate_video_domains, tiny_config
-from video_helpers import tiny_run_toml
+from video_helpers import tiny_pair_config
 
 FAST = ["--set", "checkpoints.every=1000", "--set", "checkpoints.replay=false"]
 
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("video")
-    generate_video_domains(root, tiny_config(seed=0), train_clips=10)
-    path = root / "tiny-S-T.toml"
-    path.write_text(tiny_run_toml(root, snapshots="enabled = false"))
-    return path
+    return tiny_pair_config(tmp_path_factory.mktemp("video"))
 
 
 def sweep(pair: Path, out: Path, *extra: str) -> int:

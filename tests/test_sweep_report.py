@@ -10,19 +10,14 @@ import pytest
 
 from experiments.cli import main
 from experiments.report import RunRecord, build_tables, markdown
-from features.data.synthetic_video import generate_video_domains, tiny_config
-from video_helpers import tiny_run_toml
+from video_helpers import tiny_pair_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("video")
-    generate_video_domains(root, tiny_config(seed=0), train_clips=10)
-    path = root / "tiny-S-T.toml"
-    path.write_text(tiny_run_toml(root, snapshots="enabled = false"))
-    return path
+    return tiny_pair_config(tmp_path_factory.mktemp("video"))
 
 
 @pytest.fixture(scope="module")

@@ -72,3 +72,13 @@ every = 1
 def tiny_run_toml(root: Path, stage2: str = "", snapshots: str = "") -> str:
     """A co-training run of a few steps on a tiny synthetic dataset at ``root`` (``S`` -> ``T``), as TOML text."""
     return TINY_RUN_TOML.format(root=root, stage2=stage2, snapshots=snapshots)
+
+
+def tiny_pair_config(root: Path) -> Path:
+    """A tiny generated S -> T pair under ``root`` and its run config (snapshots off): the sweep tests' pair."""
+    from features.data.synthetic_video import generate_video_domains, tiny_config
+
+    generate_video_domains(root, tiny_config(seed=0), train_clips=10)
+    path = root / "tiny-S-T.toml"
+    path.write_text(tiny_run_toml(root, snapshots="enabled = false"))
+    return path
