@@ -1,4 +1,4 @@
-"""``mmir demo``: the main job -- source-only vs adversarial-only vs MMIR co-trained on synthetic video."""
+"""``mmir demo``: the main job -- source-only vs adversarial-only vs MMIR (paper and robust) co-trained on synthetic video."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "demo", help="the main job: co-train source-only, adversarial-only and MMIR on synthetic video (CPU, minutes)",
+        "demo", help="the main job: co-train source-only, adversarial-only, MMIR and MMIR robust on synthetic video (CPU, minutes)",
         description="Generate (once, cached in $MMIR_CACHE or ~/.cache/mmir) two synthetic video domains in the EPIC layout with "
-        "planted negatives, co-train tiny two-stream I3D models with source-only, adversarial-only and MMIR (one shared stage 1), "
+        "planted negatives, co-train tiny two-stream I3D models with source-only, adversarial-only, MMIR and MMIR robust "
+        "(the mmir-robust refinement design; one shared stage 1), "
         "and print a Table-3-style comparison with the agents' precision and recall against the planted negatives; then the "
-        "feature-level negative-transfer benchmark (adversarial-only, MMIR, random removal, ground-truth removal, clean data) "
-        "over --benchmark-seeds seeds with paired 95%% intervals.")
+        "feature-level negative-transfer benchmark (adversarial-only, MMIR, mmir-robust, random removal, ground-truth removal, "
+        "clean data) "
+        "over --benchmark-seeds seeds with paired 95% intervals.")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the runs (default: %(default)s)")
     p.add_argument("--stage1-steps", type=int, default=150, help="shared stage-1 steps (default: %(default)s)")
