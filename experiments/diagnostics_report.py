@@ -46,12 +46,16 @@ def run_diagnostics(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
     return {name: float(np.mean(values)) for name, values in sums.items()}
 
 
-def read_run_diagnostics(run: Path) -> dict[str, float]:
-    """:func:`run_diagnostics` of ``run/metrics.jsonl`` ({} when the run has none)."""
+def _rows(run: Path) -> list[dict[str, Any]]:
     path = Path(run) / "metrics.jsonl"
     if not path.is_file():
-        return {}
-    return run_diagnostics(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_run_diagnostics(run: Path) -> dict[str, float]:
+    """:func:`run_diagnostics` of ``run/metrics.jsonl`` ({} when the run has none)."""
+    return run_diagnostics(_rows(run))
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,8 @@ def write_diagnostics_plot(records: list[Any], out: Path) -> Path | None:
     """``diagnostics.png``: agreement, precision, discriminator AUC and staleness over stage 2, one line per method."""
     import matplotlib
 
+    from experiments.report import _smooth
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -157,10 +163,7 @@ def write_diagnostics_plot(records: list[Any], out: Path) -> Path | None:
               ("disc_auc", "GRL discriminator AUC, source vs target"), ("staleness", "replayed rewards gone stale")]
     curves: dict[str, dict[str, list[np.ndarray]]] = {}
     for record in records:
-        path = Path(record.path) / "metrics.jsonl"
-        if not path.is_file():
-            continue
-        rows = [r for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()) if r.get("stage") == 2]
+        rows = [r for r in _rows(record.path) if r.get("stage") == 2]
         for name, _ in panels:
             series = np.array([_nanmean([v for k, v in r.items() if k.startswith(f"diag/{name}/")]) for r in rows])
             if rows and not np.all(np.isnan(series)):
@@ -174,7 +177,7 @@ def write_diagnostics_plot(records: list[Any], out: Path) -> Path | None:
             stacked = np.stack([s[:n] for s in runs])
             mean = np.array([_nanmean(list(column)) for column in stacked.T])
             window = max(1, min(10, n // 10))
-            smooth = np.convolve(mean, np.ones(window) / window, mode="valid") if window > 1 else mean
+            smooth = _smooth(mean, window)
             ax.plot(np.arange(len(smooth)) + window, smooth, label=method)
         ax.set(title=title, xlabel="stage-2 step (moving average)")
         ax.grid(alpha=0.3)
