@@ -45,6 +45,7 @@ import numpy as np
 
 from experiments.config import CONFIG_DIR, RunConfig, load_config
 from experiments.report import COMPARISONS as REPORT_COMPARISONS
+from experiments.runs import finished_run
 from features.atomic_io import atomic_write_text, json_text
 
 PRESETS = CONFIG_DIR / "feature-benchmark"
@@ -112,19 +113,11 @@ def refinement_precision(metrics_path: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def _finished(cfg: RunConfig) -> dict[str, Any] | None:
-    run_dir = cfg.run_dir()
-    files = [run_dir / n for n in ("summary.json", "config.json", "timing.json")]
-    if all(f.is_file() for f in files) and json.loads(files[1].read_text()) == json.loads(json.dumps(cfg.to_dict())):
-        return {**json.loads(files[0].read_text()), **json.loads(files[2].read_text())}
-    return None
-
-
 def _train(cfg: RunConfig, stage1_from: tuple[Path, float, float] | None) -> dict[str, Any]:
     """One run (from a shared stage 1 when given: its checkpoint, wall and CPU seconds); summary plus timing."""
     from experiments.cotrain import CoTrainer
 
-    done = _finished(cfg)
+    done = finished_run(cfg, extra=("timing.json",))
     if done is not None:
         return done
     wall, cpu = time.perf_counter(), time.process_time()

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from experiments.config import ConfigError
+from experiments.config import ConfigError, RunConfig, from_dict
 from features.atomic_io import remove_stale_temporaries
 
 __all__ = [
@@ -41,12 +41,14 @@ __all__ = [
     "clear_run",
     "config_differences",
     "existing_run_files",
+    "finished_run",
     "one_line",
     "prepare_run_folder",
     "read_checkpoint",
     "remove_stale_temporaries",
     "resume_state",
     "usable_device",
+    "with_defaults",
 ]
 
 # What a run writes into its folder (and --overwrite removes); nothing else there is touched.
@@ -139,11 +141,47 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored ``config.json`` as this version of mmir would write it: keys added since get their defaults.
+
+    A new key's default keeps the behaviour from before it existed, so a run written by an earlier
+    mmir is the same run as today's config that leaves the key at its default. A stored config this
+    version cannot read (a key since removed, a wrong type) is returned as it is.
+    """
+    try:
+        return from_dict(RunConfig, stored).to_dict()
+    except (ConfigError, TypeError, ValueError):
+        return stored
+
+
 def config_differences(stored: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
-    """Dotted keys whose values differ between two ``RunConfig.to_dict()`` mappings, as ``key: old -> new``."""
-    old, new = _flatten(json.loads(json.dumps(stored))), _flatten(json.loads(json.dumps(current)))
+    """Dotted keys whose values differ between a stored config (see :func:`with_defaults`) and a
+    ``RunConfig.to_dict()`` mapping, as ``key: old -> new``."""
+    old, new = _flatten(json.loads(json.dumps(with_defaults(stored)))), _flatten(json.loads(json.dumps(current)))
     return [f"{key}: {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
             for key in sorted(set(old) | set(new)) if key not in ignore and old.get(key) != new.get(key)]
+
+
+def finished_run(cfg: RunConfig, extra: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The summary (merged with the ``extra`` JSON files) of the finished run of ``cfg`` in its folder, or None.
+
+    Finished: ``summary.json``, ``config.json`` and every ``extra`` file are there, and the stored
+    config is ``cfg``'s (no :func:`config_differences`). Benchmarks use it to skip what is done.
+    """
+    run_dir = cfg.run_dir()
+    files = [run_dir / name for name in ("summary.json", "config.json", *extra)]
+    if not all(f.is_file() for f in files):
+        return None
+    try:
+        stored = json.loads(files[1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stored, dict) or config_differences(stored, cfg.to_dict()):
+        return None
+    merged: dict[str, Any] = {}
+    for f in (files[0], *files[2:]):
+        merged.update(json.loads(f.read_text(encoding="utf-8")))
+    return merged
 
 
 def prepare_run_folder(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from experiments.config import CONFIG_DIR, RunConfig, load_config
+from experiments.runs import finished_run
 from features.atomic_io import atomic_write_text, json_text
 
 WATCH_CONFIGS = CONFIG_DIR / "watch"
@@ -146,18 +147,10 @@ class RunResult:
     run_dir: str
 
 
-def _finished(cfg: RunConfig) -> dict[str, Any] | None:
-    run_dir = cfg.run_dir()
-    summary, config, timing = run_dir / "summary.json", run_dir / "config.json", run_dir / "timing.json"
-    if summary.is_file() and config.is_file() and timing.is_file() and json.loads(config.read_text()) == json.loads(json.dumps(cfg.to_dict())):
-        return {**json.loads(summary.read_text()), **json.loads(timing.read_text())}
-    return None
-
-
 def _train(cfg: RunConfig, stage1_from: Path | None, stage1_seconds: float) -> dict[str, Any]:
     from experiments.cotrain import CoTrainer
 
-    done = _finished(cfg)
+    done = finished_run(cfg, extra=("timing.json",))
     if done is not None:
         return done
     start = time.perf_counter()
