@@ -137,6 +137,7 @@ def main() -> None:
     adv, mmir = timers["adversarial-only"], timers["MMIR (adversarial + IR)"]
     print_overheads(console, "refinement", adv, mmir)
     plain = timers[NO_DIAGNOSTICS]
+    print_overheads(console, "refinement without diagnostics", adv, plain)
     overhead, low, high = paired_overhead(np.asarray(plain.compute), np.asarray(mmir.compute))
     console.print(f"the refinement diagnostics (compute): {overhead:+.1f}% of the MMIR step without them "
                   f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%)")
