@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from experiments.cotrain import CoTrainer
-from experiments.demo import demo_config, ensure_demo_data
+from experiments.demo import apply_design, demo_config, ensure_demo_data
 from experiments.losses import adversarial_loss, classification_loss
 from experiments.methods import METHODS
 from experiments.steps import StepBatch
@@ -108,18 +108,17 @@ def main() -> None:
     root = ensure_demo_data(0, args.data_root, console)
     timers = {}
     with tempfile.TemporaryDirectory() as out:
-        variants = [("adversarial-only", False, False, {}), ("MMIR (adversarial + IR)", True, False, {}),
-                    (HAND_WIRED, True, True, {}), (NO_DIAGNOSTICS, True, False, {"refinement.diagnostics": False})]
+        variants = [("adversarial-only", False, False, None), ("MMIR (adversarial + IR)", True, False, None),
+                    (HAND_WIRED, True, True, None), (NO_DIAGNOSTICS, True, False, None)]
         if args.design != "none":
-            design = {k: v for k, v in METHODS[args.design].overrides.items() if k.startswith(("refinement.", "env."))}
-            variants.append((f"design {args.design}", True, False, design))
-        for name, refinement, hand_wired, overrides in variants:
+            variants.append((f"design {args.design}", True, False, args.design))
+        for name, refinement, hand_wired, design in variants:
             cfg = demo_config(root, Path(out), 0, 1, args.steps)
             cfg.stage2.refinement = refinement
             cfg.data.num_workers = args.workers
-            for key, value in overrides.items():
-                section, _, field = key.partition(".")
-                setattr(getattr(cfg, section), field, value)
+            cfg.refinement.diagnostics = name != NO_DIAGNOSTICS
+            if design is not None:  # the design's refinement settings and epsilon, as the demo runs it
+                apply_design(cfg, design)
             trainer = CoTrainer(cfg)
             trainer.stage, trainer.optimizers = 2, trainer._make_optimizers(2)
             timers[name] = StepTimer(trainer, hand_wired=hand_wired)

@@ -48,6 +48,13 @@ def design_overrides(design: str) -> dict[str, Any]:
     return {k: v for k, v in get_method(design).overrides.items() if k.startswith(("refinement.", "env.")) or k == "agents.epsilon"}
 
 
+def apply_design(cfg: RunConfig, design: str) -> None:
+    """Set :func:`design_overrides` of ``design`` on ``cfg`` in place (the caller validates)."""
+    for key, value in design_overrides(design).items():
+        section, _, field = key.partition(".")
+        setattr(getattr(cfg, section), field, value)
+
+
 def ensure_demo_data(seed: int = 0, root: Path | None = None, console: Console | None = None) -> Path:
     """The synthetic video domains of the demo, generated once into the cache (atomically)."""
     from features.data.synthetic_video import SyntheticVideoConfig, generate_video_domains
@@ -95,9 +102,8 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
             cfg = demo_config(root, out_dir, seed, stage1_steps, stage2_steps)
             cfg.name, cfg.method = method.name, method.label or method.name.lower()  # the method label of experiments.methods
             cfg.stage2.adversarial, cfg.stage2.refinement = method.adversarial, method.refinement
-            for key, value in (design_overrides(method.design) if method.design else {}).items():
-                section, _, field = key.partition(".")
-                setattr(getattr(cfg, section), field, value)
+            if method.design:
+                apply_design(cfg, method.design)
             cfg.snapshots.enabled = snapshot and method.refinement
             task = progress.add_task(f"stage 2: {method.name}", total=stage2_steps, info="")
             run = CoTrainer(validate(cfg), on_step=progress_hook(progress, {2: task}))
