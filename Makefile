@@ -21,9 +21,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mmir demo
 
-# lint-imports first: the layers features -> mmir_env -> agents -> experiments ([tool.importlinter] in pyproject.toml);
+# ruff (lint + format, [tool.ruff] in pyproject.toml), then lint-imports: the layers features -> mmir_env -> agents -> experiments ([tool.importlinter] in pyproject.toml);
 # --no-cache: the graph takes half a second, and a cache shared by differently configured runs can go stale
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -38,9 +39,7 @@ def configured_logger(verbose: int, tensorboard_log: str | None, tb_log_name: st
 def candidate_set_shape(space: gym.Space) -> tuple[int, int]:
     """``(n_c, d)`` of a candidate-set observation space, or a ValueError saying what was expected."""
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 2:
-        raise ValueError(
-            f"expected a candidate-set observation space Box(shape=(n_c, d)), got {space!r}"
-        )
+        raise ValueError(f"expected a candidate-set observation space Box(shape=(n_c, d)), got {space!r}")
     return int(space.shape[0]), int(space.shape[1])
 
 
@@ -117,8 +116,13 @@ class RefinementDQN:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
         if replay_dtype not in ("float32", "float16"):
             raise ValueError(f"replay_dtype must be 'float32' or 'float16', got {replay_dtype!r}")
-        for name, value in (("buffer_size", buffer_size), ("batch_size", batch_size), ("train_freq", 1 if train_freq is None else train_freq),
-                            ("gradient_steps", gradient_steps), ("target_update_interval", target_update_interval)):
+        for name, value in (
+            ("buffer_size", buffer_size),
+            ("batch_size", batch_size),
+            ("train_freq", 1 if train_freq is None else train_freq),
+            ("gradient_steps", gradient_steps),
+            ("target_update_interval", target_update_interval),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.env = env
@@ -132,16 +136,29 @@ class RefinementDQN:
             raise ValueError("without an env, pass n_c and feature_dim")
         self.n_c, self.feature_dim = int(n_c), int(feature_dim)
         env_device = getattr(getattr(env, "unwrapped", env), "device", None) if env is not None else None
-        self.device = torch.device(env_device) if (str(device) == "auto" and env_device is not None) else resolve_device(device)
+        self.device = (
+            torch.device(env_device) if (str(device) == "auto" and env_device is not None) else resolve_device(device)
+        )
         self.epsilon_spec = epsilon
         self.exploration = make_schedule(epsilon)
         self.hyperparameters: dict[str, Any] = dict(
-            q_net=q_net, q_net_kwargs=dict(q_net_kwargs or {}), learning_rate=learning_rate, gamma=gamma,
-            buffer_size=int(buffer_size), batch_size=int(batch_size),
+            q_net=q_net,
+            q_net_kwargs=dict(q_net_kwargs or {}),
+            learning_rate=learning_rate,
+            gamma=gamma,
+            buffer_size=int(buffer_size),
+            batch_size=int(batch_size),
             learning_starts=int(batch_size if learning_starts is None else learning_starts),
-            train_freq=None if train_freq is None else int(train_freq), gradient_steps=int(gradient_steps),
-            target_update_interval=int(target_update_interval), loss=loss, max_grad_norm=max_grad_norm,
-            weight_decay=weight_decay, replay_dtype=replay_dtype, n_c=self.n_c, feature_dim=self.feature_dim, seed=seed,
+            train_freq=None if train_freq is None else int(train_freq),
+            gradient_steps=int(gradient_steps),
+            target_update_interval=int(target_update_interval),
+            loss=loss,
+            max_grad_norm=max_grad_norm,
+            weight_decay=weight_decay,
+            replay_dtype=replay_dtype,
+            n_c=self.n_c,
+            feature_dim=self.feature_dim,
+            seed=seed,
         )
         self.gamma, self.batch_size, self.seed = float(gamma), int(batch_size), seed
         self.learning_starts = self.hyperparameters["learning_starts"]
@@ -155,8 +172,13 @@ class RefinementDQN:
         # fused: one kernel per step for all Q-network tensors (the nets are small; dispatch dominates;
         # measured 65 vs 202 us per step against foreach on CPU)
         fused = self.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=learning_rate, weight_decay=weight_decay,
-                                          fused=fused, foreach=None if fused else True)
+        self.optimizer = torch.optim.Adam(
+            self.q_net.parameters(),
+            lr=learning_rate,
+            weight_decay=weight_decay,
+            fused=fused,
+            foreach=None if fused else True,
+        )
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
         self.replay = self._make_replay()
@@ -182,7 +204,11 @@ class RefinementDQN:
         if base is not None and getattr(base, "pool", None) is not None and hasattr(base, "candidate_index"):
             pool = base.pool  # a fixed pool: store pool rows, not features
         return ReplayBuffer(
-            self.hyperparameters["buffer_size"], self.n_c, self.feature_dim, device=self.device, pool=pool,
+            self.hyperparameters["buffer_size"],
+            self.n_c,
+            self.feature_dim,
+            device=self.device,
+            pool=pool,
             dtype=getattr(torch, self.hyperparameters["replay_dtype"]),
         )
 
@@ -219,7 +245,16 @@ class RefinementDQN:
             self.selections += b
         return actions
 
-    def observe(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor | None, dones: Tensor, masks: Tensor, obs_masks: Tensor | None = None) -> None:
+    def observe(
+        self,
+        obs: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        next_obs: Tensor | None,
+        dones: Tensor,
+        masks: Tensor,
+        obs_masks: Tensor | None = None,
+    ) -> None:
         """Store transitions. ``masks`` are the next states' selectable rows.
 
         The next state is rebuilt as ``obs * masks`` (the MDP's transition: the selected row is
@@ -232,9 +267,18 @@ class RefinementDQN:
         if self.replay.indexed:
             raise RuntimeError("this agent's replay stores pool rows: use observe_indexed()")
         obs_masks = rows_present(obs) if obs_masks is None else torch.as_tensor(obs_masks, device=self.device)
-        self.replay.add(obs, obs_masks, torch.as_tensor(actions), torch.as_tensor(rewards), torch.as_tensor(masks), torch.as_tensor(dones))
+        self.replay.add(
+            obs,
+            obs_masks,
+            torch.as_tensor(actions),
+            torch.as_tensor(rewards),
+            torch.as_tensor(masks),
+            torch.as_tensor(dones),
+        )
 
-    def observe_indexed(self, index: Tensor, obs_masks: Tensor, actions: Tensor, rewards: Tensor, masks: Tensor, dones: Tensor) -> None:
+    def observe_indexed(
+        self, index: Tensor, obs_masks: Tensor, actions: Tensor, rewards: Tensor, masks: Tensor, dones: Tensor
+    ) -> None:
         """Store transitions whose states are pool rows ``index: [B, n_c]`` (fixed-pool replay)."""
         self.replay.add(index, obs_masks, actions, rewards, masks, dones)
 
@@ -244,7 +288,11 @@ class RefinementDQN:
         q = self.q_net(batch.obs, batch.mask).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
-            target = batch.rewards.clone() if self.reward_relabel is None else self.reward_relabel(batch.obs, batch.mask, batch.actions).float()
+            target = (
+                batch.rewards.clone()
+                if self.reward_relabel is None
+                else self.reward_relabel(batch.obs, batch.mask, batch.actions).float()
+            )
             if self.gamma > 0 and bool(bootstrap.any()):  # with E = 1 every transition is terminal: y = r
                 next_q = masked_q(self.q_net_target(batch.next_obs, batch.next_mask), batch.next_mask).amax(dim=1)
                 target += self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
@@ -290,13 +338,21 @@ class RefinementDQN:
         action_masks: Any = None,
     ) -> tuple[np.ndarray, None]:
         """SB3's ``predict``: actions for ``[n_c, d]`` (a 0-d array) or ``[B, n_c, d]`` observations."""
-        obs = torch.as_tensor(np.asarray(observation, dtype=np.float32) if not isinstance(observation, Tensor) else observation)
+        obs = torch.as_tensor(
+            np.asarray(observation, dtype=np.float32) if not isinstance(observation, Tensor) else observation
+        )
         single = obs.ndim == 2
         if single:
             obs = obs.unsqueeze(0)
         if tuple(obs.shape[1:]) != (self.n_c, self.feature_dim):
-            raise ValueError(f"observation must be [n_c={self.n_c}, d={self.feature_dim}] or a batch of them, got {tuple(obs.shape)}")
-        mask = None if action_masks is None else torch.as_tensor(np.asarray(action_masks, dtype=bool)).reshape(obs.shape[:2])
+            raise ValueError(
+                f"observation must be [n_c={self.n_c}, d={self.feature_dim}] or a batch of them, got {tuple(obs.shape)}"
+            )
+        mask = (
+            None
+            if action_masks is None
+            else torch.as_tensor(np.asarray(action_masks, dtype=bool)).reshape(obs.shape[:2])
+        )
         actions = self.act(obs, mask, deterministic=deterministic, count=False).cpu().numpy()
         return (actions[0] if single else actions), None
 
@@ -308,7 +364,7 @@ class RefinementDQN:
         tb_log_name: str = "RefinementDQN",
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
-    ) -> "RefinementDQN":
+    ) -> RefinementDQN:
         """Train on ``self.env`` for ``total_timesteps`` env steps (summed over sub-environments).
 
         SB3's signature. The logger is dumped every ``log_interval`` finished episodes (SB3 DQN's
@@ -320,7 +376,9 @@ class RefinementDQN:
             raise ValueError("learn() needs an env: RefinementDQN(env, ...) or model.set_env(env)")
         if not self._custom_logger and (self.tensorboard_log is not None or self.verbose >= 1):
             self.logger = configured_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
-        return run_learning_loop(self, int(total_timesteps), callback, progress_bar, reset_num_timesteps, int(log_interval))
+        return run_learning_loop(
+            self, int(total_timesteps), callback, progress_bar, reset_num_timesteps, int(log_interval)
+        )
 
     def set_logger(self, logger: Any) -> None:
         """Use an SB3 ``Logger`` (``stable_baselines3.common.logger.configure``) instead of the one ``learn`` would make."""
@@ -332,7 +390,9 @@ class RefinementDQN:
         space = getattr(env, "single_observation_space", None) or env.observation_space
         shape = candidate_set_shape(space)
         if shape != (self.n_c, self.feature_dim):
-            raise ValueError(f"this agent was built for n_c={self.n_c}, d={self.feature_dim}; the env has n_c={shape[0]}, d={shape[1]}")
+            raise ValueError(
+                f"this agent was built for n_c={self.n_c}, d={self.feature_dim}; the env has n_c={shape[0]}, d={shape[1]}"
+            )
         self.env = env
         if self.replay.indexed or getattr(getattr(env, "unwrapped", env), "pool", None) is not None:
             self.replay = self._make_replay()
@@ -353,7 +413,9 @@ class RefinementDQN:
             "q_net": self.q_net.state_dict(),
             "q_net_target": self.q_net_target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "counters": torch.tensor([self.num_timesteps, self.selections, self.updates, self._last_sync], dtype=torch.int64),
+            "counters": torch.tensor(
+                [self.num_timesteps, self.selections, self.updates, self._last_sync], dtype=torch.int64
+            ),
             "generator": self.generator.get_state(),
             "replay": self.replay.state_dict() if include_replay and not self.replay.indexed else None,
         }
@@ -374,7 +436,9 @@ class RefinementDQN:
         atomic_torch_save(self.state_dict(include_replay), Path(path))
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], env: Any = None, device: str | torch.device = "auto", **overrides: Any) -> "RefinementDQN":
+    def load(
+        cls, path: str | os.PathLike[str], env: Any = None, device: str | torch.device = "auto", **overrides: Any
+    ) -> RefinementDQN:
         """Rebuild an agent saved with :meth:`save`; checks that ``env`` has the saved ``n_c`` and ``d``."""
         path = Path(path)
         if not path.is_file():
@@ -384,9 +448,13 @@ class RefinementDQN:
         except Exception as err:  # torch raises several types for non-checkpoint files
             raise ValueError(f"{path} is not a RefinementDQN file readable with weights_only=True: {err}") from err
         if not isinstance(state, dict) or state.get("format") != SAVE_FORMAT:
-            raise ValueError(f"{path} is not a RefinementDQN file (format key {state.get('format') if isinstance(state, dict) else None!r})")
+            raise ValueError(
+                f"{path} is not a RefinementDQN file (format key {state.get('format') if isinstance(state, dict) else None!r})"
+            )
         if state.get("version") != SAVE_VERSION:
-            raise ValueError(f"{path} has RefinementDQN format version {state.get('version')}; this mmir reads version {SAVE_VERSION}")
+            raise ValueError(
+                f"{path} has RefinementDQN format version {state.get('version')}; this mmir reads version {SAVE_VERSION}"
+            )
         hp = json.loads(state["hyperparameters"])
         if env is not None:
             space = getattr(env, "single_observation_space", None) or env.observation_space

@@ -42,7 +42,7 @@ class HeuristicAgent:
 
     name = "heuristic"
 
-    def learn(self, total_timesteps: int = 0, **_: Any) -> "HeuristicAgent":
+    def learn(self, total_timesteps: int = 0, **_: Any) -> HeuristicAgent:
         return self
 
     def predict(
@@ -86,7 +86,13 @@ class OracleAgent(HeuristicAgent):
 
     name = "oracle"
 
-    def __init__(self, env: Any = None, discriminator: nn.Module | None = None, domain: int | str | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        env: Any = None,
+        discriminator: nn.Module | None = None,
+        domain: int | str | None = None,
+        seed: int | None = None,
+    ) -> None:
         base = getattr(env, "unwrapped", env)
         self.discriminator = discriminator if discriminator is not None else getattr(base, "discriminator", None)
         dom = domain if domain is not None else getattr(base, "domain", None)

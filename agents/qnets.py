@@ -32,7 +32,9 @@ class CandidateSetQNet(nn.Module):
     def __init__(self, feature_dim: int, n_c: int, hidden_dim: int = 64) -> None:
         super().__init__()
         self.feature_dim, self.n_c, self.hidden_dim = int(feature_dim), int(n_c), int(hidden_dim)
-        self.row_encoder = nn.Sequential(nn.Linear(feature_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU())
+        self.row_encoder = nn.Sequential(
+            nn.Linear(feature_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU()
+        )
         self.head = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
 
     def forward(self, obs: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -9,8 +9,9 @@ An agent is anything with SB3's ``learn(total_timesteps, ...)`` and ``predict(ob
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 AgentFactory = Callable[..., Any]
 ENTRY_POINT_GROUP = "mmir.agents"
@@ -96,12 +97,20 @@ def _policy_kwargs(kwargs: dict[str, Any], net_arch: Any) -> dict[str, Any]:
 def _sb3_factory(algorithm: str) -> AgentFactory:
     def factory(env: Any, **kwargs: Any) -> Any:
         if algorithm in ("dqn", "qrdqn"):
-            from stable_baselines3 import DQN
             from sb3_contrib import QRDQN
+            from stable_baselines3 import DQN
 
             cls = DQN if algorithm == "dqn" else QRDQN
-            defaults = dict(buffer_size=SB3_REPLAY_SIZE, learning_starts=500, gamma=0.9, train_freq=4,
-                            target_update_interval=1000, exploration_fraction=0.3, learning_rate=1e-3, batch_size=64)
+            defaults = dict(
+                buffer_size=SB3_REPLAY_SIZE,
+                learning_starts=500,
+                gamma=0.9,
+                train_freq=4,
+                target_update_interval=1000,
+                exploration_fraction=0.3,
+                learning_rate=1e-3,
+                batch_size=64,
+            )
             num_envs = _num_envs(env)
             if num_envs > 1:
                 # SB3 counts train_freq in vector steps: 4 would collect 4 x num_envs transitions per
@@ -116,7 +125,9 @@ def _sb3_factory(algorithm: str) -> AgentFactory:
             from stable_baselines3 import A2C, PPO
 
             cls = {"ppo": PPO, "a2c": A2C, "maskable-ppo": MaskablePPO}[algorithm]
-            defaults = dict(gamma=0.9, learning_rate=1e-3, n_steps=max(1, ON_POLICY_ROLLOUT[algorithm] // _num_envs(env)))
+            defaults = dict(
+                gamma=0.9, learning_rate=1e-3, n_steps=max(1, ON_POLICY_ROLLOUT[algorithm] // _num_envs(env))
+            )
             if algorithm != "a2c":
                 defaults.update(batch_size=64, n_epochs=4)
             policy_kwargs = _policy_kwargs(kwargs, dict(pi=[64], vf=[64]))

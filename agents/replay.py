@@ -67,12 +67,16 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, states: Tensor, masks: Tensor, actions: Tensor, rewards: Tensor, next_masks: Tensor, dones: Tensor) -> None:
+    def add(
+        self, states: Tensor, masks: Tensor, actions: Tensor, rewards: Tensor, next_masks: Tensor, dones: Tensor
+    ) -> None:
         """Append a batch of transitions (one tensor op per field, wrapping around)."""
         b = int(actions.shape[0])
         if b > self.capacity:  # only the newest fit
             sl = slice(b - self.capacity, b)
-            states, masks, actions, rewards, next_masks, dones = (t[sl] for t in (states, masks, actions, rewards, next_masks, dones))
+            states, masks, actions, rewards, next_masks, dones = (
+                t[sl] for t in (states, masks, actions, rewards, next_masks, dones)
+            )
             b = self.capacity
         slots = (self.pos + torch.arange(b, device=self.device)) % self.capacity
         self.states[slots] = states.to(self.device, self.states.dtype)
@@ -114,10 +118,14 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Tensor | int]:
         return {
-            "states": self.states[: self.size].cpu(), "masks": self.masks[: self.size].cpu(),
-            "actions": self.actions[: self.size].cpu(), "rewards": self.rewards[: self.size].cpu(),
-            "next_masks": self.next_masks[: self.size].cpu(), "dones": self.dones[: self.size].cpu(),
-            "pos": self.pos, "size": self.size,
+            "states": self.states[: self.size].cpu(),
+            "masks": self.masks[: self.size].cpu(),
+            "actions": self.actions[: self.size].cpu(),
+            "rewards": self.rewards[: self.size].cpu(),
+            "next_masks": self.next_masks[: self.size].cpu(),
+            "dones": self.dones[: self.size].cpu(),
+            "pos": self.pos,
+            "size": self.size,
         }
 
     def load_state_dict(self, state: dict[str, Tensor | int]) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,10 +25,14 @@ class CandidateSetExtractor(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: gym.spaces.Box, hidden_dim: int = 64, row_dim: int = 16) -> None:
         if len(observation_space.shape) != 2:
-            raise ValueError(f"CandidateSetExtractor expects Box(shape=(n_c, d)) observations, got {observation_space.shape}")
+            raise ValueError(
+                f"CandidateSetExtractor expects Box(shape=(n_c, d)) observations, got {observation_space.shape}"
+            )
         n_c, d = observation_space.shape
         super().__init__(observation_space, features_dim=n_c * row_dim)
-        self.row_encoder = nn.Sequential(nn.Linear(d, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU())
+        self.row_encoder = nn.Sequential(
+            nn.Linear(d, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU()
+        )
         self.row_head = nn.Sequential(nn.Linear(2 * hidden_dim, row_dim), nn.ReLU())
 
     def forward(self, observations: Tensor) -> Tensor:
@@ -50,7 +55,9 @@ class RefinementVecEnv(VecEnv):
         from gymnasium.vector import AutoresetMode
 
         if batched_env.autoreset_mode != AutoresetMode.SAME_STEP or not batched_env.include_final_obs:
-            raise ValueError("RefinementVecEnv needs a BatchedRefinementEnv with autoreset_mode=SAME_STEP and include_final_obs=True")
+            raise ValueError(
+                "RefinementVecEnv needs a BatchedRefinementEnv with autoreset_mode=SAME_STEP and include_final_obs=True"
+            )
         self.batched = batched_env
         self.render_mode = None
         super().__init__(batched_env.num_envs, batched_env.single_observation_space, batched_env.single_action_space)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, Callable, ClassVar, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -119,8 +120,11 @@ class SB3StepwiseAgent:
             raise ValueError(f"loss must be 'mse' or 'huber', got {loss!r}")
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
-        for name, value in (("buffer_size", buffer_size), ("batch_size", batch_size),
-                            ("target_update_interval", target_update_interval)):
+        for name, value in (
+            ("buffer_size", buffer_size),
+            ("batch_size", batch_size),
+            ("target_update_interval", target_update_interval),
+        ):
             if int(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         self.n_c, self.feature_dim = int(n_c), int(feature_dim)
@@ -130,10 +134,19 @@ class SB3StepwiseAgent:
         self.target_update_interval = int(target_update_interval)
         self.exploration = make_schedule(epsilon)
         self.hyperparameters: dict[str, Any] = dict(
-            algorithm=self.algorithm, n_c=self.n_c, feature_dim=self.feature_dim, lr=lr, gamma=gamma,
-            epsilon=epsilon if isinstance(epsilon, (int, float, str)) else None, buffer_size=self.buffer_size,
-            batch_size=self.batch_size, learning_starts=self.learning_starts,
-            target_update_interval=self.target_update_interval, loss=loss, td_loss=self.td_loss_name, seed=seed,
+            algorithm=self.algorithm,
+            n_c=self.n_c,
+            feature_dim=self.feature_dim,
+            lr=lr,
+            gamma=gamma,
+            epsilon=epsilon if isinstance(epsilon, (int, float, str)) else None,
+            buffer_size=self.buffer_size,
+            batch_size=self.batch_size,
+            learning_starts=self.learning_starts,
+            target_update_interval=self.target_update_interval,
+            loss=loss,
+            td_loss=self.td_loss_name,
+            seed=seed,
         )
         self.env = CandidateSetSpaces(self.n_c, self.feature_dim)
         with torch.random.fork_rng(devices=[]):  # the policy is initialised on the CPU, then moved
@@ -141,10 +154,19 @@ class SB3StepwiseAgent:
                 torch.manual_seed(seed)
             # buffer_size=1: SB3's own buffer is replaced on the first observe(), when B is known
             self.model = self._sb3_class()(
-                "MlpPolicy", self.env, learning_rate=lr, gamma=gamma, batch_size=self.batch_size, buffer_size=1,
-                learning_starts=self.learning_starts, target_update_interval=self.target_update_interval,
-                policy_kwargs=_policy_kwargs({"policy_kwargs": policy_kwargs}, [64]), device=self.device,
-                seed=None, verbose=0, **sb3_kwargs,
+                "MlpPolicy",
+                self.env,
+                learning_rate=lr,
+                gamma=gamma,
+                batch_size=self.batch_size,
+                buffer_size=1,
+                learning_starts=self.learning_starts,
+                target_update_interval=self.target_update_interval,
+                policy_kwargs=_policy_kwargs({"policy_kwargs": policy_kwargs}, [64]),
+                device=self.device,
+                seed=None,
+                verbose=0,
+                **sb3_kwargs,
             )
         self.model.buffer_size = self.buffer_size
         self.model.replay_buffer = None
@@ -221,8 +243,16 @@ class SB3StepwiseAgent:
             self.selections += b
         return actions
 
-    def observe(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor | None, dones: Tensor,
-                masks: Tensor, obs_masks: Tensor | None = None) -> None:
+    def observe(
+        self,
+        obs: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        next_obs: Tensor | None,
+        dones: Tensor,
+        masks: Tensor,
+        obs_masks: Tensor | None = None,
+    ) -> None:
         """Store ``B`` transitions in one ``ReplayBuffer.add`` (one SB3 step of ``B`` envs).
 
         State: ``obs`` with rows outside ``obs_masks`` (default: its non-zero rows) zeroed; next
@@ -241,8 +271,12 @@ class SB3StepwiseAgent:
         elif self.replay.n_envs != b:
             raise ValueError(f"this agent's replay stores steps of B={self.replay.n_envs} candidate sets, got {b}")
         self.replay.add(
-            _numpy(state, np.float32), _numpy(next_state, np.float32), _numpy(actions, np.int64).reshape(b, 1),
-            _numpy(rewards, np.float32).reshape(b), _numpy(dones, np.float32).reshape(b), [],
+            _numpy(state, np.float32),
+            _numpy(next_state, np.float32),
+            _numpy(actions, np.int64).reshape(b, 1),
+            _numpy(rewards, np.float32).reshape(b),
+            _numpy(dones, np.float32).reshape(b),
+            [],
         )
 
     def _make_replay(self, n_envs: int) -> None:
@@ -250,8 +284,13 @@ class SB3StepwiseAgent:
 
         # handle_timeout_termination=False: no per-sample info loop, and no time limits here
         self.model.replay_buffer = ReplayBuffer(
-            self.buffer_size, self.env.observation_space, self.env.action_space, device=self.device, n_envs=int(n_envs),
-            optimize_memory_usage=False, handle_timeout_termination=False,
+            self.buffer_size,
+            self.env.observation_space,
+            self.env.action_space,
+            device=self.device,
+            n_envs=int(n_envs),
+            optimize_memory_usage=False,
+            handle_timeout_termination=False,
         )
 
     def ready(self) -> bool:
@@ -269,7 +308,10 @@ class SB3StepwiseAgent:
     @torch.no_grad()
     def greedy(self, obs: Tensor, mask: Tensor) -> Tensor:
         """The greedy choice ``[B]`` without exploration, counting or any random draw (diagnostics)."""
-        obs, mask = torch.as_tensor(obs).to(self.device, torch.float32), torch.as_tensor(mask).to(self.device, torch.bool)
+        obs, mask = (
+            torch.as_tensor(obs).to(self.device, torch.float32),
+            torch.as_tensor(mask).to(self.device, torch.bool),
+        )
         self.model.policy.set_training_mode(False)
         return self.q_values(obs.masked_fill(~mask.unsqueeze(-1), 0.0)).masked_fill(~mask, float("-inf")).argmax(dim=-1)
 
@@ -294,8 +336,10 @@ class SB3StepwiseAgent:
         own optimizer step (``joint_loss = False``).
         """
         if not optimize:
-            raise ValueError(f"{type(self).__name__} trains with its own optimizer step (joint_loss=False): "
-                             "call update() with optimize=True, not inside the caller's backward")
+            raise ValueError(
+                f"{type(self).__name__} trains with its own optimizer step (joint_loss=False): "
+                "call update() with optimize=True, not inside the caller's backward"
+            )
         if not self.ready():
             return torch.zeros((), device=self.device)
         self.model._current_progress_remaining = 1.0  # constant learning rate
@@ -308,7 +352,9 @@ class SB3StepwiseAgent:
 
     def optimizer_step(self) -> None:
         """Not for this agent: :meth:`update` steps SB3's optimizer itself."""
-        raise ValueError(f"{type(self).__name__} has no joint optimizer step (joint_loss=False): update() already stepped it")
+        raise ValueError(
+            f"{type(self).__name__} has no joint optimizer step (joint_loss=False): update() already stepped it"
+        )
 
     def _sync_target(self) -> None:
         from stable_baselines3.common.utils import polyak_update
@@ -331,38 +377,58 @@ class SB3StepwiseAgent:
             "hyperparameters": json.dumps(self.hyperparameters),
             "policy": self.model.policy.state_dict(),
             "optimizer": self.model.policy.optimizer.state_dict(),
-            "counters": torch.tensor([self.selections, self.updates, self._last_sync, self.model._n_updates], dtype=torch.int64),
+            "counters": torch.tensor(
+                [self.selections, self.updates, self._last_sync, self.model._n_updates], dtype=torch.int64
+            ),
             "generator": self.generator.get_state(),
-            "numpy_rng": {"keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
-                          "has_gauss": int(has_gauss), "cached_gaussian": torch.tensor(float(cached), dtype=torch.float64)},
+            "numpy_rng": {
+                "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": torch.tensor(float(cached), dtype=torch.float64),
+            },
         }
         if include_replay and self.replay is not None:
             rb = self.replay
             state["replay"] = {
-                **{name: torch.from_numpy(getattr(rb, name).copy())
-                   for name in ("observations", "next_observations", "actions", "rewards", "dones")},
-                "pos": int(rb.pos), "full": int(rb.full),
+                **{
+                    name: torch.from_numpy(getattr(rb, name).copy())
+                    for name in ("observations", "next_observations", "actions", "rewards", "dones")
+                },
+                "pos": int(rb.pos),
+                "full": int(rb.full),
             }
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (same algorithm and architecture)."""
         if state.get("format") != SAVE_FORMAT or state.get("algorithm") != self.algorithm:
-            raise ValueError(f"not a {self.algorithm!r} step-wise SB3 state (format {state.get('format')!r}, "
-                             f"algorithm {state.get('algorithm')!r})")
+            raise ValueError(
+                f"not a {self.algorithm!r} step-wise SB3 state (format {state.get('format')!r}, "
+                f"algorithm {state.get('algorithm')!r})"
+            )
         self.model.policy.load_state_dict(state["policy"])
         self.model.policy.optimizer.load_state_dict(state["optimizer"])
         self.selections, self.updates, self._last_sync, self.model._n_updates = (int(v) for v in state["counters"])
         self.generator.set_state(state["generator"])
         rng = state["numpy_rng"]
-        self._np_rng.set_state(("MT19937", rng["keys"].numpy().astype(np.uint32), int(rng["pos"]),
-                                int(rng["has_gauss"]), float(rng["cached_gaussian"])))
+        self._np_rng.set_state(
+            (
+                "MT19937",
+                rng["keys"].numpy().astype(np.uint32),
+                int(rng["pos"]),
+                int(rng["has_gauss"]),
+                float(rng["cached_gaussian"]),
+            )
+        )
         replay = state.get("replay")
         if replay is not None:
             steps, n_envs = replay["observations"].shape[:2]
             if max(self.buffer_size // n_envs, 1) != steps:
-                raise ValueError(f"the saved replay holds {steps} steps of {n_envs} sets; this agent's buffer_size="
-                                 f"{self.buffer_size} gives {max(self.buffer_size // n_envs, 1)}")
+                raise ValueError(
+                    f"the saved replay holds {steps} steps of {n_envs} sets; this agent's buffer_size="
+                    f"{self.buffer_size} gives {max(self.buffer_size // n_envs, 1)}"
+                )
             self._make_replay(n_envs)
             for name in ("observations", "next_observations", "actions", "rewards", "dones"):
                 getattr(self.replay, name)[...] = replay[name].numpy()

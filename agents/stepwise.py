@@ -14,7 +14,8 @@ Built in: ``mmir-dqn`` (:class:`StepwiseRefinementDQN`, joint loss), SB3's ``dqn
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -27,8 +28,15 @@ StepwiseAgentFactory = Callable[..., "StepwiseAgent"]
 
 # Co-training's defaults (experiments.config.AgentConfig); learning_starts None = batch_size.
 STEPWISE_DEFAULTS: dict[str, Any] = dict(
-    lr=1e-3, gamma=0.9, epsilon=0.5, buffer_size=10_000, batch_size=64, learning_starts=None,
-    target_update_interval=48, loss="mse", q_net="set",
+    lr=1e-3,
+    gamma=0.9,
+    epsilon=0.5,
+    buffer_size=10_000,
+    batch_size=64,
+    learning_starts=None,
+    target_update_interval=48,
+    loss="mse",
+    q_net="set",
 )
 
 
@@ -61,8 +69,16 @@ class StepwiseAgent(Protocol):
         """Masked epsilon-greedy actions ``[B]`` (long) for ``obs: [B, n_c, d]``."""
         ...
 
-    def observe(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor | None, dones: Tensor,
-                masks: Tensor, obs_masks: Tensor | None = None) -> None:
+    def observe(
+        self,
+        obs: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        next_obs: Tensor | None,
+        dones: Tensor,
+        masks: Tensor,
+        obs_masks: Tensor | None = None,
+    ) -> None:
         """Store ``B`` transitions; ``masks`` are the next states' selectable rows."""
         ...
 
@@ -146,8 +162,9 @@ def registered_stepwise_agents() -> list[str]:
     return sorted(STEPWISE_AGENTS)
 
 
-def make_stepwise_agent(name: str, *, n_c: int, feature_dim: int, device: str | torch.device, seed: int | None,
-                        **hyperparameters: Any) -> StepwiseAgent:
+def make_stepwise_agent(
+    name: str, *, n_c: int, feature_dim: int, device: str | torch.device, seed: int | None, **hyperparameters: Any
+) -> StepwiseAgent:
     """Build the step-wise agent registered as ``name``; an unknown name lists the registered ones.
 
     ``hyperparameters``: lr, gamma, epsilon, buffer_size, batch_size, learning_starts,
@@ -156,9 +173,12 @@ def make_stepwise_agent(name: str, *, n_c: int, feature_dim: int, device: str | 
     ``device`` "auto" picks CUDA when available.
     """
     if name not in STEPWISE_AGENTS:
-        raise KeyError(f"unknown step-wise agent {name!r}; registered step-wise agents: {', '.join(registered_stepwise_agents())}")
-    return STEPWISE_AGENTS[name](n_c=n_c, feature_dim=feature_dim, device=resolve_device(device), seed=seed,
-                                 **hyperparameters)
+        raise KeyError(
+            f"unknown step-wise agent {name!r}; registered step-wise agents: {', '.join(registered_stepwise_agents())}"
+        )
+    return STEPWISE_AGENTS[name](
+        n_c=n_c, feature_dim=feature_dim, device=resolve_device(device), seed=seed, **hyperparameters
+    )
 
 
 def _with_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -169,20 +189,49 @@ def _with_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
 # are the standalone defaults of before issue 15, pinned here so that tuning RefinementDQN's own
 # defaults for offline learning leaves every co-training run bit-identical.
 COTRAIN_DQN_PINNED: dict[str, Any] = dict(
-    train_freq=1, gradient_steps=1, max_grad_norm=None, weight_decay=1e-7, replay_dtype="float32", q_net_kwargs=None,
+    train_freq=1,
+    gradient_steps=1,
+    max_grad_norm=None,
+    weight_decay=1e-7,
+    replay_dtype="float32",
+    q_net_kwargs=None,
 )
 
 
-def _mmir_dqn(*, n_c: int, feature_dim: int, device: torch.device, seed: int | None, **kwargs: Any) -> StepwiseRefinementDQN:
+def _mmir_dqn(
+    *, n_c: int, feature_dim: int, device: torch.device, seed: int | None, **kwargs: Any
+) -> StepwiseRefinementDQN:
     # Argument for argument what experiments.refiners.agent.AgentRefiner passes to RefinementDQN.
     hp = {**COTRAIN_DQN_PINNED, **_with_defaults(kwargs)}
     lr, gamma, epsilon, buffer_size, batch_size, learning_starts, target_update_interval, loss, q_net = (
-        hp.pop(k) for k in ("lr", "gamma", "epsilon", "buffer_size", "batch_size", "learning_starts",
-                            "target_update_interval", "loss", "q_net"))
+        hp.pop(k)
+        for k in (
+            "lr",
+            "gamma",
+            "epsilon",
+            "buffer_size",
+            "batch_size",
+            "learning_starts",
+            "target_update_interval",
+            "loss",
+            "q_net",
+        )
+    )
     return StepwiseRefinementDQN(
-        n_c=n_c, feature_dim=feature_dim, q_net=q_net, learning_rate=lr, gamma=gamma, epsilon=epsilon,
-        buffer_size=buffer_size, batch_size=batch_size, learning_starts=learning_starts,
-        target_update_interval=target_update_interval, loss=loss, device=device, seed=seed, **hp,
+        n_c=n_c,
+        feature_dim=feature_dim,
+        q_net=q_net,
+        learning_rate=lr,
+        gamma=gamma,
+        epsilon=epsilon,
+        buffer_size=buffer_size,
+        batch_size=batch_size,
+        learning_starts=learning_starts,
+        target_update_interval=target_update_interval,
+        loss=loss,
+        device=device,
+        seed=seed,
+        **hp,
     )
 
 

@@ -33,12 +33,24 @@ class LearningAgent(Protocol):
     exploration_rate: float
     _last_obs: Any
 
-    def act(self, obs: Tensor, mask: Tensor | None = None, deterministic: bool = False, count: bool = True) -> Tensor: ...
+    def act(
+        self, obs: Tensor, mask: Tensor | None = None, deterministic: bool = False, count: bool = True
+    ) -> Tensor: ...
 
-    def observe(self, obs: Tensor, actions: Tensor, rewards: Tensor, next_obs: Tensor | None, dones: Tensor, masks: Tensor,
-                obs_masks: Tensor | None = None) -> None: ...
+    def observe(
+        self,
+        obs: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        next_obs: Tensor | None,
+        dones: Tensor,
+        masks: Tensor,
+        obs_masks: Tensor | None = None,
+    ) -> None: ...
 
-    def observe_indexed(self, index: Tensor, obs_masks: Tensor, actions: Tensor, rewards: Tensor, masks: Tensor, dones: Tensor) -> None: ...
+    def observe_indexed(
+        self, index: Tensor, obs_masks: Tensor, actions: Tensor, rewards: Tensor, masks: Tensor, dones: Tensor
+    ) -> None: ...
 
     def update(self, optimize: bool = True) -> Tensor: ...
 
@@ -54,7 +66,9 @@ def as_sb3_callback(agent: Any, callback: Any) -> BaseCallback | None:
         callback = CallbackList(callback)
     elif not isinstance(callback, BaseCallback):
         if not callable(callback):
-            raise TypeError(f"callback must be an SB3 BaseCallback, a list of them or a callable, got {type(callback).__name__}")
+            raise TypeError(
+                f"callback must be an SB3 BaseCallback, a list of them or a callable, got {type(callback).__name__}"
+            )
         callback = ConvertCallback(callback)
     callback.init_callback(agent)
     return callback
@@ -136,8 +150,14 @@ class RolloutLog:
         self._dumped_at, self._episodes_at_dump = agent.num_timesteps, self.episodes
 
 
-def run_learning_loop(agent: AgentT, total_timesteps: int, callback: Any, progress_bar: bool, reset_num_timesteps: bool,
-                      log_interval: int = 100) -> AgentT:
+def run_learning_loop(
+    agent: AgentT,
+    total_timesteps: int,
+    callback: Any,
+    progress_bar: bool,
+    reset_num_timesteps: bool,
+    log_interval: int = 100,
+) -> AgentT:
     """Step ``agent.env`` for ``total_timesteps`` env steps, storing transitions and updating every ``train_freq`` steps."""
     from mmir_env.batched import BatchedRefinementEnv
 
@@ -191,9 +211,23 @@ def _default_train_freq(agent: LearningAgent, batched: bool) -> int:
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=False,
+    )
 
 
 def _batched_step(agent: LearningAgent, log: RolloutLog) -> None:
@@ -240,7 +274,11 @@ def _single_step(agent: LearningAgent, log: RolloutLog) -> None:
     next_obs, reward, terminated, truncated, next_info = env.step(int(action[0]))
     done = bool(terminated or truncated)
     next_mask = next_info.get("action_mask")
-    next_mask_t = rows_present(torch.as_tensor(np.asarray(next_obs, dtype=np.float32))).unsqueeze(0) if next_mask is None else torch.as_tensor(next_mask).unsqueeze(0)
+    next_mask_t = (
+        rows_present(torch.as_tensor(np.asarray(next_obs, dtype=np.float32))).unsqueeze(0)
+        if next_mask is None
+        else torch.as_tensor(next_mask).unsqueeze(0)
+    )
     agent.observe(obs_t, action, torch.tensor([reward]), None, torch.tensor([done]), next_mask_t, obs_masks=mask_t)
     agent.num_timesteps += 1
     if log.enabled:

@@ -47,7 +47,9 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def run(name: str, seed: int, timesteps: int, episodes: int, eval_env: Any, overrides: dict[str, Any]) -> tuple[float, float]:
+def run(
+    name: str, seed: int, timesteps: int, episodes: int, eval_env: Any, overrides: dict[str, Any]
+) -> tuple[float, float]:
     """Train ``name`` for ``timesteps`` env steps with seed ``seed``; return (precision, seconds)."""
     env = gym.make("mmir/SyntheticRefinement-v0")
     kwargs = overrides if name == "mmir-dqn" else {}
@@ -64,14 +66,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", default="mmir-dqn,ppo", help="comma-separated agent names (default: %(default)s)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: %(default)s)")
-    parser.add_argument("--timesteps", type=int, default=20_000, help="env steps per training run (default: %(default)s)")
+    parser.add_argument(
+        "--timesteps", type=int, default=20_000, help="env steps per training run (default: %(default)s)"
+    )
     parser.add_argument("--episodes", type=int, default=400, help="greedy evaluation episodes (default: %(default)s)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a RefinementDQN keyword for mmir-dqn (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a RefinementDQN keyword for mmir-dqn (repeatable)",
+    )
     args = parser.parse_args(argv)
     agents = [a for a in args.agents.split(",") if a]
     unknown = sorted(set(agents) - set(registered_agents()))
     if not agents or unknown:
-        parser.error(f"--agents {args.agents!r}: unknown {unknown}; registered agents: {', '.join(registered_agents())}")
+        parser.error(
+            f"--agents {args.agents!r}: unknown {unknown}; registered agents: {', '.join(registered_agents())}"
+        )
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
@@ -82,9 +94,11 @@ def main(argv: list[str] | None = None) -> None:
 
     console = Console()
     eval_env = gym.make("mmir/SyntheticRefinement-v0")
-    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; mmir/SyntheticRefinement-v0 defaults; "
-                  f"{args.timesteps:,} env steps; {args.episodes} greedy episodes seeded {EVAL_SEED}+seed"
-                  + (f"; mmir-dqn overrides {overrides}" if overrides else ""))
+    console.print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; mmir/SyntheticRefinement-v0 defaults; "
+        f"{args.timesteps:,} env steps; {args.episodes} greedy episodes seeded {EVAL_SEED}+seed"
+        + (f"; mmir-dqn overrides {overrides}" if overrides else "")
+    )
     table = Table(title="Selection precision after training (single env)")
     for col in ("agent", "seed", "precision", "oracle", "random", "gap to oracle", "train s"):
         table.add_column(col, justify="left" if col == "agent" else "right")
@@ -95,12 +109,25 @@ def main(argv: list[str] | None = None) -> None:
         for name in agents:
             precision, seconds = run(name, seed, args.timesteps, args.episodes, eval_env, overrides)
             gaps[name].append(oracle - precision)
-            table.add_row(name, str(seed), f"{precision:.3f}", f"{oracle:.3f}", f"{random:.3f}", f"{oracle - precision:+.3f}", f"{seconds:.0f}")
-            print(f"agent={name} seed={seed} precision={precision:.4f} oracle={oracle:.4f} random={random:.4f} seconds={seconds:.1f}",
-                  file=sys.stderr, flush=True)
+            table.add_row(
+                name,
+                str(seed),
+                f"{precision:.3f}",
+                f"{oracle:.3f}",
+                f"{random:.3f}",
+                f"{oracle - precision:+.3f}",
+                f"{seconds:.0f}",
+            )
+            print(
+                f"agent={name} seed={seed} precision={precision:.4f} oracle={oracle:.4f} random={random:.4f} seconds={seconds:.1f}",
+                file=sys.stderr,
+                flush=True,
+            )
     console.print(table)
     for name, g in gaps.items():
-        console.print(f"{name}: mean gap to the oracle {np.mean(g):+.3f} (min {np.min(g):+.3f}, max {np.max(g):+.3f}) over seeds {seeds}")
+        console.print(
+            f"{name}: mean gap to the oracle {np.mean(g):+.3f} (min {np.min(g):+.3f}, max {np.max(g):+.3f}) over seeds {seeds}"
+        )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,12 @@ from mmir_env.synthetic_env import SYNTHETIC_LOGIT_NOISE
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timesteps", type=int, default=20_000, help="env steps each agent trains for (default: %(default)s)")
-    parser.add_argument("--num-envs", type=int, default=1024, help="candidate sets per batched step (default: %(default)s)")
+    parser.add_argument(
+        "--timesteps", type=int, default=20_000, help="env steps each agent trains for (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num-envs", type=int, default=1024, help="candidate sets per batched step (default: %(default)s)"
+    )
     parser.add_argument("--episodes", type=int, default=2000, help="greedy evaluation episodes (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -36,8 +40,10 @@ def main() -> None:
     source = make_synthetic_source(seed=args.seed)
     env_kwargs = dict(logit_noise=SYNTHETIC_LOGIT_NOISE)
     eval_env = InstanceRefinementEnv(source, **env_kwargs)
-    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; data d={source.feature_dim}, n_c=5; "
-                  f"{args.timesteps:,} env steps per agent")
+    console.print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; data d={source.feature_dim}, n_c=5; "
+        f"{args.timesteps:,} env steps per agent"
+    )
 
     rows = []
     # SB3 DQN on the single env (its natural setting), with the candidate-set features extractor.
@@ -55,7 +61,13 @@ def main() -> None:
     start = time.perf_counter()
     ours.learn(args.timesteps)
     ours_seconds = time.perf_counter() - start
-    rows.append((f"mmir-dqn, batched env ({args.num_envs} sets/step)", ours_seconds, evaluate_selection(ours, eval_env, args.episodes, seed=99)))
+    rows.append(
+        (
+            f"mmir-dqn, batched env ({args.num_envs} sets/step)",
+            ours_seconds,
+            evaluate_selection(ours, eval_env, args.episodes, seed=99),
+        )
+    )
 
     oracle = evaluate_selection(OracleAgent(eval_env), eval_env, args.episodes, seed=99)
     random = evaluate_selection(RandomAgent(seed=0), eval_env, args.episodes, seed=99)
@@ -64,13 +76,22 @@ def main() -> None:
     for col in ("agent", "env steps", "seconds", "env steps/s", "precision", "vs oracle"):
         table.add_column(col, justify="left" if col == "agent" else "right")
     for name, seconds, stats in rows:
-        table.add_row(name, f"{args.timesteps:,}", f"{seconds:.2f}", f"{args.timesteps / seconds:,.0f}", f"{stats.precision:.1%}", f"{stats.precision / oracle.precision:.0%}")
+        table.add_row(
+            name,
+            f"{args.timesteps:,}",
+            f"{seconds:.2f}",
+            f"{args.timesteps / seconds:,.0f}",
+            f"{stats.precision:.1%}",
+            f"{stats.precision / oracle.precision:.0%}",
+        )
     table.add_row("oracle (argmin relevance)", "-", "-", "-", f"{oracle.precision:.1%}", "100%")
     table.add_row("random", "-", "-", "-", f"{random.precision:.1%}", f"{random.precision / oracle.precision:.0%}")
     console.print(table)
     ratio = sb3_seconds / ours_seconds
-    console.print(f"throughput ratio mmir-dqn / SB3 dqn: [bold]{ratio:.1f}x[/bold] (target >= 50x); "
-                  f"precision mmir-dqn {rows[1][2].precision:.1%} vs SB3 dqn {rows[0][2].precision:.1%}")
+    console.print(
+        f"throughput ratio mmir-dqn / SB3 dqn: [bold]{ratio:.1f}x[/bold] (target >= 50x); "
+        f"precision mmir-dqn {rows[1][2].precision:.1%} vs SB3 dqn {rows[0][2].precision:.1%}"
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,13 @@ class StepTimer:
         t0 = time.perf_counter()
         src, tgt = next(self.src), next(self.tgt)
         t1 = time.perf_counter()
-        batch = StepBatch({m: src[m] for m in t.model.modalities}, src["label"], {m: tgt[m] for m in t.model.modalities},
-                          src.get("is_negative"), tgt.get("is_negative"))
+        batch = StepBatch(
+            {m: src[m] for m in t.model.modalities},
+            src["label"],
+            {m: tgt[m] for m in t.model.modalities},
+            src.get("is_negative"),
+            tgt.get("is_negative"),
+        )
         if self.hand_wired:
             hand_wired_step(t, batch)
         else:
@@ -73,7 +78,10 @@ def hand_wired_step(t: CoTrainer, batch: StepBatch) -> None:
     loss = classification_loss(t.model.classify(f_src).logits, batch.labels)
     for m in t.model.modalities:
         keep = {}
-        for domain, feats, negative in (("source", f_src[m], batch.source_negative), ("target", f_tgt[m], batch.target_negative)):
+        for domain, feats, negative in (
+            ("source", f_src[m], batch.source_negative),
+            ("target", f_tgt[m], batch.target_negative),
+        ):
             refiner = t.refiners.get((m, domain))
             if refiner is None:
                 keep[domain] = torch.ones(feats.shape[0], dtype=torch.bool)
@@ -99,8 +107,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="timed steps per method (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
     parser.add_argument("--data-root", type=Path, default=None)
-    parser.add_argument("--design", default="mmir-robust", help="a refinement design of experiments.methods timed beside MMIR "
-                        "(default: %(default)s; 'none' skips it)")
+    parser.add_argument(
+        "--design",
+        default="mmir-robust",
+        help="a refinement design of experiments.methods timed beside MMIR (default: %(default)s; 'none' skips it)",
+    )
     args = parser.parse_args()
     if args.design != "none" and args.design not in METHODS:
         parser.error(f"--design {args.design!r} is not a method of experiments.methods; known: {', '.join(METHODS)}")
@@ -108,8 +119,12 @@ def main() -> None:
     root = ensure_demo_data(0, args.data_root, console)
     timers = {}
     with tempfile.TemporaryDirectory() as out:
-        variants = [("adversarial-only", False, False, None), ("MMIR (adversarial + IR)", True, False, None),
-                    (HAND_WIRED, True, True, None), (NO_DIAGNOSTICS, True, False, None)]
+        variants = [
+            ("adversarial-only", False, False, None),
+            ("MMIR (adversarial + IR)", True, False, None),
+            (HAND_WIRED, True, True, None),
+            (NO_DIAGNOSTICS, True, False, None),
+        ]
         if args.design != "none":
             variants.append((f"design {args.design}", True, False, args.design))
         for name, refinement, hand_wired, design in variants:
@@ -127,7 +142,9 @@ def main() -> None:
             for timer in timers.values():
                 timer.step(record=i >= 5)
     results = {name: (float(np.median(t.compute)), float(np.median(t.waiting))) for name, t in timers.items()}
-    table = Table(title=f"Stage-2 step on CPU ({torch.get_num_threads()} threads), demo model, batch 20 (10 + 10), {args.steps} steps")
+    table = Table(
+        title=f"Stage-2 step on CPU ({torch.get_num_threads()} threads), demo model, batch 20 (10 + 10), {args.steps} steps"
+    )
     for col in ("method", "compute s/step", "data wait s/step", "data share"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for name, (compute, wait) in results.items():
@@ -138,15 +155,19 @@ def main() -> None:
     plain = timers[NO_DIAGNOSTICS]
     print_overheads(console, "refinement without diagnostics", adv, plain)
     overhead, low, high = paired_overhead(np.asarray(plain.compute), np.asarray(mmir.compute))
-    console.print(f"the refinement diagnostics (compute): {overhead:+.1f}% of the MMIR step without them "
-                  f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%)")
+    console.print(
+        f"the refinement diagnostics (compute): {overhead:+.1f}% of the MMIR step without them "
+        f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%)"
+    )
     if args.design != "none":
         print_overheads(console, args.design, adv, timers[f"design {args.design}"])
     hand = timers[HAND_WIRED]
     overhead, low, high = paired_overhead(np.asarray(hand.compute), np.asarray(mmir.compute))
     ratio = float(np.median(mmir.compute) / np.median(hand.compute))
-    console.print(f"the loop's MMIR step / the hand-wired step (compute): {ratio:.3f} ({overhead:+.1f}%, 95% bootstrap "
-                  f"interval {low:+.1f}% .. {high:+.1f}%; target: not slower)")
+    console.print(
+        f"the loop's MMIR step / the hand-wired step (compute): {ratio:.3f} ({overhead:+.1f}%, 95% bootstrap "
+        f"interval {low:+.1f}% .. {high:+.1f}%; target: not slower)"
+    )
 
 
 def print_overheads(console: Console, what: str, adv: StepTimer, other: StepTimer) -> None:
@@ -158,8 +179,10 @@ def print_overheads(console: Console, what: str, adv: StepTimer, other: StepTime
         ("compute only", np.asarray(adv.compute), np.asarray(other.compute)),
     ):
         overhead, low, high = paired_overhead(adv_t, other_t)
-        console.print(f"{what} overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
-                      f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)")
+        console.print(
+            f"{what} overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
+            f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)"
+        )
 
 
 def paired_overhead(adv_t: np.ndarray, mmir_t: np.ndarray) -> tuple[float, float, float]:

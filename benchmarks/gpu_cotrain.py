@@ -39,9 +39,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -124,14 +125,37 @@ class Sizes:
 def full_sizes(cfg: RunConfig, args: argparse.Namespace) -> Sizes:
     cpus = os.cpu_count() or 1
     workers = args.workers or tuple(sorted({max(1, cpus // 4), max(1, cpus // 2), max(1, cpus - 2)}))
-    return Sizes(width=1.0, frames=cfg.data.frames, size=cfg.data.size, frame_hw=(256, 456), train_clips=16,
-                 half=cfg.stage2.batch_size // 2, stage1_batch=cfg.stage1.batch_size, eval_batch=cfg.evaluation.batch_size,
-                 steps=args.steps, workers=workers, loader_batches=args.loader_batches)
+    return Sizes(
+        width=1.0,
+        frames=cfg.data.frames,
+        size=cfg.data.size,
+        frame_hw=(256, 456),
+        train_clips=16,
+        half=cfg.stage2.batch_size // 2,
+        stage1_batch=cfg.stage1.batch_size,
+        eval_batch=cfg.evaluation.batch_size,
+        steps=args.steps,
+        workers=workers,
+        loader_batches=args.loader_batches,
+    )
 
 
 def smoke_sizes(args: argparse.Namespace) -> Sizes:
-    return Sizes(width=0.0625, frames=8, size=24, frame_hw=(32, 40), train_clips=6, half=5, stage1_batch=6, eval_batch=4,
-                 steps=min(args.steps, 2), workers=args.workers or (0, 1), loader_batches=2, agents_batch=4, learning_starts=4)
+    return Sizes(
+        width=0.0625,
+        frames=8,
+        size=24,
+        frame_hw=(32, 40),
+        train_clips=6,
+        half=5,
+        stage1_batch=6,
+        eval_batch=4,
+        steps=min(args.steps, 2),
+        workers=args.workers or (0, 1),
+        loader_batches=2,
+        agents_batch=4,
+        learning_starts=4,
+    )
 
 
 def paper_config() -> RunConfig:
@@ -210,21 +234,33 @@ class Measured:
     def as_dict(self) -> dict[str, Any]:
         if self.error:
             return {"error": self.error}
-        return {"s_per_step_median": self.median, "s_per_step": self.seconds, "clips_per_s": self.clips / self.median,
-                "peak_gib": self.peak_gib, "clips": self.clips}
+        return {
+            "s_per_step_median": self.median,
+            "s_per_step": self.seconds,
+            "clips_per_s": self.clips / self.median,
+            "peak_gib": self.peak_gib,
+            "clips": self.clips,
+        }
 
 
-def random_clips(n: int, sizes: Sizes, modalities: tuple[str, ...], device: torch.device, seed: int) -> dict[str, torch.Tensor]:
+def random_clips(
+    n: int, sizes: Sizes, modalities: tuple[str, ...], device: torch.device, seed: int
+) -> dict[str, torch.Tensor]:
     """Clips in [-1, 1] on the device: the step's compute does not depend on the pixels."""
     g = torch.Generator(device="cpu").manual_seed(seed)
     channels = {"rgb": 3, "flow": 2}
-    return {m: (torch.rand(n, channels[m], sizes.frames, sizes.size, sizes.size, generator=g) * 2 - 1).to(device) for m in modalities}
+    return {
+        m: (torch.rand(n, channels[m], sizes.frames, sizes.size, sizes.size, generator=g) * 2 - 1).to(device)
+        for m in modalities
+    }
 
 
 class Stage2:
     """A CoTrainer at stage 2 with one fixed batch on the device; :meth:`step` is one timed loop step."""
 
-    def __init__(self, variant: Variant, sizes: Sizes, device: torch.device, datasets: dict[str, Any], out_dir: Path) -> None:
+    def __init__(
+        self, variant: Variant, sizes: Sizes, device: torch.device, datasets: dict[str, Any], out_dir: Path
+    ) -> None:
         torch.backends.cudnn.benchmark = variant.cudnn_benchmark  # global: each group sets its own
         self.variant, self.device = variant, device
         self.cfg = run_config(sizes, device, out_dir, variant.precision, variant.refinement)
@@ -244,8 +280,11 @@ class Stage2:
         t.module.train()
         mods = tuple(t.model.modalities)
         g = torch.Generator().manual_seed(1)
-        self.batch = StepBatch(random_clips(sizes.half, sizes, mods, device, 2), torch.randint(0, self.cfg.model.num_classes, (sizes.half,), generator=g).to(device),
-                               random_clips(sizes.half, sizes, mods, device, 3))
+        self.batch = StepBatch(
+            random_clips(sizes.half, sizes, mods, device, 2),
+            torch.randint(0, self.cfg.model.num_classes, (sizes.half,), generator=g).to(device),
+            random_clips(sizes.half, sizes, mods, device, 3),
+        )
         self.clips = 2 * sizes.half
         self.warmup = warmup_steps(self.cfg, sizes.half)
 
@@ -278,8 +317,14 @@ def process_group(backend: str | None, device: torch.device) -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def measure_group(variants: list[Variant], sizes: Sizes, device: torch.device, datasets: dict[str, Any], out_dir: Path,
-                  console: Console) -> tuple[dict[str, Measured], list[float] | None]:
+def measure_group(
+    variants: list[Variant],
+    sizes: Sizes,
+    device: torch.device,
+    datasets: dict[str, Any],
+    out_dir: Path,
+    console: Console,
+) -> tuple[dict[str, Measured], list[float] | None]:
     """Build the group's trainers, warm each up, then time their steps interleaved (drifts hit all alike).
 
     Returns the timings and, for a pair of MMIR and adversarial-only, the refiners' own share of the
@@ -319,8 +364,10 @@ def measure_group(variants: list[Variant], sizes: Sizes, device: torch.device, d
     free_memory(device)
     for name, r in results.items():
         if r.seconds:
-            console.print(f"  {name}: {r.median:.3f} s/step, {r.clips / r.median:.1f} clips/s"
-                          + (f", peak {r.peak_gib:.1f} GiB" if r.peak_gib is not None else ""))
+            console.print(
+                f"  {name}: {r.median:.3f} s/step, {r.clips / r.median:.1f} clips/s"
+                + (f", peak {r.peak_gib:.1f} GiB" if r.peak_gib is not None else "")
+            )
     return results, own
 
 
@@ -343,6 +390,7 @@ def refiner_share(run: Stage2, steps: int) -> list[float]:
                 sync(run.device)
                 spent[0] += time.perf_counter() - start
                 return out
+
             return inner
 
         refiner.refine, refiner.after_backward = timed(refiner.refine), timed(refiner.after_backward)
@@ -368,8 +416,15 @@ def paired_share(mmir: list[float], adv: list[float]) -> tuple[float, float, flo
     return share, float(low), float(high)
 
 
-def stage1_and_eval(sizes: Sizes, device: torch.device, datasets: dict[str, Any], out_dir: Path, precision: str,
-                    cudnn_benchmark: bool, console: Console) -> tuple[Measured, Measured]:
+def stage1_and_eval(
+    sizes: Sizes,
+    device: torch.device,
+    datasets: dict[str, Any],
+    out_dir: Path,
+    precision: str,
+    cudnn_benchmark: bool,
+    console: Console,
+) -> tuple[Measured, Measured]:
     """A stage-1 step (L_cls on ``stage1.batch_size`` source clips) and the evaluation forward, as the loop runs them."""
     step1, forward = Measured(), Measured()
     torch.backends.cudnn.benchmark = cudnn_benchmark
@@ -384,8 +439,15 @@ def stage1_and_eval(sizes: Sizes, device: torch.device, datasets: dict[str, Any]
     return step1, forward
 
 
-def _stage1_and_eval(step1: Measured, forward: Measured, sizes: Sizes, device: torch.device, datasets: dict[str, Any],
-                     out_dir: Path, precision: str) -> None:
+def _stage1_and_eval(
+    step1: Measured,
+    forward: Measured,
+    sizes: Sizes,
+    device: torch.device,
+    datasets: dict[str, Any],
+    out_dir: Path,
+    precision: str,
+) -> None:
     """The measuring frame of :func:`stage1_and_eval` (its trainer is freed when it ends, raised or not)."""
     cfg = run_config(sizes, device, out_dir, precision)
     t = CoTrainer(cfg, datasets=datasets)
@@ -400,7 +462,7 @@ def _stage1_and_eval(step1: Measured, forward: Measured, sizes: Sizes, device: t
         for opt in t.optimizers.values():
             opt.zero_grad(set_to_none=True)
         with t._autocast():
-            loss, _, _ = t.forward(clips, labels, None, stage=1)
+            loss, _, _ = t.forward(clips, labels, None, stage=1)  # noqa: F821 (ruff reads the later del as deleting it)
         loss.backward()
         for opt in t.optimizers.values():
             opt.step()
@@ -436,7 +498,9 @@ def _stage1_and_eval(step1: Measured, forward: Measured, sizes: Sizes, device: t
 # ---------------------------------------------------------------------- data path
 def loader_rate(ds: EpicClips, batch: int, workers: int, batches: int, device: torch.device) -> dict[str, float]:
     """Clips/s through the loop's loader (+ ``device_transform`` for decode="gpu"), start-up excluded."""
-    it, _ = stream_loader(ds, batch, seed=0, stream=1, position=None, num_workers=workers, pin_memory=device.type == "cuda")
+    it, _ = stream_loader(
+        ds, batch, seed=0, stream=1, position=None, num_workers=workers, pin_memory=device.type == "cuda"
+    )
     mods = ds.modalities
 
     def finish(b: dict[str, Any]) -> float:
@@ -453,7 +517,11 @@ def loader_rate(ds: EpicClips, batch: int, workers: int, batches: int, device: t
         in_main += finish(next(it))
     total = time.perf_counter() - start
     del it  # persistent workers shut down with their iterator
-    return {"clips_per_s": batch * batches / total, "main_process_s_per_clip": in_main / (batch * batches), "workers": workers}
+    return {
+        "clips_per_s": batch * batches / total,
+        "main_process_s_per_clip": in_main / (batch * batches),
+        "workers": workers,
+    }
 
 
 def pixel_difference(cpu: EpicClips, gpu: EpicClips, device: torch.device, items: int) -> dict[str, dict[str, float]]:
@@ -468,8 +536,11 @@ def pixel_difference(cpu: EpicClips, gpu: EpicClips, device: torch.device, items
     diff = {}
     for m in cpu.modalities:
         levels = (out[m].float().cpu() - ref[m]).abs() * 127.5
-        diff[m] = {"max": float(levels.max()), "mean": float(levels.mean()),
-                   "p99_9": float(torch.quantile(levels.flatten()[:: max(1, levels.numel() // 1_000_000)], 0.999))}
+        diff[m] = {
+            "max": float(levels.max()),
+            "mean": float(levels.mean()),
+            "p99_9": float(torch.quantile(levels.flatten()[:: max(1, levels.numel() // 1_000_000)], 0.999)),
+        }
     return diff
 
 
@@ -492,8 +563,10 @@ def data_path(root: Path, sizes: Sizes, device: torch.device, smoke: bool, conso
                 r = {"workers": n, "error": failure(exc)}
                 console.print(f"[yellow]decode=gpu, {n} workers: {r['error']}[/]")
             else:
-                console.print(f"  decode=gpu, {n} workers: {r['clips_per_s']:.1f} clips/s "
-                              f"({1e3 * r['main_process_s_per_clip']:.2f} ms/clip in the main process)")
+                console.print(
+                    f"  decode=gpu, {n} workers: {r['clips_per_s']:.1f} clips/s "
+                    f"({1e3 * r['main_process_s_per_clip']:.2f} ms/clip in the main process)"
+                )
             out["gpu"].append(r)
         try:
             out["nvjpeg_difference"] = pixel_difference(cpu, gpu, device, 8)
@@ -518,8 +591,14 @@ def evaluation_count(cfg: RunConfig) -> int:
     return steps // every + (1 if steps % every else 0)
 
 
-def project(cfg: RunConfig, step1_s: float, step2_s: float, forward_clips_s: float, loader_cpu_clips_s: float,
-            gpu_decode_s_per_clip: float | None) -> dict[str, Any]:
+def project(
+    cfg: RunConfig,
+    step1_s: float,
+    step2_s: float,
+    forward_clips_s: float,
+    loader_cpu_clips_s: float,
+    gpu_decode_s_per_clip: float | None,
+) -> dict[str, Any]:
     """Hours of one pair (``cfg``'s recipe and domains) from per-step times and per-clip rates.
 
     decode="cpu" overlaps with compute (workers prefetch): a step takes max(compute, batch / loader).
@@ -529,19 +608,28 @@ def project(cfg: RunConfig, step1_s: float, step2_s: float, forward_clips_s: flo
     """
     s1, b1, s2, b2 = cfg.stage1.steps, cfg.stage1.batch_size, cfg.stage2.steps, cfg.stage2.batch_size
     eval_clips = evaluation_count(cfg) * EPIC_SEGMENTS["test"][cfg.data.target] * cfg.evaluation.windows
-    snapshots = (1 if cfg.snapshots.every == 0 else cfg.stage2.steps // cfg.snapshots.every) if cfg.snapshots.enabled else 0
+    snapshots = (
+        (1 if cfg.snapshots.every == 0 else cfg.stage2.steps // cfg.snapshots.every) if cfg.snapshots.enabled else 0
+    )
     snap_clips = snapshots * (EPIC_SEGMENTS["train"][cfg.data.source] + EPIC_SEGMENTS["train"][cfg.data.target])
     read_rate = min(forward_clips_s, loader_cpu_clips_s)
     out = {
-        "pair": f"{cfg.data.source}->{cfg.data.target}", "evaluations": evaluation_count(cfg), "evaluation_clips": eval_clips,
+        "pair": f"{cfg.data.source}->{cfg.data.target}",
+        "evaluations": evaluation_count(cfg),
+        "evaluation_clips": eval_clips,
         "snapshot_clips": snap_clips,
-        "stage1_compute_h": s1 * step1_s / 3600, "stage2_compute_h": s2 * step2_s / 3600,
+        "stage1_compute_h": s1 * step1_s / 3600,
+        "stage2_compute_h": s2 * step2_s / 3600,
         "stage1_cpu_decode_h": s1 * max(step1_s, b1 / loader_cpu_clips_s) / 3600,
         "stage2_cpu_decode_h": s2 * max(step2_s, b2 / loader_cpu_clips_s) / 3600,
-        "evaluations_h": eval_clips / read_rate / 3600, "evaluations_compute_h": eval_clips / forward_clips_s / 3600,
-        "snapshot_h": snap_clips / read_rate / 3600, "snapshot_compute_h": snap_clips / forward_clips_s / 3600,
+        "evaluations_h": eval_clips / read_rate / 3600,
+        "evaluations_compute_h": eval_clips / forward_clips_s / 3600,
+        "snapshot_h": snap_clips / read_rate / 3600,
+        "snapshot_compute_h": snap_clips / forward_clips_s / 3600,
     }
-    out["total_compute_h"] = out["stage1_compute_h"] + out["stage2_compute_h"] + out["evaluations_compute_h"] + out["snapshot_compute_h"]
+    out["total_compute_h"] = (
+        out["stage1_compute_h"] + out["stage2_compute_h"] + out["evaluations_compute_h"] + out["snapshot_compute_h"]
+    )
     rest = out["evaluations_h"] + out["snapshot_h"]
     out["total_cpu_decode_h"] = out["stage1_cpu_decode_h"] + out["stage2_cpu_decode_h"] + rest
     if gpu_decode_s_per_clip is not None:
@@ -557,7 +645,9 @@ def fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def step_table(results: dict[str, Any], smoke: bool) -> Table:
-    title = "stage-2 step, compute only (clips on the device)" + (" -- CPU SMOKE, tiny model: not GPU numbers" if smoke else "")
+    title = "stage-2 step, compute only (clips on the device)" + (
+        " -- CPU SMOKE, tiny model: not GPU numbers" if smoke else ""
+    )
     table = Table(title=title)
     for col in ("step", "variant", "s/step", "clips/s", "peak GiB", "vs fp32 channels_last_3d"):
         table.add_column(col, justify="left" if col in ("step", "variant") else "right")
@@ -570,17 +660,35 @@ def step_table(results: dict[str, Any], smoke: bool) -> Table:
             table.add_row(name, variant, r["error"], "", "", "")
             continue
         s = r["s_per_step_median"]
-        table.add_row(name, variant, f"{s:.3f}", f"{r['clips_per_s']:.1f}", fmt(r.get("peak_gib"), ".1f"),
-                      f"{base / s:.2f}x" if base and name in STEP_ROWS[:7] else "")
+        table.add_row(
+            name,
+            variant,
+            f"{s:.3f}",
+            f"{r['clips_per_s']:.1f}",
+            fmt(r.get("peak_gib"), ".1f"),
+            f"{base / s:.2f}x" if base and name in STEP_ROWS[:7] else "",
+        )
     share = results.get("refinement_share")
     if share:
-        table.add_row(STEP_ROWS[9], share["variant"], f"{100 * share['share']:+.1f}%", f"95% CI {100 * share['low']:+.1f}% .. {100 * share['high']:+.1f}%",
-                      "", "goal <= 2%")
+        table.add_row(
+            STEP_ROWS[9],
+            share["variant"],
+            f"{100 * share['share']:+.1f}%",
+            f"95% CI {100 * share['low']:+.1f}% .. {100 * share['high']:+.1f}%",
+            "",
+            "goal <= 2%",
+        )
     else:
         table.add_row(STEP_ROWS[9], "", NA, "", "", "goal <= 2%")
     own = results.get("refiners_own")
-    table.add_row(STEP_ROWS[10], own["variant"] if own else "", f"{100 * own['share']:.1f}%" if own else NA, "", "",
-                  "synchronised calls; TD loss's backward not included")
+    table.add_row(
+        STEP_ROWS[10],
+        own["variant"] if own else "",
+        f"{100 * own['share']:.1f}%" if own else NA,
+        "",
+        "",
+        "synchronised calls; TD loss's backward not included",
+    )
     return table
 
 
@@ -595,18 +703,42 @@ def data_table(results: dict[str, Any], smoke: bool) -> Table:
         return f"{rate / appetite:.2f}x" if appetite else ""
 
     for r in data.get("cpu", []):
-        table.add_row(DATA_ROWS[0], str(r["workers"]), f"{r['clips_per_s']:.1f}", vs(r["clips_per_s"]), "decoded in workers, overlaps the step")
+        table.add_row(
+            DATA_ROWS[0],
+            str(r["workers"]),
+            f"{r['clips_per_s']:.1f}",
+            vs(r["clips_per_s"]),
+            "decoded in workers, overlaps the step",
+        )
     for r in data.get("gpu", []) or [{"workers": "", "error": NA}]:
         if "error" in r:
             table.add_row(DATA_ROWS[1], str(r["workers"]), r["error"], "", "")
         else:
             fell_back = data.get("fallback_warnings")
-            table.add_row(DATA_ROWS[1], str(r["workers"]), f"{r['clips_per_s']:.1f}", vs(r["clips_per_s"]),
-                          f"FELL BACK TO CPU: {fell_back[0][:80]}" if fell_back else f"{1e3 * r['main_process_s_per_clip']:.2f} ms/clip serial with the step")
+            table.add_row(
+                DATA_ROWS[1],
+                str(r["workers"]),
+                f"{r['clips_per_s']:.1f}",
+                vs(r["clips_per_s"]),
+                f"FELL BACK TO CPU: {fell_back[0][:80]}"
+                if fell_back
+                else f"{1e3 * r['main_process_s_per_clip']:.2f} ms/clip serial with the step",
+            )
     fb = data.get("fallback_rate")
-    table.add_row(DATA_ROWS[2], str(fb["workers"]) if fb else "", f"{fb['clips_per_s']:.1f}" if fb else "not run on CUDA", "",
-                  "decode='gpu' without CUDA: simplejpeg in the main process")
-    table.add_row(DATA_ROWS[3], "", f"{appetite:.1f}" if appetite else NA, "1.00x" if appetite else "", results.get("appetite_variant", ""))
+    table.add_row(
+        DATA_ROWS[2],
+        str(fb["workers"]) if fb else "",
+        f"{fb['clips_per_s']:.1f}" if fb else "not run on CUDA",
+        "",
+        "decode='gpu' without CUDA: simplejpeg in the main process",
+    )
+    table.add_row(
+        DATA_ROWS[3],
+        "",
+        f"{appetite:.1f}" if appetite else NA,
+        "1.00x" if appetite else "",
+        results.get("appetite_variant", ""),
+    )
     diff = data.get("nvjpeg_difference")
     for row, m in ((DATA_ROWS[4], "rgb"), (DATA_ROWS[5], "flow")):
         if not diff:
@@ -615,7 +747,13 @@ def data_table(results: dict[str, Any], smoke: bool) -> Table:
             table.add_row(row, "", diff["error"], "", "")
         else:
             d = diff[m]
-            table.add_row(row, "", f"max {d['max']:.0f}", "", f"mean {d['mean']:.2f}, 99.9% {d['p99_9']:.0f} grey levels (incl. float resize)")
+            table.add_row(
+                row,
+                "",
+                f"max {d['max']:.0f}",
+                "",
+                f"mean {d['mean']:.2f}, 99.9% {d['p99_9']:.0f} grey levels (incl. float resize)",
+            )
     fb = data.get("fallback")
     worst = max(v["max"] for v in fb.values()) if fb else None
     table.add_row(DATA_ROWS[6], "", f"max {worst:.0f}" if fb else NA, "", "grey levels; same decoder, so 0")
@@ -633,21 +771,47 @@ def projection_table(results: dict[str, Any], smoke: bool) -> Table:
             table.add_row(row, NA, "")
     else:
         cfg = paper_config()
-        table.add_row(PROJECTION_ROWS[0], f"{p['stage1_compute_h']:.2f}", f"{cfg.stage1.steps} steps x {cfg.stage1.batch_size} clips, compute; "
-                      f"{p['stage1_cpu_decode_h']:.2f} h with decode=cpu")
-        table.add_row(PROJECTION_ROWS[1], f"{p['stage2_compute_h']:.2f}", f"{cfg.stage2.steps} steps x {cfg.stage2.batch_size} clips, compute; "
-                      f"{p['stage2_cpu_decode_h']:.2f} h with decode=cpu")
-        table.add_row(PROJECTION_ROWS[2], f"{p['evaluations_h']:.2f}", f"{p['evaluations']} x {p['evaluation_clips'] // max(1, p['evaluations'])} clips (test segments x windows)")
+        table.add_row(
+            PROJECTION_ROWS[0],
+            f"{p['stage1_compute_h']:.2f}",
+            f"{cfg.stage1.steps} steps x {cfg.stage1.batch_size} clips, compute; "
+            f"{p['stage1_cpu_decode_h']:.2f} h with decode=cpu",
+        )
+        table.add_row(
+            PROJECTION_ROWS[1],
+            f"{p['stage2_compute_h']:.2f}",
+            f"{cfg.stage2.steps} steps x {cfg.stage2.batch_size} clips, compute; "
+            f"{p['stage2_cpu_decode_h']:.2f} h with decode=cpu",
+        )
+        table.add_row(
+            PROJECTION_ROWS[2],
+            f"{p['evaluations_h']:.2f}",
+            f"{p['evaluations']} x {p['evaluation_clips'] // max(1, p['evaluations'])} clips (test segments x windows)",
+        )
         table.add_row(PROJECTION_ROWS[3], f"{p['snapshot_h']:.2f}", f"{p['snapshot_clips']} clips")
         table.add_row(PROJECTION_ROWS[4], f"{p['total_compute_h']:.2f}", "no data bound")
         fastest = max(results["data"]["cpu"], key=lambda r: r["clips_per_s"])
-        table.add_row(PROJECTION_ROWS[5], f"{p['total_cpu_decode_h']:.2f}", f"{fastest['workers']} loader workers ({fastest['clips_per_s']:.0f} clips/s)")
-        table.add_row(PROJECTION_ROWS[6], fmt(p.get("total_gpu_decode_h"), ".2f"), "nvjpeg in the main process, serial with the step")
-    table.add_row(PROJECTION_ROWS[7], f"{PAPER_GPU_HOURS / 4:.0f} (x 4 GPUs)", f"{PAPER_GPU_HOURS:.0f} GPU-hours (paper 4.1)")
+        table.add_row(
+            PROJECTION_ROWS[5],
+            f"{p['total_cpu_decode_h']:.2f}",
+            f"{fastest['workers']} loader workers ({fastest['clips_per_s']:.0f} clips/s)",
+        )
+        table.add_row(
+            PROJECTION_ROWS[6],
+            fmt(p.get("total_gpu_decode_h"), ".2f"),
+            "nvjpeg in the main process, serial with the step",
+        )
+    table.add_row(
+        PROJECTION_ROWS[7], f"{PAPER_GPU_HOURS / 4:.0f} (x 4 GPUs)", f"{PAPER_GPU_HOURS:.0f} GPU-hours (paper 4.1)"
+    )
     if p:
         best = min(v for k, v in p.items() if k.startswith("total_"))
-        table.add_row(PROJECTION_ROWS[8], f"< {GOAL_HOURS:.0f}", f"best projection {best:.2f} h: {best / GOAL_HOURS:.2f}x the goal, "
-                      f"{PAPER_GPU_HOURS / best:.1f}x fewer GPU-hours than the paper")
+        table.add_row(
+            PROJECTION_ROWS[8],
+            f"< {GOAL_HOURS:.0f}",
+            f"best projection {best:.2f} h: {best / GOAL_HOURS:.2f}x the goal, "
+            f"{PAPER_GPU_HOURS / best:.1f}x fewer GPU-hours than the paper",
+        )
     else:
         table.add_row(PROJECTION_ROWS[8], f"< {GOAL_HOURS:.0f}", NA)
     return table
@@ -662,16 +826,37 @@ def print_tables(console: Console, results: dict[str, Any], smoke: bool) -> None
 # ---------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny CPU run of every path that needs no CUDA (about a minute)")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here (rewritten after each part)")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant after the warm-up (default: %(default)s)")
-    parser.add_argument("--workers", type=str, default="", help="loader worker counts, e.g. 4,8,14 (default: from the CPU count)")
-    parser.add_argument("--loader-batches", type=int, default=8, help="timed loader batches per measurement (default: %(default)s)")
-    parser.add_argument("--skip-compile", action="store_true", help="skip the torch.compile variant (its compile takes minutes)")
-    parser.add_argument("--time-budget", type=float, default=0.0,
-                        help="seconds the whole run may take; DDP (needs 60 s) and torch.compile (180 s) are skipped "
-                             "when less is left (default: no budget)")
-    parser.add_argument("--data-root", type=Path, default=None, help="EPIC-layout frames with S_train.csv (default: generated into a temp folder)")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny CPU run of every path that needs no CUDA (about a minute)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the results as JSON here (rewritten after each part)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=5, help="timed steps per variant after the warm-up (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=str, default="", help="loader worker counts, e.g. 4,8,14 (default: from the CPU count)"
+    )
+    parser.add_argument(
+        "--loader-batches", type=int, default=8, help="timed loader batches per measurement (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--skip-compile", action="store_true", help="skip the torch.compile variant (its compile takes minutes)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=0.0,
+        help="seconds the whole run may take; DDP (needs 60 s) and torch.compile (180 s) are skipped "
+        "when less is left (default: no budget)",
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="EPIC-layout frames with S_train.csv (default: generated into a temp folder)",
+    )
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
@@ -699,23 +884,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sizes = smoke_sizes(args) if smoke else full_sizes(paper_config(), args)
     try:
         import torchvision
+
         tv = torchvision.__version__
     except ImportError:
         tv = None
     results: dict[str, Any] = {
         "mode": "smoke (CPU, tiny model: not GPU numbers)" if smoke else "cuda",
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "torchvision": tv, "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "torchvision": tv,
+        "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "cpus": os.cpu_count(), "sizes": sizes.__dict__, "steps": {},
+        "cpus": os.cpu_count(),
+        "sizes": sizes.__dict__,
+        "steps": {},
     }
 
     def save() -> None:
         if args.out:
             atomic_write_text(args.out, json.dumps(results, indent=1, default=str))
 
-    console.print(f"torch {torch.__version__}, torchvision {tv}, device {results['device']}, {os.cpu_count()} CPUs, "
-                  f"mode {results['mode']}")
+    console.print(
+        f"torch {torch.__version__}, torchvision {tv}, device {results['device']}, {os.cpu_count()} CPUs, "
+        f"mode {results['mode']}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_root
         if root is None:
@@ -723,12 +915,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             start = time.perf_counter()
             h, w = sizes.frame_hw
-            gen = SyntheticVideoConfig(height=h, width=w, num_classes=5, train_clips=sizes.train_clips, test_clips=1,
-                                       segments_per_video=8, min_frames=34, max_frames=40, speed=4.0 if not smoke else 0.6)
+            gen = SyntheticVideoConfig(
+                height=h,
+                width=w,
+                num_classes=5,
+                train_clips=sizes.train_clips,
+                test_clips=1,
+                segments_per_video=8,
+                min_frames=34,
+                max_frames=40,
+                speed=4.0 if not smoke else 0.6,
+            )
             root = generate_video_domains(Path(tmp) / "epic", gen, domains=("S",))
-            console.print(f"generated {sizes.train_clips + 1} EPIC-layout clips at {w}x{h} in {time.perf_counter() - start:.1f} s")
+            console.print(
+                f"generated {sizes.train_clips + 1} EPIC-layout clips at {w}x{h} in {time.perf_counter() - start:.1f} s"
+            )
         base_ds = EpicClips(root, "S", "train", size=sizes.size, num_frames=sizes.frames)
-        datasets = {"source": base_ds, "target": base_ds, "test": base_ds}  # construction only: the steps use fixed clips
+        datasets = {
+            "source": base_ds,
+            "target": base_ds,
+            "test": base_ds,
+        }  # construction only: the steps use fixed clips
         out_dir = Path(tmp) / "runs"
 
         # 1. the stage-2 step
@@ -736,8 +943,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lowp = "bf16" if cuda else "fp32"  # the precision of the pair, DDP, stage 1 and evaluation rows
         adv = Variant(STEP_ROWS[6], precision=lowp, refinement=False)
         if cuda:
-            groups = [[Variant(STEP_ROWS[0], channels_last=False)], [Variant(STEP_ROWS[1])],
-                      [Variant(STEP_ROWS[2], precision="bf16"), adv], [Variant(STEP_ROWS[3], precision="bf16", cudnn_benchmark=True)]]
+            groups = [
+                [Variant(STEP_ROWS[0], channels_last=False)],
+                [Variant(STEP_ROWS[1])],
+                [Variant(STEP_ROWS[2], precision="bf16"), adv],
+                [Variant(STEP_ROWS[3], precision="bf16", cudnn_benchmark=True)],
+            ]
         else:  # no bf16 / cudnn / compile / nccl: the pair is the fp32 default and adversarial-only, DDP runs on gloo
             groups = [[Variant(STEP_ROWS[0], channels_last=False)], [Variant(STEP_ROWS[1]), adv]]
             for name in STEP_ROWS[2:5]:
@@ -747,16 +958,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if cuda and args.skip_compile:
             results["steps"][STEP_ROWS[4]] = {"error": "skipped (--skip-compile)", "variant": ""}
         elif cuda:
-            late.append(("compile", [Variant(STEP_ROWS[4], precision="bf16", cudnn_benchmark=True, compile=True)], 180.0))
-        described = {STEP_ROWS[5]: f"{'nccl' if cuda else 'gloo (smoke; nccl needs CUDA)'}, {lowp}, channels_last_3d",
-                     STEP_ROWS[6]: f"{lowp}, channels_last_3d, 0 agents"}
+            late.append(
+                ("compile", [Variant(STEP_ROWS[4], precision="bf16", cudnn_benchmark=True, compile=True)], 180.0)
+            )
+        described = {
+            STEP_ROWS[5]: f"{'nccl' if cuda else 'gloo (smoke; nccl needs CUDA)'}, {lowp}, channels_last_3d",
+            STEP_ROWS[6]: f"{lowp}, channels_last_3d, 0 agents",
+        }
         for group in groups:
             run_group(group, sizes, device, datasets, out_dir, console, results, described)
             save()
         step1, forward = stage1_and_eval(sizes, device, datasets, out_dir, lowp, cuda, console)
         tuned = ", channels_last_3d" + (", cudnn.benchmark" if cuda else "")
-        for name, m, what in ((STEP_ROWS[7], step1, f"{sizes.stage1_batch} clips, {lowp}{tuned}"),
-                              (STEP_ROWS[8], forward, f"batch {sizes.eval_batch}, {lowp}{tuned}")):
+        for name, m, what in (
+            (STEP_ROWS[7], step1, f"{sizes.stage1_batch} clips, {lowp}{tuned}"),
+            (STEP_ROWS[8], forward, f"batch {sizes.eval_batch}, {lowp}{tuned}"),
+        ):
             results["steps"][name] = {**m.as_dict(), "variant": what}
         save()
 
@@ -770,7 +987,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         save()
         if cuda:
             print_tables(console, results, smoke)  # the tables so far, in case the rest outlasts the time limit
-        for what, group, needs_s in late:
+        for _what, group, needs_s in late:
             left = args.time_budget - (time.perf_counter() - started) if args.time_budget else math.inf
             if left < needs_s:
                 for v in group:
@@ -786,20 +1003,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
-def run_group(group: list[Variant], sizes: Sizes, device: torch.device, datasets: dict[str, Any], out_dir: Path, console: Console,
-              results: dict[str, Any], described: dict[str, str]) -> None:
+def run_group(
+    group: list[Variant],
+    sizes: Sizes,
+    device: torch.device,
+    datasets: dict[str, Any],
+    out_dir: Path,
+    console: Console,
+    results: dict[str, Any],
+    described: dict[str, str],
+) -> None:
     """Measure one group of variants into ``results["steps"]``; a pair (MMIR, adversarial-only) also gives the refinement share."""
     measured, own = measure_group(group, sizes, device, datasets, out_dir, console)
     for v in group:
-        label = described.get(v.name, f"{v.precision}, {'channels_last_3d' if v.channels_last else 'contiguous'}"
-                              + (", cudnn.benchmark" if v.cudnn_benchmark else "") + (", compiled trunks" if v.compile else ""))
+        label = described.get(
+            v.name,
+            f"{v.precision}, {'channels_last_3d' if v.channels_last else 'contiguous'}"
+            + (", cudnn.benchmark" if v.cudnn_benchmark else "")
+            + (", compiled trunks" if v.compile else ""),
+        )
         results["steps"][v.name] = {**measured[v.name].as_dict(), "variant": label}
     if len(group) == 2:
         mmir, adv = measured[group[0].name], measured[group[1].name]
         variant = f"{results['steps'][group[0].name]['variant']}, interleaved"
         if mmir.seconds and adv.seconds:
             share, low, high = paired_share(mmir.seconds, adv.seconds)
-            results["refinement_share"] = {"share": share, "low": low, "high": high, "variant": variant, "of": group[0].name}
+            results["refinement_share"] = {
+                "share": share,
+                "low": low,
+                "high": high,
+                "variant": variant,
+                "of": group[0].name,
+            }
         if own:
             results["refiners_own"] = {"share": statistics.median(own), "per_step": own, "variant": variant}
 
@@ -811,17 +1046,25 @@ def update_projection(results: dict[str, Any], cuda: bool) -> None:
     if not best or "error" in s1 or "error" in fw:
         return
     gpu_rates = [r for r in results["data"].get("gpu", []) if "error" not in r]
-    projection = project(paper_config(), s1["s_per_step_median"], results["steps"][best]["s_per_step_median"], fw["clips_per_s"],
-                         max(r["clips_per_s"] for r in results["data"]["cpu"]),
-                         min(r["main_process_s_per_clip"] for r in gpu_rates) if gpu_rates else None)
+    projection = project(
+        paper_config(),
+        s1["s_per_step_median"],
+        results["steps"][best]["s_per_step_median"],
+        fw["clips_per_s"],
+        max(r["clips_per_s"] for r in results["data"]["cpu"]),
+        min(r["main_process_s_per_clip"] for r in gpu_rates) if gpu_rates else None,
+    )
     projection["stage2_step_from"] = best
     results["projection" if cuda else "projection_of_smoke_numbers_not_meaningful"] = projection
 
 
 def set_appetite(results: dict[str, Any]) -> None:
     """The fastest measured stage-2 step (DDP and adversarial-only aside): the clips/s the loader must keep up with."""
-    candidates = [(r["s_per_step_median"], name) for name, r in results["steps"].items()
-                  if name in STEP_ROWS[:5] and "s_per_step_median" in r]
+    candidates = [
+        (r["s_per_step_median"], name)
+        for name, r in results["steps"].items()
+        if name in STEP_ROWS[:5] and "s_per_step_median" in r
+    ]
     if candidates:
         seconds, name = min(candidates)
         results["appetite_variant"] = name

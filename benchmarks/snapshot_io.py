@@ -15,8 +15,8 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -33,7 +33,10 @@ MODALITIES = ("rgb", "flow")
 def make_pools(rows: int, d: int, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """ReLU-like features (non-negative, about half zeros), as I3D's pooled features are."""
     rng = np.random.default_rng(seed)
-    return {dom: {m: np.maximum(rng.standard_normal((rows, d), dtype=np.float32), 0) for m in MODALITIES} for dom in ("source", "target")}
+    return {
+        dom: {m: np.maximum(rng.standard_normal((rows, d), dtype=np.float32), 0) for m in MODALITIES}
+        for dom in ("source", "target")
+    }
 
 
 def write(path: Path, pools: dict[str, dict[str, np.ndarray]], dtype: str, known_rows: bool, batch: int = 80) -> float:
@@ -41,14 +44,20 @@ def write(path: Path, pools: dict[str, dict[str, np.ndarray]], dtype: str, known
     rows = {dom: next(iter(p.values())).shape[0] for dom, p in pools.items()}
     d = next(iter(pools["source"].values())).shape[1]
     start = time.perf_counter()
-    with SnapshotWriter(path, feature_dim=d, num_classes=8, modalities=MODALITIES, dtype=dtype,
-                        num_rows=rows if known_rows else None) as writer:
+    with SnapshotWriter(
+        path, feature_dim=d, num_classes=8, modalities=MODALITIES, dtype=dtype, num_rows=rows if known_rows else None
+    ) as writer:
         for dom, p in pools.items():
             labels = np.arange(rows[dom]) % 8
             uids = np.arange(rows[dom])
             for s in range(0, rows[dom], batch):
-                writer.append(dom, {m: x[s : s + batch] for m, x in p.items()}, label=labels[s : s + batch], uid=uids[s : s + batch],
-                              is_negative=labels[s : s + batch] == 0)
+                writer.append(
+                    dom,
+                    {m: x[s : s + batch] for m, x in p.items()},
+                    label=labels[s : s + batch],
+                    uid=uids[s : s + batch],
+                    is_negative=labels[s : s + batch] == 0,
+                )
     return time.perf_counter() - start
 
 
@@ -72,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pools = make_pools(args.rows, args.feature_dim)
     total_rows = 2 * args.rows  # clips; each clip has one row per modality
-    print(f"snapshot_io: {args.rows} clips per domain x {len(MODALITIES)} modalities, d={args.feature_dim}; "
-          f"h5py {h5py.__version__} / HDF5 {h5py.version.hdf5_version}")
+    print(
+        f"snapshot_io: {args.rows} clips per domain x {len(MODALITIES)} modalities, d={args.feature_dim}; "
+        f"h5py {h5py.__version__} / HDF5 {h5py.version.hdf5_version}"
+    )
 
     with tempfile.TemporaryDirectory(prefix="mmir-snapshot-io-") as tmp:
         tmpdir = Path(tmp)
@@ -85,23 +96,33 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = write(path, pools, dtype, known)
                 sizes[dtype] = path.stat().st_size
                 how = "preallocated (num_rows known)" if known else "streamed + compacted on close"
-                print(f"  {dtype:8s} {how:31s}: {total_rows / seconds:>10,.0f} clips/s "
-                      f"({total_rows * len(MODALITIES) / seconds:,.0f} feature rows/s), {sizes[dtype] / 2**20:6.1f} MiB")
+                print(
+                    f"  {dtype:8s} {how:31s}: {total_rows / seconds:>10,.0f} clips/s "
+                    f"({total_rows * len(MODALITIES) / seconds:,.0f} feature rows/s), {sizes[dtype] / 2**20:6.1f} MiB"
+                )
         raw = total_rows * len(MODALITIES) * args.feature_dim
-        print(f"  file size float16 / float32 = {sizes['float16'] / sizes['float32']:.2f} "
-              f"(feature payload {raw * 2 / 2**20:.1f} / {raw * 4 / 2**20:.1f} MiB)")
+        print(
+            f"  file size float16 / float32 = {sizes['float16'] / sizes['float32']:.2f} "
+            f"(feature payload {raw * 2 / 2**20:.1f} / {raw * 4 / 2**20:.1f} MiB)"
+        )
 
         # Compression trade-off on these ReLU-like features, on one modality of one domain.
         sample = pools["source"]["rgb"].astype(np.float16)
         comp = {}
-        for name, kw in (("none", {}), ("lzf", {"compression": "lzf", "chunks": (256, args.feature_dim)}),
-                         ("gzip-4", {"compression": "gzip", "compression_opts": 4, "chunks": (256, args.feature_dim)})):
+        for name, kw in (
+            ("none", {}),
+            ("lzf", {"compression": "lzf", "chunks": (256, args.feature_dim)}),
+            ("gzip-4", {"compression": "gzip", "compression_opts": 4, "chunks": (256, args.feature_dim)}),
+        ):
             p = tmpdir / f"comp-{name}.h5"
             with h5py.File(p, "w") as f:
                 f.create_dataset("x", data=sample, **kw)
             comp[name] = p.stat().st_size
-        print("  compression of ReLU-like float16 features: "
-              + ", ".join(f"{k} {v / comp['none']:.0%}" for k, v in comp.items()) + " of uncompressed")
+        print(
+            "  compression of ReLU-like float16 features: "
+            + ", ".join(f"{k} {v / comp['none']:.0%}" for k, v in comp.items())
+            + " of uncompressed"
+        )
 
         print(f"\n== random candidate sets: {args.calls} calls x (16 sets x n_c=5 = 80 rows), best of 3 ==")
         path = tmpdir / "float16-pre.h5"
@@ -110,19 +131,33 @@ def main(argv: list[str] | None = None) -> int:
             "in-memory ArraySource (reference)": memory,
             "SnapshotSource, loaded into RAM": SnapshotSource(path, "rgb", in_memory=True),
             "SnapshotSource, memory-mapped file": SnapshotSource(path, "rgb", in_memory=False),
-            "SnapshotSource, HDF5 sorted fancy reads": SnapshotSource(Snapshot(path, memory_map=False), "rgb", in_memory=False),
+            "SnapshotSource, HDF5 sorted fancy reads": SnapshotSource(
+                Snapshot(path, memory_map=False), "rgb", in_memory=False
+            ),
         }
         times = {}
         for name, src in sources.items():
             times[name] = time_sampling(lambda rng, s=src: s.sample(rng, "target", 16, 5), args.calls)
         ref = times["in-memory ArraySource (reference)"]
         for name, t in times.items():
-            verdict = "" if name.startswith("in-memory") else ("  within 2x: yes" if t <= 2 * ref else "  within 2x: NO")
+            verdict = (
+                "" if name.startswith("in-memory") else ("  within 2x: yes" if t <= 2 * ref else "  within 2x: NO")
+            )
             print(f"  {name:42s}: {t:7.3f} s  ratio {t / ref:5.2f}x{verdict}")
 
         print(f"\n== env-style: {args.calls * 5} calls of one candidate set (what InstanceRefinementEnv.reset does) ==")
-        single = {k: sources[k] for k in ("in-memory ArraySource (reference)", "SnapshotSource, memory-mapped file", "SnapshotSource, HDF5 sorted fancy reads")}
-        times1 = {name: time_sampling(lambda rng, s=src: s.sample(rng, "source", 1, 5), args.calls * 5, repeats=2) for name, src in single.items()}
+        single = {
+            k: sources[k]
+            for k in (
+                "in-memory ArraySource (reference)",
+                "SnapshotSource, memory-mapped file",
+                "SnapshotSource, HDF5 sorted fancy reads",
+            )
+        }
+        times1 = {
+            name: time_sampling(lambda rng, s=src: s.sample(rng, "source", 1, 5), args.calls * 5, repeats=2)
+            for name, src in single.items()
+        }
         ref1 = times1["in-memory ArraySource (reference)"]
         for name, t in times1.items():
             print(f"  {name:42s}: {t:7.3f} s  ratio {t / ref1:5.2f}x")

@@ -74,7 +74,9 @@ def bench_dataset(root: Path, size: int, workers: tuple[int, ...], batch: int, r
         loader = DataLoader(ds, batch_size=batch, num_workers=n, shuffle=False)
         start = time.perf_counter()
         clips = sum(int(b["label"].shape[0]) for b in loader)  # includes worker start-up, as in training
-        rows.append((f"EpicClips rgb+flow -> {size}px, train", f"{n} workers", clips / (time.perf_counter() - start), "clips/s"))
+        rows.append(
+            (f"EpicClips rgb+flow -> {size}px, train", f"{n} workers", clips / (time.perf_counter() - start), "clips/s")
+        )
     return rows
 
 
@@ -101,8 +103,9 @@ def bench_i3d(batch: int, iters: int, skip_compile: bool, console: Console) -> l
     x = torch.randn(batch, 3, 16, 224, 224)
     target = torch.randint(0, 400, (batch,))
     for name, opts in _variants(not skip_compile):
-        model = InceptionI3d(in_channels=3, fuse_padding=opts.get("fuse_padding", True),
-                             channels_last=opts.get("channels_last", True))
+        model = InceptionI3d(
+            in_channels=3, fuse_padding=opts.get("fuse_padding", True), channels_last=opts.get("channels_last", True)
+        )
         inp = x  # the model converts its input to its own memory format, as in training
         run = model
         if opts.get("compile"):
@@ -141,10 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=224, help="dataset output size (224 for I3D on EPIC)")
     parser.add_argument("--loader-batch", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3, help="passes over the generated clips per loader measurement")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads in the main process (0: torch's default). Default 1: on a shared "
-                             "2-core machine two OpenMP threads next to another busy process ran I3D 3-100x "
-                             "slower (spin-waiting), which made every comparison noise")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads in the main process (0: torch's default). Default 1: on a shared "
+        "2-core machine two OpenMP threads next to another busy process ran I3D 3-100x "
+        "slower (spin-waiting), which made every comparison noise",
+    )
     parser.add_argument("--skip-compile", action="store_true", help="skip torch.compile (its compile time is minutes)")
     parser.add_argument("--skip-i3d", action="store_true")
     args = parser.parse_args(argv)
@@ -152,11 +159,22 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     console = Console()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    console.print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load:.1f}")
+    console.print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load average {load:.1f}"
+    )
     rows = bench_decode()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = SyntheticVideoConfig(height=256, width=456, num_classes=5, train_clips=args.clips, test_clips=1,
-                                   segments_per_video=12, min_frames=34, max_frames=44, speed=4.0)
+        cfg = SyntheticVideoConfig(
+            height=256,
+            width=456,
+            num_classes=5,
+            train_clips=args.clips,
+            test_clips=1,
+            segments_per_video=12,
+            min_frames=34,
+            max_frames=44,
+            speed=4.0,
+        )
         start = time.perf_counter()
         root = generate_video_domains(Path(tmp), cfg, domains=("S",))
         console.print(f"generated {args.clips + 1} EPIC-sized clips in {time.perf_counter() - start:.1f} s")

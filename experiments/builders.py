@@ -10,8 +10,9 @@ module on first use, so that a video run does not import the sensor code and the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -73,12 +74,24 @@ def epic_datasets(cfg: RunConfig) -> dict[str, EpicClips]:
     d = cfg.data
     empty = [f"{m}/" for m in cfg.model.modalities if (root / m).is_dir() and not any((root / m).iterdir())]
     if empty:
-        raise ConfigError(f"data.root {root}: {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty "
-                          "(expected PXX/PXX_YY/ frame folders, EPIC layout)")
+        raise ConfigError(
+            f"data.root {root}: {' and '.join(empty)} {'is' if len(empty) == 1 else 'are'} empty "
+            "(expected PXX/PXX_YY/ frame folders, EPIC layout)"
+        )
     try:
-        return epic_splits(root, d.source, d.target, splits=d.annotations or None, modalities=cfg.model.modalities,
-                           size=d.size, num_frames=d.frames, seed=cfg.seed, synchronised=d.synchronised,
-                           test_clips=cfg.evaluation.windows, decode=d.decode)  # type: ignore[arg-type]
+        return epic_splits(
+            root,
+            d.source,
+            d.target,
+            splits=d.annotations or None,
+            modalities=cfg.model.modalities,
+            size=d.size,
+            num_frames=d.frames,
+            seed=cfg.seed,
+            synchronised=d.synchronised,
+            test_clips=cfg.evaluation.windows,
+            decode=d.decode,
+        )  # type: ignore[arg-type]
     except (ValueError, OSError) as err:  # no split file for a domain, an unreadable or malformed one
         where = f"data.annotations {d.annotations}" if d.annotations else "the MM-SADA splits (data.annotations empty)"
         raise ConfigError(f"data.source {d.source!r} / data.target {d.target!r} with {where}: {err}") from None
@@ -102,9 +115,13 @@ def watch_datasets(cfg: RunConfig) -> dict[str, WatchWindows]:
             raise ConfigError(f"{key} must be one of {sorted(ARMS)} for data.kind = 'watch', got {arm!r}")
     unknown = [m for m in cfg.model.modalities if m not in MODALITY_CHANNELS]
     if unknown:
-        raise ConfigError(f"model.modalities {unknown} are not watch modalities; choose from {sorted(MODALITY_CHANNELS)}")
+        raise ConfigError(
+            f"model.modalities {unknown} are not watch modalities; choose from {sorted(MODALITY_CHANNELS)}"
+        )
     if cfg.model.num_classes != len(CLASSES):
-        raise ConfigError(f"model.num_classes must be {len(CLASSES)} for the watch data ({', '.join(CLASSES)}), got {cfg.model.num_classes}")
+        raise ConfigError(
+            f"model.num_classes must be {len(CLASSES)} for the watch data ({', '.join(CLASSES)}), got {cfg.model.num_classes}"
+        )
     data = load_watch(d.root or None)
     return watch_splits(data, d.source, d.target, cfg.model.modalities, d.frames)
 
@@ -115,8 +132,14 @@ def i3d_model(cfg: RunConfig) -> TwoStream:
     from features.two_stream import TwoStream
 
     m = cfg.model
-    return TwoStream.i3d(m.num_classes, m.modalities, width=m.width, checkpoints=m.checkpoints or None,
-                         dropout=m.dropout, fusion=m.fusion)
+    return TwoStream.i3d(
+        m.num_classes,
+        m.modalities,
+        width=m.width,
+        checkpoints=m.checkpoints or None,
+        dropout=m.dropout,
+        fusion=m.fusion,
+    )
 
 
 def sensor_model(cfg: RunConfig) -> TwoStream:
@@ -152,8 +175,10 @@ def feature_datasets(cfg: RunConfig) -> dict[str, Any]:
     if not d.root:
         raise ConfigError("data.root is empty: set it to the training snapshot (.h5) for data.kind = 'features'")
     if not d.test_features:
-        raise ConfigError("data.test_features is empty: set it to a snapshot whose target domain is the test split "
-                          "(e.g. mmir extract ... --split test) for data.kind = 'features'")
+        raise ConfigError(
+            "data.test_features is empty: set it to a snapshot whose target domain is the test split "
+            "(e.g. mmir extract ... --split test) for data.kind = 'features'"
+        )
     try:
         return feature_datasets_from_snapshots(d.root, d.test_features, cfg.model.modalities)
     except FeatureFileError as err:
@@ -183,8 +208,10 @@ def feature_benchmark_datasets(cfg: RunConfig) -> dict[str, Any]:
 
     params = negative_transfer_params(cfg)
     if cfg.model.num_classes != params.num_classes:
-        raise ConfigError(f"model.num_classes must be feature_benchmark.classes + outlier_classes = {params.num_classes} "
-                          f"for data.kind = 'feature-benchmark', got {cfg.model.num_classes}")
+        raise ConfigError(
+            f"model.num_classes must be feature_benchmark.classes + outlier_classes = {params.num_classes} "
+            f"for data.kind = 'feature-benchmark', got {cfg.model.num_classes}"
+        )
     return negative_transfer_datasets(params, cfg.seed, cfg.model.modalities)
 
 
@@ -196,14 +223,18 @@ def _feature_widths(cfg: RunConfig) -> dict[str, int]:
         from features.snapshot import Snapshot, SnapshotError
 
         if not cfg.data.root or not Path(cfg.data.root).expanduser().is_file():
-            raise ConfigError(f"data.root {cfg.data.root!r}: no such snapshot file (model.backbone = 'adapter' reads its feature width)")
+            raise ConfigError(
+                f"data.root {cfg.data.root!r}: no such snapshot file (model.backbone = 'adapter' reads its feature width)"
+            )
         try:
             with Snapshot(Path(cfg.data.root).expanduser(), validate=False) as snap:
                 return {m: snap.feature_dim for m in cfg.model.modalities}
         except SnapshotError as err:
             raise ConfigError(f"data.root: {err}") from None
-    raise ConfigError(f"model.backbone = 'adapter' trains on stored features: data.kind must be 'features' or 'feature-benchmark', "
-                      f"got {cfg.data.kind!r}")
+    raise ConfigError(
+        f"model.backbone = 'adapter' trains on stored features: data.kind must be 'features' or 'feature-benchmark', "
+        f"got {cfg.data.kind!r}"
+    )
 
 
 def adapter_model(cfg: RunConfig) -> TwoStream:
@@ -215,5 +246,12 @@ def adapter_model(cfg: RunConfig) -> TwoStream:
 
     m = cfg.model
     width = max(4, round(64 * m.width))
-    return adapter_two_stream(_feature_widths(cfg), m.num_classes, hidden_dim=width, feature_dim=width, dropout=m.dropout,
-                              fusion=m.fusion, modalities=m.modalities)
+    return adapter_two_stream(
+        _feature_widths(cfg),
+        m.num_classes,
+        hidden_dim=width,
+        feature_dim=width,
+        dropout=m.dropout,
+        fusion=m.fusion,
+        modalities=m.modalities,
+    )

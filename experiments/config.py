@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.registries import DATASETS, EVALUATION_HOOKS, MODELS, OBJECTIVES, REFINERS, STRATEGIES  # tables plug-ins extend; no config import
+from experiments.registries import (  # tables plug-ins extend; no config import
+    DATASETS,
+    EVALUATION_HOOKS,
+    MODELS,
+    OBJECTIVES,
+    REFINERS,
+    STRATEGIES,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -40,7 +47,9 @@ class DataConfig:
     size: int = 224
     synchronised: bool = False  # RGB and flow windows drawn independently in training (MM-SADA)
     num_workers: int = 4
-    decode: str = "cpu"  # EPIC JPEGs decoded in the loader workers ("cpu") or batched on the GPU in the main process ("gpu")
+    decode: str = (
+        "cpu"  # EPIC JPEGs decoded in the loader workers ("cpu") or batched on the GPU in the main process ("gpu")
+    )
     test_features: str = ""  # data.kind = "features": the snapshot whose target domain is the test split (data.root: the training snapshot)
 
 
@@ -74,7 +83,9 @@ class StageConfig:
     mmd_weight: float = 0.0  # DAN baseline: multi-kernel MMD between source and target features per modality
     mcd: bool = False  # MCD baseline: two classifiers, maximum classifier discrepancy (stage 2 only)
     mcd_generator_steps: int = 4  # MCD step C: generator updates per batch (Saito et al. use 4)
-    objectives: dict[str, float] = field(default_factory=dict)  # more registered objectives (experiments.objectives) -> weight
+    objectives: dict[str, float] = field(
+        default_factory=dict
+    )  # more registered objectives (experiments.objectives) -> weight
     strategy: str = "standard"  # stage-2 step strategy (experiments.steps.STRATEGIES); mcd = true selects "mcd"
 
 
@@ -176,8 +187,12 @@ class FeatureBenchmarkConfig:
     separation: float = 3.0  # distance of each class mean from the origin (orthogonal class axes)
     noise: float = 1.0  # isotropic Gaussian noise per coordinate
     shift: float = 3.0  # length of the target's translation
-    rotation: float = 60.0  # degrees by which the target map turns every vector (alignment can undo it, a source classifier cannot)
-    outlier_offset: float = 3.0  # distance of an outlier class from its parent shared class along an axis the target lacks
+    rotation: float = (
+        60.0  # degrees by which the target map turns every vector (alignment can undo it, a source classifier cannot)
+    )
+    outlier_offset: float = (
+        3.0  # distance of an outlier class from its parent shared class along an axis the target lacks
+    )
     outlier_placement: str = "style"  # "style": near-duplicates of shared classes; "random": random directions
     unknown_placement: str = "between"  # target unknowns "between" two shared classes or "outside" them
     clean: bool = False  # leave the planted negatives out of both training sets (the no-negative-transfer reference)
@@ -197,7 +212,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: StageConfig = field(default_factory=StageConfig)
-    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=8000, batch_size=80, lr=0.001, adversarial=True, refinement=True))
+    stage2: StageConfig = field(
+        default_factory=lambda: StageConfig(steps=8000, batch_size=80, lr=0.001, adversarial=True, refinement=True)
+    )
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     agents: AgentConfig = field(default_factory=AgentConfig)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
@@ -264,7 +281,9 @@ def _check_type(value: Any, annotation: Any, where: str) -> Any:
         return value
     if annotation in (str, bool):
         if not isinstance(value, annotation) or (annotation is not bool and isinstance(value, bool)):
-            raise ConfigError(f"{where} must be {'true/false' if annotation is bool else 'a string'}, got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"{where} must be {'true/false' if annotation is bool else 'a string'}, got {type(value).__name__} {value!r}"
+            )
         return value
     raise ConfigError(f"{where}: unsupported type {annotation!r}")  # pragma: no cover
 
@@ -278,7 +297,9 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     unknown = sorted(set(data) - fields)
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(f"unknown key(s) {', '.join(prefix + k for k in unknown)}; valid keys{' of [' + where + ']' if where else ''}: {', '.join(sorted(fields))}")
+        raise ConfigError(
+            f"unknown key(s) {', '.join(prefix + k for k in unknown)}; valid keys{' of [' + where + ']' if where else ''}: {', '.join(sorted(fields))}"
+        )
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         path = f"{where}.{name}" if where else name
@@ -314,13 +335,27 @@ def validate(config: RunConfig) -> RunConfig:
     for key in ("stage1.steps", "stage2.steps"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
-    for key in ("stage1.batch_size", "stage2.batch_size", "data.frames", "data.size", "evaluation.every", "evaluation.last", "evaluation.windows", "checkpoints.every", "model.num_classes"):
+    for key in (
+        "stage1.batch_size",
+        "stage2.batch_size",
+        "data.frames",
+        "data.size",
+        "evaluation.every",
+        "evaluation.last",
+        "evaluation.windows",
+        "checkpoints.every",
+        "model.num_classes",
+    ):
         if flat[key] < 1:
             raise ConfigError(f"{key} must be >= 1, got {flat[key]}")
     if config.stage2.batch_size % 2:
-        raise ConfigError(f"stage2.batch_size must be even (split equally between source and target), got {config.stage2.batch_size}")
+        raise ConfigError(
+            f"stage2.batch_size must be even (split equally between source and target), got {config.stage2.batch_size}"
+        )
     if config.stage2.refinement and (config.stage2.batch_size // 2) % config.env.n_c:
-        raise ConfigError(f"stage2.batch_size / 2 = {config.stage2.batch_size // 2} must be a multiple of env.n_c = {config.env.n_c} (candidate sets)")
+        raise ConfigError(
+            f"stage2.batch_size / 2 = {config.stage2.batch_size // 2} must be a multiple of env.n_c = {config.env.n_c} (candidate sets)"
+        )
     if not config.env.E < config.env.n_c or config.env.E < 1:
         raise ConfigError(f"env.E must satisfy 1 <= E < n_c = {config.env.n_c}, got {config.env.E}")
     for key in ("env.tau_s", "env.tau_t"):
@@ -329,23 +364,33 @@ def validate(config: RunConfig) -> RunConfig:
     mods = config.model.modalities
     if not mods or len(set(mods)) != len(mods):
         raise ConfigError(f"model.modalities must be non-empty and distinct, got {mods}")
-    for key, listed in (("agents.s_agents", config.agents.s_agents), ("agents.t_agents", config.agents.t_agents), ("model.checkpoints", list(config.model.checkpoints))):
+    for key, listed in (
+        ("agents.s_agents", config.agents.s_agents),
+        ("agents.t_agents", config.agents.t_agents),
+        ("model.checkpoints", list(config.model.checkpoints)),
+    ):
         stray = [m for m in listed if m not in mods]
         if stray:
             raise ConfigError(f"{key} names {stray}, which are not in model.modalities {mods}")
     if config.model.width <= 0:
         raise ConfigError(f"model.width must be > 0, got {config.model.width}")
     eps = config.agents.epsilon
-    if (isinstance(eps, str) and eps not in ("paper", "released")) or (not isinstance(eps, str) and not 0.0 <= eps <= 1.0):
+    if (isinstance(eps, str) and eps not in ("paper", "released")) or (
+        not isinstance(eps, str) and not 0.0 <= eps <= 1.0
+    ):
         raise ConfigError(f"agents.epsilon must be a number in [0, 1], 'paper' or 'released', got {eps!r}")
     for name in ("stage1", "stage2"):
         stage = getattr(config, name)
         if stage.refinement and not stage.adversarial:
-            raise ConfigError(f"{name}.refinement = true needs {name}.adversarial = true (the agents' rewards come from the discriminator)")
+            raise ConfigError(
+                f"{name}.refinement = true needs {name}.adversarial = true (the agents' rewards come from the discriminator)"
+            )
         if stage.lr <= 0 or stage.weight_decay < 0 or stage.momentum < 0:
             raise ConfigError(f"{name}.lr must be > 0 and {name}.weight_decay, {name}.momentum >= 0")
     if config.stage1.adversarial or config.stage1.refinement or config.stage1.mmd_weight or config.stage1.mcd:
-        raise ConfigError("stage1 trains L_cls only (eq. 11): stage1.adversarial, refinement, mcd must be false and mmd_weight 0")
+        raise ConfigError(
+            "stage1 trains L_cls only (eq. 11): stage1.adversarial, refinement, mcd must be false and mmd_weight 0"
+        )
     for name in ("stage1", "stage2"):
         stage = getattr(config, name)
         if stage.mmd_weight < 0 or stage.correspondence_weight < 0:
@@ -353,7 +398,9 @@ def validate(config: RunConfig) -> RunConfig:
         if stage.mcd_generator_steps < 1:
             raise ConfigError(f"{name}.mcd_generator_steps must be >= 1, got {stage.mcd_generator_steps}")
     if config.stage2.mcd and (config.stage2.adversarial or config.stage2.mmd_weight):
-        raise ConfigError("stage2.mcd is its own alignment (classifier discrepancy): set stage2.adversarial = false and stage2.mmd_weight = 0")
+        raise ConfigError(
+            "stage2.mcd is its own alignment (classifier discrepancy): set stage2.adversarial = false and stage2.mmd_weight = 0"
+        )
     if config.evaluation.adabn_batches < 0:
         raise ConfigError(f"evaluation.adabn_batches must be >= 0, got {config.evaluation.adabn_batches}")
     if not 0.0 <= config.model.dropout < 1.0:
@@ -361,7 +408,9 @@ def validate(config: RunConfig) -> RunConfig:
     if not 0.0 <= config.agents.gamma <= 1.0:
         raise ConfigError(f"agents.gamma must lie in [0, 1], got {config.agents.gamma}")
     if config.agents.batch_size < 1 or config.agents.buffer_size < config.agents.batch_size:
-        raise ConfigError(f"agents.batch_size must be >= 1 and <= agents.buffer_size, got {config.agents.batch_size} and {config.agents.buffer_size}")
+        raise ConfigError(
+            f"agents.batch_size must be >= 1 and <= agents.buffer_size, got {config.agents.batch_size} and {config.agents.buffer_size}"
+        )
     if config.snapshots.every < 0:
         raise ConfigError(f"snapshots.every must be >= 0, got {config.snapshots.every}")
     _validate_feature_benchmark(config.feature_benchmark)
@@ -393,10 +442,14 @@ def _validate_feature_benchmark(fb: FeatureBenchmarkConfig) -> None:
         if getattr(fb, key) < 0:
             raise ConfigError(f"feature_benchmark.{key} must be >= 0, got {getattr(fb, key)}")
     if fb.feature_dim <= fb.classes + fb.outlier_classes:
-        raise ConfigError(f"feature_benchmark.feature_dim must exceed classes + outlier_classes = {fb.classes + fb.outlier_classes} "
-                          f"(one axis each, and room for the shift), got {fb.feature_dim}")
+        raise ConfigError(
+            f"feature_benchmark.feature_dim must exceed classes + outlier_classes = {fb.classes + fb.outlier_classes} "
+            f"(one axis each, and room for the shift), got {fb.feature_dim}"
+        )
     if fb.contamination > 0 and (fb.outlier_classes < 1 or fb.unknown_classes < 1):
-        raise ConfigError("feature_benchmark.contamination > 0 needs outlier_classes >= 1 and unknown_classes >= 1 (the negatives' classes)")
+        raise ConfigError(
+            "feature_benchmark.contamination > 0 needs outlier_classes >= 1 and unknown_classes >= 1 (the negatives' classes)"
+        )
     if fb.unknown_placement == "between" and fb.unknown_classes and fb.classes < 2:
         raise ConfigError("feature_benchmark.unknown_placement = 'between' needs classes >= 2")
 
@@ -415,33 +468,55 @@ def _validate_parts(config: RunConfig) -> None:
         stage = getattr(config, name)
         for objective, weight in stage.objectives.items():
             if objective not in OBJECTIVES:
-                raise ConfigError(f"{name}.objectives names {objective!r}, which is not a registered objective; known: {', '.join(sorted(OBJECTIVES))}")
+                raise ConfigError(
+                    f"{name}.objectives names {objective!r}, which is not a registered objective; known: {', '.join(sorted(OBJECTIVES))}"
+                )
             if not weight >= 0:
                 raise ConfigError(f"{name}.objectives.{objective} must be a weight >= 0, got {weight}")
     if config.stage2.strategy not in STRATEGIES:
-        raise ConfigError(f"stage2.strategy must be one of {', '.join(sorted(STRATEGIES))}, got {config.stage2.strategy!r}")
+        raise ConfigError(
+            f"stage2.strategy must be one of {', '.join(sorted(STRATEGIES))}, got {config.stage2.strategy!r}"
+        )
     if config.stage2.mcd and config.stage2.strategy not in ("standard", "mcd"):
-        raise ConfigError(f"stage2.mcd = true is the 'mcd' strategy; stage2.strategy = {config.stage2.strategy!r} contradicts it")
+        raise ConfigError(
+            f"stage2.mcd = true is the 'mcd' strategy; stage2.strategy = {config.stage2.strategy!r} contradicts it"
+        )
     if config.stage1.strategy != "standard":
-        raise ConfigError(f"stage1 trains with the standard step; stage1.strategy must be 'standard', got {config.stage1.strategy!r}")
+        raise ConfigError(
+            f"stage1 trains with the standard step; stage1.strategy must be 'standard', got {config.stage1.strategy!r}"
+        )
     if config.refinement.policy not in REFINERS:
-        raise ConfigError(f"refinement.policy must be one of {', '.join(sorted(REFINERS))}, got {config.refinement.policy!r}")
+        raise ConfigError(
+            f"refinement.policy must be one of {', '.join(sorted(REFINERS))}, got {config.refinement.policy!r}"
+        )
     agents = registered_stepwise_agents()
     if config.agents.algorithm not in agents:
-        raise ConfigError(f"agents.algorithm must be one of {', '.join(agents)} (step-wise agents, agents.stepwise), got {config.agents.algorithm!r}")
+        raise ConfigError(
+            f"agents.algorithm must be one of {', '.join(agents)} (step-wise agents, agents.stepwise), got {config.agents.algorithm!r}"
+        )
     if config.refinement.warmup_steps < 0:
         raise ConfigError(f"refinement.warmup_steps must be >= 0 stage-2 steps, got {config.refinement.warmup_steps}")
     if config.refinement.relabel and config.agents.algorithm != "mmir-dqn":
-        raise ConfigError(f"refinement.relabel = true re-scores the replay inside mmir-dqn's TD loss; agents.algorithm = "
-                          f"{config.agents.algorithm!r} does not support it")
+        raise ConfigError(
+            f"refinement.relabel = true re-scores the replay inside mmir-dqn's TD loss; agents.algorithm = "
+            f"{config.agents.algorithm!r} does not support it"
+        )
     for hook in config.evaluation.hooks:
         if hook not in EVALUATION_HOOKS:
             raise ConfigError(f"evaluation.hooks names {hook!r}; known hooks: {', '.join(sorted(EVALUATION_HOOKS))}")
 
 
 def _sections(config: RunConfig) -> list[tuple[str, dict[str, Any]]]:
-    top = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if not dataclasses.is_dataclass(getattr(config, f.name))}
-    subs = [(f.name, dataclasses.asdict(getattr(config, f.name))) for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
+    top = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if not dataclasses.is_dataclass(getattr(config, f.name))
+    }
+    subs = [
+        (f.name, dataclasses.asdict(getattr(config, f.name)))
+        for f in dataclasses.fields(config)
+        if dataclasses.is_dataclass(getattr(config, f.name))
+    ]
     return [("", top), *subs]
 
 
@@ -474,7 +549,9 @@ def _annotation(dotted: str) -> Any:
 
 
 def _accepts_str(annotation: Any) -> bool:
-    return annotation is str or (typing.get_origin(annotation) in (typing.Union, types.UnionType) and str in typing.get_args(annotation))
+    return annotation is str or (
+        typing.get_origin(annotation) in (typing.Union, types.UnionType) and str in typing.get_args(annotation)
+    )
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -495,9 +572,13 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as err:
             annotation = _annotation(key)
             if annotation is not None and not _accepts_str(annotation):
-                raise ConfigError(f"--set {item}: {value!r} is not a TOML value ({err}); {key} expects "
-                                  f"{getattr(annotation, '__name__', annotation)}, e.g. 0.001, true, [\"rgb\"] or a \"quoted string\"") from None
-            out[key] = value  # a bare string for a string key (or an unknown key, reported by name when the config is built)
+                raise ConfigError(
+                    f"--set {item}: {value!r} is not a TOML value ({err}); {key} expects "
+                    f'{getattr(annotation, "__name__", annotation)}, e.g. 0.001, true, ["rgb"] or a "quoted string"'
+                ) from None
+            out[key] = (
+                value  # a bare string for a string key (or an unknown key, reported by name when the config is built)
+            )
     return out
 
 
@@ -522,14 +603,20 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (TOML files are UTF-8): byte {err.start} cannot be decoded") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (TOML files are UTF-8): byte {err.start} cannot be decoded"
+        ) from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     if isinstance(data.get("plugins"), list):  # plugin files are relative to the TOML that names them
-        data["plugins"] = [str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute() else p
-                           for p in data["plugins"]]
+        data["plugins"] = [
+            str((path.parent / p).resolve())
+            if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute()
+            else p
+            for p in data["plugins"]
+        ]
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

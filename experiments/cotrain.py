@@ -17,8 +17,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,10 +33,20 @@ from experiments.cotrain_parts import build_model, build_parts, make_optimizer
 from experiments.data_streams import StreamPosition, stream_loader
 from experiments.distributed import convert_sync_batchnorm, init_distributed, wrap_ddp
 from experiments.evaluation import evaluate
-from experiments.refiners import Refiner
 from experiments.refinement import RefinementStats
-from experiments.runs import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RUN_FILES, CheckpointError, RunLock, one_line,
-                              read_checkpoint, remove_stale_temporaries, resume_state, usable_device)
+from experiments.refiners import Refiner
+from experiments.runs import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    RUN_FILES,
+    CheckpointError,
+    RunLock,
+    one_line,
+    read_checkpoint,
+    remove_stale_temporaries,
+    resume_state,
+    usable_device,
+)
 from experiments.steps import StepBatch, StepContext, StepLog
 from features.atomic_io import atomic_torch_save, atomic_write_text, json_text
 from features.devices import resolve_device
@@ -53,8 +64,13 @@ class CoTrainer:
     :param on_step: called after every step with ``(stage, step, metrics)`` (progress display).
     """
 
-    def __init__(self, cfg: RunConfig, datasets: Mapping[str, Any] | None = None, model: nn.Module | None = None,
-                 on_step: Callable[[int, int, dict[str, float]], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        datasets: Mapping[str, Any] | None = None,
+        model: nn.Module | None = None,
+        on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.device = usable_device(cfg.device)
         self.dist = init_distributed(cfg.distributed.backend, self.device)
@@ -92,7 +108,10 @@ class CoTrainer:
         self._wrap(stage)
         sc = self.cfg.stage1 if stage == 1 else self.cfg.stage2
         groups = {"main": self.module.trainable_parameters()} if stage == 1 else self.strategy.param_groups(self.module)
-        return {name: make_optimizer(params, sc.optimizer, sc.lr, sc.weight_decay, sc.momentum) for name, params in groups.items()}
+        return {
+            name: make_optimizer(params, sc.optimizer, sc.lr, sc.weight_decay, sc.momentum)
+            for name, params in groups.items()
+        }
 
     def _wrap(self, stage: int) -> None:
         """One DistributedDataParallel wrapper per stage (their graph settings differ: ``Parts.ddp_settings``)."""
@@ -105,8 +124,9 @@ class CoTrainer:
         self._wrapped_stage = stage
 
     def _context(self) -> StepContext:
-        return StepContext(forward=self.forward, optimizers=self.optimizers, refiners=self.refiners,
-                           autocast=self._autocast)
+        return StepContext(
+            forward=self.forward, optimizers=self.optimizers, refiners=self.refiners, autocast=self._autocast
+        )
 
     # -- training -------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -139,14 +159,25 @@ class CoTrainer:
         summary = self.summary()
         if self.dist.is_main:
             if self.refiners:
-                atomic_write_text(self.run_dir / "refinement_stats.json", json_text(self.refinement_stats.state_dict(), indent=1))
+                atomic_write_text(
+                    self.run_dir / "refinement_stats.json", json_text(self.refinement_stats.state_dict(), indent=1)
+                )
             atomic_write_text(self.run_dir / "summary.json", json_text(summary, indent=2))
         return summary
 
     def _loader(self, name: str, batch_size: int, stream: int):
         ds = self.datasets["source" if name == "stage1" else name]
-        return stream_loader(ds, batch_size, self.cfg.seed, stream, self.positions[name], self.cfg.data.num_workers,
-                             pin_memory=self.device.type == "cuda", rank=self.dist.rank, world_size=self.dist.world_size)
+        return stream_loader(
+            ds,
+            batch_size,
+            self.cfg.seed,
+            stream,
+            self.positions[name],
+            self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
 
     def _clips(self, batch: Mapping[str, Any], role: str = "source") -> dict[str, Tensor]:
         """The batch's clips on the device; a dataset with a ``device_transform`` (GPU decoding) finishes them there."""
@@ -172,7 +203,9 @@ class CoTrainer:
             for opt in self.optimizers.values():
                 opt.step()
             self.step += 1
-            self._after_step(StepLog({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}}))
+            self._after_step(
+                StepLog({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}})
+            )
 
     def _run_stage2(self) -> None:
         sc = self.cfg.stage2
@@ -186,16 +219,25 @@ class CoTrainer:
             src, tgt = next(src_batches), next(tgt_batches)
             src_sampler.advance()
             tgt_sampler.advance()
-            batch = StepBatch(self._clips(src), src["label"].to(self.device), self._clips(tgt, "target"),
-                              src.get("is_negative"), tgt.get("is_negative"), progress=self.step / max(1, sc.steps))
+            batch = StepBatch(
+                self._clips(src),
+                src["label"].to(self.device),
+                self._clips(tgt, "target"),
+                src.get("is_negative"),
+                tgt.get("is_negative"),
+                progress=self.step / max(1, sc.steps),
+            )
             log = self.strategy.step(self._context(), batch)
             for key, result in log.refinement.items():
                 self.refinement_stats.add(key, result, (src if key.endswith("/source") else tgt).get("label"))
             self.step += 1
             if self.dist.is_main and (self.step % self.cfg.evaluation.every == 0 or self.step == sc.steps):
                 self.evaluations.append({"step": self.step, **self.evaluate()})
-            if self.dist.is_main and self.cfg.snapshots.enabled and (
-                    (self.cfg.snapshots.every and self.step % self.cfg.snapshots.every == 0) or self.step == sc.steps):
+            if (
+                self.dist.is_main
+                and self.cfg.snapshots.enabled
+                and ((self.cfg.snapshots.every and self.step % self.cfg.snapshots.every == 0) or self.step == sc.steps)
+            ):
                 self.write_snapshot()
             self._after_step(log)
 
@@ -211,7 +253,11 @@ class CoTrainer:
         kept = []
         if resume:
             reached = (self.stage, self.step)
-            kept = [line for line in path.read_text().splitlines() if line and tuple(json.loads(line)[k] for k in ("stage", "step")) <= reached]
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line and tuple(json.loads(line)[k] for k in ("stage", "step")) <= reached
+            ]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
     def _after_step(self, log: StepLog) -> None:
@@ -239,12 +285,14 @@ class CoTrainer:
         return evaluate(self.model, self.datasets, self.cfg, self.device, self._autocast)
 
     def summary(self) -> dict[str, Any]:
-        last = self.evaluations[-self.cfg.evaluation.last:]
+        last = self.evaluations[-self.cfg.evaluation.last :]
         return {
             "name": self.cfg.name,
             "method": self.cfg.method,
             "evaluations": self.evaluations,
-            "top1_last": float(np.mean([e["top1"] for e in last])) if last else None,  # None: JSON null, never a bare NaN
+            "top1_last": float(np.mean([e["top1"] for e in last]))
+            if last
+            else None,  # None: JSON null, never a bare NaN
             "mean_class_accuracy_last": float(np.mean([e["mean_class_accuracy"] for e in last])) if last else None,
             "evaluations_averaged": len(last),
         }
@@ -261,25 +309,55 @@ class CoTrainer:
         for role in ("source", "target"):
             ds = self.datasets[role]
             if isinstance(ds, EpicClips):  # deterministic windows and centre crops for stored features
-                ds = EpicClips(ds.root, ds.domain, ds.split, mode="test", segments=ds.segments, modalities=ds.modalities,
-                               size=ds.size, num_frames=ds.num_frames, test_clips=1, seed=ds.seed, role=role)
+                ds = EpicClips(
+                    ds.root,
+                    ds.domain,
+                    ds.split,
+                    mode="test",
+                    segments=ds.segments,
+                    modalities=ds.modalities,
+                    size=ds.size,
+                    num_frames=ds.num_frames,
+                    test_clips=1,
+                    seed=ds.seed,
+                    role=role,
+                )
             parts.append(ds)
-        loader = DataLoader(ConcatDataset(parts), batch_size=self.cfg.evaluation.batch_size, num_workers=self.cfg.data.num_workers,
-                            generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(
+            ConcatDataset(parts),
+            batch_size=self.cfg.evaluation.batch_size,
+            num_workers=self.cfg.data.num_workers,
+            generator=torch.Generator().manual_seed(0),
+        )
         backbones = {m: _Features(self.model, m) for m in self.model.modalities}
         path = self.run_dir / "snapshots" / f"step{self.step:06d}.h5"
-        extract_snapshot(backbones, loader, path, self.cfg.model.num_classes, dtype=self.cfg.snapshots.dtype, step=self.step, stage=self.stage,
-                         config=self.cfg.to_dict(), discriminators=dict(self.discriminators), progress=False)
+        extract_snapshot(
+            backbones,
+            loader,
+            path,
+            self.cfg.model.num_classes,
+            dtype=self.cfg.snapshots.dtype,
+            step=self.step,
+            stage=self.stage,
+            config=self.cfg.to_dict(),
+            discriminators=dict(self.discriminators),
+            progress=False,
+        )
         return path
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit for bit: the module, the optimizers, the refiners, positions, RNG."""
         return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-            "stage": self.stage, "step": self.step,
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "stage": self.stage,
+            "step": self.step,
             "module": self.module.state_dict(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
-            "refiners": {f"{m}/{d}": r.state_dict(include_replay=self.cfg.checkpoints.replay) for (m, d), r in self.refiners.items()},
+            "refiners": {
+                f"{m}/{d}": r.state_dict(include_replay=self.cfg.checkpoints.replay)
+                for (m, d), r in self.refiners.items()
+            },
             "positions": {k: [p.epoch, p.batch] for k, p in self.positions.items()},
             "evaluations": json.dumps(self.evaluations),
             "refinement_stats": json.dumps(self.refinement_stats.state_dict()),
@@ -296,7 +374,7 @@ class CoTrainer:
         """Begin stage 2 from the model of another run's checkpoint (methods sharing one stage 1)."""
         state = self._read_checkpoint(path)
         prefix = "model."
-        self.model.load_state_dict({k[len(prefix):]: v for k, v in state["module"].items() if k.startswith(prefix)})
+        self.model.load_state_dict({k[len(prefix) :]: v for k, v in state["module"].items() if k.startswith(prefix)})
         self.stage, self.step = 2, 0
         self.optimizers = self._make_optimizers(2)
         torch.set_rng_state(state["torch_rng"].cpu())
@@ -306,8 +384,10 @@ class CoTrainer:
         try:
             self._load_state(state)
         except (KeyError, RuntimeError, ValueError) as err:  # load_state_dict: missing keys, shape mismatches
-            raise CheckpointError(f"{path} does not fit this run's config (model, refiners or optimizers differ: {one_line(err)}); "
-                                  "resume with the config it was written with") from None
+            raise CheckpointError(
+                f"{path} does not fit this run's config (model, refiners or optimizers differ: {one_line(err)}); "
+                "resume with the config it was written with"
+            ) from None
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.stage, self.step = int(state["stage"]), int(state["step"])

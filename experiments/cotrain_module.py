@@ -14,7 +14,8 @@ objectives' weighted loss terms. A step strategy whose step differs (MCD's three
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +24,10 @@ from experiments.objectives import Objective, StepOutputs
 from experiments.refiners import RefinementResult
 
 # (f_src, f_tgt) -> (keep masks, results keyed "modality/domain", loss terms of learning refiners)
-RefineFn = Callable[[dict[str, Tensor], dict[str, Tensor]], tuple[dict[tuple[str, str], Tensor], dict[str, RefinementResult], list[Tensor]]]
+RefineFn = Callable[
+    [dict[str, Tensor], dict[str, Tensor]],
+    tuple[dict[tuple[str, str], Tensor], dict[str, RefinementResult], list[Tensor]],
+]
 
 
 class CoTrainModule(nn.Module):
@@ -36,8 +40,14 @@ class CoTrainModule(nn.Module):
     :param per_domain_bn: separate source and target forwards (per-domain BatchNorm statistics, MM-SADA) or one joint forward.
     """
 
-    def __init__(self, model: nn.Module, discriminators: nn.ModuleDict, objectives: Mapping[str, Objective],
-                 weights: Mapping[int, Mapping[str, float]], per_domain_bn: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        discriminators: nn.ModuleDict,
+        objectives: Mapping[str, Objective],
+        weights: Mapping[int, Mapping[str, float]],
+        per_domain_bn: bool = True,
+    ) -> None:
         super().__init__()
         self.model = model
         self.discriminators = discriminators
@@ -51,7 +61,9 @@ class CoTrainModule(nn.Module):
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.model.modalities)
 
-    def extract(self, source: Mapping[str, Tensor], target: Mapping[str, Tensor] | None) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+    def extract(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor] | None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
         """Features of both halves: separate forwards (per-domain BatchNorm) or one joint forward."""
         return extract(self.model, source, target, self.per_domain_bn)
 
@@ -60,9 +72,17 @@ class CoTrainModule(nn.Module):
         agent_params = {id(p) for p in self.agents.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in agent_params]
 
-    def forward(self, source: Mapping[str, Tensor], labels: Tensor | None = None, target: Mapping[str, Tensor] | None = None, *,
-                stage: int = 2, refine: RefineFn | None = None, progress: float = 0.0,
-                closure: Callable[..., Any] | None = None) -> Any:
+    def forward(
+        self,
+        source: Mapping[str, Tensor],
+        labels: Tensor | None = None,
+        target: Mapping[str, Tensor] | None = None,
+        *,
+        stage: int = 2,
+        refine: RefineFn | None = None,
+        progress: float = 0.0,
+        closure: Callable[..., Any] | None = None,
+    ) -> Any:
         """One step's forward: ``(total loss, {term: tensor}, {"modality/domain": RefinementResult})``.
 
         With ``closure``, returns ``closure(self, source, labels, target)`` instead (a step strategy's
@@ -72,8 +92,15 @@ class CoTrainModule(nn.Module):
             return closure(self, source, labels, target)
         assert labels is not None
         f_src, f_tgt = self.extract(source, target)
-        outputs = StepOutputs(self.modalities, f_src, f_tgt, self.model.classify(f_src).logits, labels, progress=progress,
-                              classify=self.model.classify)
+        outputs = StepOutputs(
+            self.modalities,
+            f_src,
+            f_tgt,
+            self.model.classify(f_src).logits,
+            labels,
+            progress=progress,
+            classify=self.model.classify,
+        )
         results: dict[str, RefinementResult] = {}
         refiner_losses: list[Tensor] = []
         if refine is not None and f_tgt is not None:
@@ -107,8 +134,9 @@ def _weighted_sum(terms: Mapping[str, tuple[float, Tensor]]) -> Tensor:
     return total
 
 
-def extract(model: nn.Module, source: Mapping[str, Tensor], target: Mapping[str, Tensor] | None,
-            per_domain_bn: bool) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+def extract(
+    model: nn.Module, source: Mapping[str, Tensor], target: Mapping[str, Tensor] | None, per_domain_bn: bool
+) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
     """Features of both halves: separate forwards (per-domain BatchNorm statistics, MM-SADA) or one joint forward."""
     if target is None:
         return model.extract_features(source), None

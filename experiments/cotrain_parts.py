@@ -10,8 +10,9 @@ its own seed, each agent by ``100 seed + i``) so adding a part never shifts anot
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,7 +57,9 @@ def build_model(cfg: RunConfig) -> nn.Module:
         return builders.build_model(cfg)
 
 
-def make_optimizer(params: list[nn.Parameter], optimizer: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: list[nn.Parameter], optimizer: str, lr: float, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
     if optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if optimizer == "sgd":
@@ -104,8 +107,10 @@ def _check_ground_truth(cfg: RunConfig, datasets: Mapping[str, Any]) -> None:
     for role in DOMAINS:
         ds = datasets[role]
         if len(ds) and "is_negative" not in ds[0]:
-            raise ConfigError(f"refinement.policy = 'ground-truth' needs planted negatives, but the {role} items of "
-                              f"data.kind = {cfg.data.kind!r} carry no 'is_negative'")
+            raise ConfigError(
+                f"refinement.policy = 'ground-truth' needs planted negatives, but the {role} items of "
+                f"data.kind = {cfg.data.kind!r} carry no 'is_negative'"
+            )
 
 
 def build_parts(cfg: RunConfig, model: nn.Module, datasets: Mapping[str, Any], device: torch.device) -> Parts:
@@ -120,10 +125,14 @@ def build_parts(cfg: RunConfig, model: nn.Module, datasets: Mapping[str, Any], d
     wanted = [n for n in names if max(weights[s].get(n, 0.0) for s in (1, 2)) > 0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
-        discriminators = nn.ModuleDict({
-            m: DomainDiscriminator(dims[m], cfg.discriminator.hidden_dim, negative_slope=cfg.discriminator.negative_slope)
-            for m in modalities
-        }).to(device)
+        discriminators = nn.ModuleDict(
+            {
+                m: DomainDiscriminator(
+                    dims[m], cfg.discriminator.hidden_dim, negative_slope=cfg.discriminator.negative_slope
+                )
+                for m in modalities
+            }
+        ).to(device)
         shared: dict[str, nn.Module] = {}
         if "correspondence" in wanted and len(modalities) > 1:
             shared["correspondence"] = CorrespondenceHead([dims[m] for m in modalities])
@@ -134,14 +143,27 @@ def build_parts(cfg: RunConfig, model: nn.Module, datasets: Mapping[str, Any], d
                 objectives[name] = build_objective(name, context)
             except KeyError as err:
                 raise ConfigError(str(err.args[0])) from None
-    module = CoTrainModule(model, discriminators, objectives, weights, per_domain_bn=cfg.model.batchnorm == "per-domain").to(device)
+    module = CoTrainModule(
+        model, discriminators, objectives, weights, per_domain_bn=cfg.model.batchnorm == "per-domain"
+    ).to(device)
     half = cfg.stage2.batch_size // 2
     refiners: dict[tuple[str, str], Refiner] = {}
     critic = objectives.get("relevance-critic") if cfg.refinement.relevance == "critic" else None
     for i, m, d in refinement_pairs(cfg, modalities):
-        refiners[(m, d)] = build_refiner(cfg.refinement.policy, RefinerContext(
-            m, d, discriminators[m], dims[m], half, cfg, seed=cfg.seed * 100 + i, device=device,
-            relevance_model=None if critic is None else critic.critics[m]))
+        refiners[(m, d)] = build_refiner(
+            cfg.refinement.policy,
+            RefinerContext(
+                m,
+                d,
+                discriminators[m],
+                dims[m],
+                half,
+                cfg,
+                seed=cfg.seed * 100 + i,
+                device=device,
+                relevance_model=None if critic is None else critic.critics[m],
+            ),
+        )
         for j, net in enumerate(refiners[(m, d)].trainable_modules()):
             module.agents[f"{m}_{d}_{j}"] = net
     strategy = build_strategy(strategy_name(cfg), cfg, model)

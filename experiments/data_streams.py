@@ -8,8 +8,9 @@ the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,10 +46,20 @@ class BatchStream(Sampler):
     them, so it can be checkpointed at any step.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, stream: int, position: StreamPosition | None = None,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int,
+        stream: int,
+        position: StreamPosition | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         if batch_size * world_size > size:
-            raise ValueError(f"batch size {batch_size} x {world_size} process(es) exceeds the {size} clips of the dataset")
+            raise ValueError(
+                f"batch size {batch_size} x {world_size} process(es) exceeds the {size} clips of the dataset"
+            )
         self.size, self.seed, self.stream = int(size), int(seed), int(stream)
         # Data parallel: every process walks the same global batches of batch_size * world_size clips
         # and takes its own slice of each, so the processes never see the same clip in a step.
@@ -63,8 +74,8 @@ class BatchStream(Sampler):
 
     def batch_indices(self, epoch: int, batch: int) -> list[tuple[int, int]]:
         order = np.random.default_rng((self.seed, self.stream, epoch)).permutation(self.size)
-        chunk = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-        mine = chunk[self.rank * self.local:(self.rank + 1) * self.local]
+        chunk = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        mine = chunk[self.rank * self.local : (self.rank + 1) * self.local]
         return [(epoch, int(i)) for i in mine]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
@@ -82,15 +93,29 @@ class BatchStream(Sampler):
             self.position.batch = 0
 
 
-def stream_loader(dataset: Any, batch_size: int, seed: int, stream: int, position: StreamPosition | None,
-                  num_workers: int, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> tuple[Iterator[Any], BatchStream]:
+def stream_loader(
+    dataset: Any,
+    batch_size: int,
+    seed: int,
+    stream: int,
+    position: StreamPosition | None,
+    num_workers: int,
+    pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[Iterator[Any], BatchStream]:
     """An endless iterator of collated batches (this process's share) and the sampler whose position to checkpoint."""
     sampler = BatchStream(len(dataset), batch_size, seed, stream, position, rank=rank, world_size=world_size)
     # Its own generator: a DataLoader iterator otherwise draws its worker base seed from the global
     # RNG, which would shift dropout masks after a resume (iterators are created at different steps).
-    loader = DataLoader(EpochIndexed(dataset), batch_sampler=sampler, num_workers=num_workers,
-                        pin_memory=pin_memory, persistent_workers=num_workers > 0,
-                        generator=torch.Generator().manual_seed(seed * 1000 + stream))
+    loader = DataLoader(
+        EpochIndexed(dataset),
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(seed * 1000 + stream),
+    )
     return iter(loader), sampler
 
 

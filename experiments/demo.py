@@ -33,19 +33,29 @@ class DemoMethod:
     name: str
     adversarial: bool
     refinement: bool
-    design: str = ""  # a method of experiments.methods whose refinement settings (refinement.*, env.*, agents.epsilon) apply
+    design: str = (
+        ""  # a method of experiments.methods whose refinement settings (refinement.*, env.*, agents.epsilon) apply
+    )
     label: str = ""  # its run's method label (default: the name, lower case)
 
 
-METHODS = (DemoMethod("source-only", False, False), DemoMethod("adversarial-only", True, False), DemoMethod("MMIR", True, True),
-           DemoMethod("MMIR robust", True, True, design="mmir-robust", label="mmir-robust"))
+METHODS = (
+    DemoMethod("source-only", False, False),
+    DemoMethod("adversarial-only", True, False),
+    DemoMethod("MMIR", True, True),
+    DemoMethod("MMIR robust", True, True, design="mmir-robust", label="mmir-robust"),
+)
 
 
 def design_overrides(design: str) -> dict[str, Any]:
     """The refinement settings of the method ``design`` (its other overrides name agents and switches the demo sets itself)."""
     from experiments.methods import get_method
 
-    return {k: v for k, v in get_method(design).overrides.items() if k.startswith(("refinement.", "env.")) or k == "agents.epsilon"}
+    return {
+        k: v
+        for k, v in get_method(design).overrides.items()
+        if k.startswith(("refinement.", "env.")) or k == "agents.epsilon"
+    }
 
 
 def apply_design(cfg: RunConfig, design: str) -> None:
@@ -84,8 +94,15 @@ def demo_config(data_root: Path, out_dir: Path, seed: int, stage1_steps: int, st
     return validate(cfg)
 
 
-def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps: int = 200, console: Console | None = None,
-             data_root: Path | None = None, snapshot: bool = True) -> list[dict[str, Any]]:
+def run_demo(
+    out_dir: Path,
+    seed: int = 0,
+    stage1_steps: int = 150,
+    stage2_steps: int = 200,
+    console: Console | None = None,
+    data_root: Path | None = None,
+    snapshot: bool = True,
+) -> list[dict[str, Any]]:
     """Run the demo's methods and return one row per method (also written to ``out_dir/results.json``)."""
     console = console or Console()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -100,7 +117,10 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
         stage1_ckpt = trainer.run_dir / "stage1.pt"
         for method in METHODS:
             cfg = demo_config(root, out_dir, seed, stage1_steps, stage2_steps)
-            cfg.name, cfg.method = method.name, method.label or method.name.lower()  # the method label of experiments.methods
+            cfg.name, cfg.method = (
+                method.name,
+                method.label or method.name.lower(),
+            )  # the method label of experiments.methods
             cfg.stage2.adversarial, cfg.stage2.refinement = method.adversarial, method.refinement
             if method.design:
                 apply_design(cfg, method.design)
@@ -110,18 +130,34 @@ def run_demo(out_dir: Path, seed: int = 0, stage1_steps: int = 150, stage2_steps
             run.start_stage2_from(stage1_ckpt)
             start = time.perf_counter()
             summary = run.run()
-            rows.append({**summary, "method": method.name, "adversarial": method.adversarial, "refinement": method.refinement,
-                         "seconds": time.perf_counter() - start,
-                         **agent_quality(run.run_dir / "metrics.jsonl", cfg.env.n_c / cfg.env.E)})
+            rows.append(
+                {
+                    **summary,
+                    "method": method.name,
+                    "adversarial": method.adversarial,
+                    "refinement": method.refinement,
+                    "seconds": time.perf_counter() - start,
+                    **agent_quality(run.run_dir / "metrics.jsonl", cfg.env.n_c / cfg.env.E),
+                }
+            )
     atomic_write_text(out_dir / "results.json", json_text(rows, indent=2))
     return rows
 
 
 #: the refinement comparison of the demo: the controls and the bound beside MMIR (experiments/configs/feature-benchmark)
-BENCHMARK_METHODS = ("adversarial-only", "mmir", "mmir-robust", "random-removal", "ground-truth-removal", "adversarial-only-clean")
+BENCHMARK_METHODS = (
+    "adversarial-only",
+    "mmir",
+    "mmir-robust",
+    "random-removal",
+    "ground-truth-removal",
+    "adversarial-only-clean",
+)
 
 
-def run_benchmark_part(out_dir: Path, seeds: int, overrides: dict[str, Any] | None = None, console: Console | None = None) -> str:
+def run_benchmark_part(
+    out_dir: Path, seeds: int, overrides: dict[str, Any] | None = None, console: Console | None = None
+) -> str:
     """The feature-level negative-transfer benchmark on ``seeds`` seeds (2 processes): the text of its comparison.
 
     It answers in a few minutes what the video part cannot resolve: whether refinement beats random
@@ -131,8 +167,12 @@ def run_benchmark_part(out_dir: Path, seeds: int, overrides: dict[str, Any] | No
 
     console = console or Console()
     log = (lambda text: None) if console.quiet else (lambda text: console.print(f"  {text}", highlight=False))
-    console.print(f"feature-level negative-transfer benchmark: {len(BENCHMARK_METHODS)} methods x {seeds} seeds in 2 processes ...")
-    records = run_benchmark(out_dir / "feature-benchmark", list(range(seeds)), BENCHMARK_METHODS, overrides=overrides, workers=2, log=log)
+    console.print(
+        f"feature-level negative-transfer benchmark: {len(BENCHMARK_METHODS)} methods x {seeds} seeds in 2 processes ..."
+    )
+    records = run_benchmark(
+        out_dir / "feature-benchmark", list(range(seeds)), BENCHMARK_METHODS, overrides=overrides, workers=2, log=log
+    )
     text = report_text(records)
     (out_dir / "feature-benchmark" / "demo-comparison.txt").write_text(text)
     return text
@@ -153,22 +193,36 @@ def agent_quality(metrics_path: Path, clips_per_removal: float) -> dict[str, flo
         negatives_present += sum(v for k, v in record.items() if k.startswith("negatives_present/"))
     if removed == 0:
         return {}
-    return {"removal_precision": negatives_removed / removed, "removal_recall": negatives_removed / max(1, negatives_present),
-            "negative_share": negatives_present / (removed * clips_per_removal)}
+    return {
+        "removal_precision": negatives_removed / removed,
+        "removal_recall": negatives_removed / max(1, negatives_present),
+        "negative_share": negatives_present / (removed * clips_per_removal),
+    }
 
 
 def demo_table(rows: list[dict[str, Any]], negative_share: float | None = None) -> Table:
     """Table 3's layout: method, adversarial, IR, target top-1 (mean of the last evaluations)."""
     table = Table(title="Synthetic video domains S -> T: tiny two-stream I3D co-trained on CPU (Table 3 layout)")
     # two-line headers keep the table whole in an 80-column terminal (CI logs, plain pipes)
-    for col in ("method", "adv", "IR", "target\ntop-1 %", "mean class\nacc %", "agents'\nprecision %", "agents'\nrecall %"):
+    for col in (
+        "method",
+        "adv",
+        "IR",
+        "target\ntop-1 %",
+        "mean class\nacc %",
+        "agents'\nprecision %",
+        "agents'\nrecall %",
+    ):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=col == "method")
     best = max(r["top1_last"] for r in rows)
     for r in rows:
         top1 = f"{100 * r['top1_last']:.1f}"
         table.add_row(
-            r["method"], "✓" if r["adversarial"] else "", "✓" if r["refinement"] else "",
-            f"[bold]{top1}[/bold]" if r["top1_last"] == best else top1, f"{100 * r['mean_class_accuracy_last']:.1f}",
+            r["method"],
+            "✓" if r["adversarial"] else "",
+            "✓" if r["refinement"] else "",
+            f"[bold]{top1}[/bold]" if r["top1_last"] == best else top1,
+            f"{100 * r['mean_class_accuracy_last']:.1f}",
             f"{100 * r['removal_precision']:.1f}" if "removal_precision" in r else "-",
             f"{100 * r['removal_recall']:.1f}" if "removal_recall" in r else "-",
         )
@@ -176,6 +230,8 @@ def demo_table(rows: list[dict[str, Any]], negative_share: float | None = None) 
     caption = "adv: adversarial alignment (GRL discriminators); IR: instance refinement (S- and T-agents). "
     caption += f"target top-1: mean of the last {n} evaluations on the whole target test split (5 windows per segment)"
     if negative_share is not None:
-        caption += f"; planted negatives are {negative_share:.1%} of training clips (a random agent's expected precision)"
+        caption += (
+            f"; planted negatives are {negative_share:.1%} of training clips (a random agent's expected precision)"
+        )
     table.caption = caption
     return table

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,11 @@ def method_diagnostics(records: list[Any]) -> list[MethodDiagnostics]:
         names = sorted({k for run in runs for k in run})
         means = {k: float(np.mean([run[k] for run in runs if k in run])) for k in names}
         excess = None
-        paired = [run["precision"] - run["precision_chance"] for run in runs if "precision" in run and "precision_chance" in run]
+        paired = [
+            run["precision"] - run["precision_chance"]
+            for run in runs
+            if "precision" in run and "precision_chance" in run
+        ]
         if paired:
             low, high = bootstrap_interval(np.array(paired))
             excess = (float(np.mean(paired)), low, high)
@@ -113,34 +118,64 @@ def _excess(r: MethodDiagnostics, digits: int = 3) -> str:
 
 def diagnostics_table(rows: list[MethodDiagnostics], style: str = "rich") -> Any:
     """The table: one row per method and pair; chance levels in brackets; precision - chance with its interval."""
-    title = ("Refinement diagnostics, stage-2 mean over agents and seeds (chance in brackets): D AUC = GRL discriminator, "
-             "rel. AUC = the rewards' relevance model, source vs target; agreement = greedy choice is the least relevant row; "
-             "precision/recall against planted negatives; neg. AUC = negatives rated less relevant; stale = replayed "
-             "rewards whose sign the current relevance model flips")
+    title = (
+        "Refinement diagnostics, stage-2 mean over agents and seeds (chance in brackets): D AUC = GRL discriminator, "
+        "rel. AUC = the rewards' relevance model, source vs target; agreement = greedy choice is the least relevant row; "
+        "precision/recall against planted negatives; neg. AUC = negatives rated less relevant; stale = replayed "
+        "rewards whose sign the current relevance model flips"
+    )
     if style == "markdown":
         names = [n for n in COLUMNS if any(n in r.means for r in rows)]
         header = ["method", "pair", "seeds", *[COLUMNS[n] for n in names], "precision - chance [95%]"]
         body = [[r.method, r.pair, str(r.seeds), *[r.cell(n) for n in names], _excess(r)] for r in rows]
-        lines = ["### Refinement diagnostics", "", title, "", "| " + " | ".join(header) + " |",
-                 "|" + "|".join(["---", "---", "---:"] + ["---:"] * (len(header) - 3)) + "|"]
+        lines = [
+            "### Refinement diagnostics",
+            "",
+            title,
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---", "---", "---:"] + ["---:"] * (len(header) - 3)) + "|",
+        ]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body]) + "\n"
     from rich import box
     from rich.table import Table as RichTable
 
     pairs = sorted({r.pair for r in rows})
     names = [n for n in TERMINAL_COLUMNS if any(n in r.means for r in rows)]
-    table = RichTable(title="Refinement diagnostics" + (f", {pairs[0]}" if len(pairs) == 1 else "") +
-                      " (value/chance); all columns in report.md", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0))
+    table = RichTable(
+        title="Refinement diagnostics"
+        + (f", {pairs[0]}" if len(pairs) == 1 else "")
+        + " (value/chance); all columns in report.md",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 0),
+    )
     table.add_column("method", no_wrap=True, max_width=22)
     if len(pairs) > 1:
         table.add_column("pair", no_wrap=True)
     for n in names:
-        table.add_column({"agreement": "agree", "precision": "prec", "disc_auc": "D AUC", "negative_auc": "negAUC",
-                          "staleness": "stale"}[n], justify="right", no_wrap=True)
+        table.add_column(
+            {
+                "agreement": "agree",
+                "precision": "prec",
+                "disc_auc": "D AUC",
+                "negative_auc": "negAUC",
+                "staleness": "stale",
+            }[n],
+            justify="right",
+            no_wrap=True,
+        )
     table.add_column("prec-chance [95%]", justify="right", no_wrap=True)
     for r in rows:
-        cells = [("-" if n not in r.means else f"{r.means[n]:.2f}" + (f"/{r.means[CHANCE[n]]:.2f}" if CHANCE.get(n) in r.means else ""))
-                 for n in names]
+        cells = [
+            (
+                "-"
+                if n not in r.means
+                else f"{r.means[n]:.2f}" + (f"/{r.means[CHANCE[n]]:.2f}" if CHANCE.get(n) in r.means else "")
+            )
+            for n in names
+        ]
         table.add_row(r.method, *([r.pair] if len(pairs) > 1 else []), *cells, _excess(r, 2))
     return table
 
@@ -159,8 +194,12 @@ def write_diagnostics_plot(records: list[Any], out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("agreement", "greedy agreement with argmin relevance"), ("precision", "precision against planted negatives"),
-              ("disc_auc", "GRL discriminator AUC, source vs target"), ("staleness", "replayed rewards gone stale")]
+    panels = [
+        ("agreement", "greedy agreement with argmin relevance"),
+        ("precision", "precision against planted negatives"),
+        ("disc_auc", "GRL discriminator AUC, source vs target"),
+        ("staleness", "replayed rewards gone stale"),
+    ]
     curves: dict[str, dict[str, list[np.ndarray]]] = {}
     for record in records:
         rows = [r for r in _rows(record.path) if r.get("stage") == 2]

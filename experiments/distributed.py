@@ -114,9 +114,12 @@ def wrap_ddp(module: nn.Module, device: torch.device, *, static_graph: bool, fin
     """``module`` in DistributedDataParallel (one device per process)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids, static_graph=static_graph,
-                                   find_unused_parameters=find_unused_parameters)
+    device_ids = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    )
+    return DistributedDataParallel(
+        module, device_ids=device_ids, static_graph=static_graph, find_unused_parameters=find_unused_parameters
+    )
 
 
 class _PlainBatchNorm(nn.modules.batchnorm._BatchNorm):

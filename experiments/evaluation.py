@@ -7,8 +7,9 @@ chosen by the config (``evaluation.adabn = true`` selects ``adabn``; ``evaluatio
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +39,13 @@ def configured_hooks(cfg: Any) -> list[str]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, datasets: Mapping[str, Any], cfg: Any, device: torch.device,
-             autocast: Callable[[], AbstractContextManager[Any]]) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    datasets: Mapping[str, Any],
+    cfg: Any,
+    device: torch.device,
+    autocast: Callable[[], AbstractContextManager[Any]],
+) -> dict[str, float]:
     """Target top-1 and mean class accuracy over the whole test split (every window, none dropped).
 
     The softmax of the fused logits is averaged over each segment's windows (paper 4.2, MM-SADA).
@@ -49,8 +55,14 @@ def evaluate(model: nn.Module, datasets: Mapping[str, Any], cfg: Any, device: to
     tested = model
     for name in configured_hooks(cfg):
         tested = _resolve(name)(tested, datasets, cfg, device)
-    loader = DataLoader(datasets["test"], batch_size=cfg.evaluation.batch_size, shuffle=False, drop_last=False,
-                        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        datasets["test"],
+        batch_size=cfg.evaluation.batch_size,
+        shuffle=False,
+        drop_last=False,
+        num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
     probs: dict[int, Tensor] = {}
     labels: dict[int, int] = {}
     for batch in loader:
@@ -67,4 +79,8 @@ def evaluate(model: nn.Module, datasets: Mapping[str, Any], cfg: Any, device: to
     valid = truth >= 0
     correct = pred[valid] == truth[valid]
     per_class = [float(correct[truth[valid] == c].mean()) for c in np.unique(truth[valid])]
-    return {"top1": float(correct.mean()), "mean_class_accuracy": float(np.mean(per_class)), "segments": int(valid.sum())}
+    return {
+        "top1": float(correct.mean()),
+        "mean_class_accuracy": float(np.mean(per_class)),
+        "segments": int(valid.sum()),
+    }

@@ -50,8 +50,16 @@ from features.atomic_io import atomic_write_text, json_text
 
 PRESETS = CONFIG_DIR / "feature-benchmark"
 #: The table's rows, in order; the first of each stage-1 group trains the shared stage 1.
-METHODS: tuple[str, ...] = ("source-only", "adversarial-only", "mmir", "mmir-learn-only", "random-removal",
-                            "ground-truth-removal", "source-only-clean", "adversarial-only-clean")
+METHODS: tuple[str, ...] = (
+    "source-only",
+    "adversarial-only",
+    "mmir",
+    "mmir-learn-only",
+    "random-removal",
+    "ground-truth-removal",
+    "source-only-clean",
+    "adversarial-only-clean",
+)
 TEST_SEEDS: tuple[int, ...] = tuple(range(20))
 VALIDATION_SEEDS: tuple[int, ...] = tuple(range(100, 110))
 #: (method, control): the paired differences printed and stored (the ones ``mmir report`` prints).
@@ -86,7 +94,10 @@ def run_config(method: str, seed: int, out: Path, overrides: dict[str, Any] | No
 def stage1_view(cfg: RunConfig) -> str:
     """Everything stage 1 depends on (runs that agree on it may share one stage 1)."""
     d = cfg.to_dict()
-    return json.dumps({k: d[k] for k in ("seed", "data", "model", "stage1", "precision", "feature_benchmark", "device")}, sort_keys=True)
+    return json.dumps(
+        {k: d[k] for k in ("seed", "data", "model", "stage1", "precision", "feature_benchmark", "device")},
+        sort_keys=True,
+    )
 
 
 def refinement_precision(metrics_path: Path) -> dict[str, dict[str, float]]:
@@ -108,8 +119,11 @@ def refinement_precision(metrics_path: Path) -> dict[str, dict[str, float]]:
     out = {}
     for domain, s in sorted(sums.items()):
         removed, hit, present = s.get("removed", 0.0), s.get("negatives_removed", 0.0), s.get("negatives_present", 0.0)
-        out[domain] = {"removed": removed, "precision": hit / removed if removed else float("nan"),
-                       "recall": hit / present if present else float("nan")}
+        out[domain] = {
+            "removed": removed,
+            "precision": hit / removed if removed else float("nan"),
+            "recall": hit / present if present else float("nan"),
+        }
     return out
 
 
@@ -133,16 +147,28 @@ def _train(cfg: RunConfig, stage1_from: tuple[Path, float, float] | None) -> dic
     summary = trainer.run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if stage1_from is not None:
-        timing = {"seconds": stage1_from[1] + wall, "cpu_seconds": stage1_from[2] + cpu, "stage1_seconds": stage1_from[1],
-                  "stage1_cpu_seconds": stage1_from[2], "stage1_shared": True}
+        timing = {
+            "seconds": stage1_from[1] + wall,
+            "cpu_seconds": stage1_from[2] + cpu,
+            "stage1_seconds": stage1_from[1],
+            "stage1_cpu_seconds": stage1_from[2],
+            "stage1_shared": True,
+        }
     else:
-        timing = {"seconds": wall, "cpu_seconds": cpu, "stage1_seconds": marks.get("wall", 0.0),
-                  "stage1_cpu_seconds": marks.get("cpu", 0.0), "stage1_shared": False}
+        timing = {
+            "seconds": wall,
+            "cpu_seconds": cpu,
+            "stage1_seconds": marks.get("wall", 0.0),
+            "stage1_cpu_seconds": marks.get("cpu", 0.0),
+            "stage1_shared": False,
+        }
     atomic_write_text(cfg.run_dir() / "timing.json", json_text(timing))
     return {**summary, **timing}
 
 
-def run_seed(seed: int, methods: Sequence[str], out: Path, overrides: dict[str, Any] | None = None, threads: int = 1) -> list[dict[str, Any]]:
+def run_seed(
+    seed: int, methods: Sequence[str], out: Path, overrides: dict[str, Any] | None = None, threads: int = 1
+) -> list[dict[str, Any]]:
     """Every method of one seed, sequentially, sharing stage 1 where the configs allow; one record per run."""
     import torch
 
@@ -155,12 +181,20 @@ def run_seed(seed: int, methods: Sequence[str], out: Path, overrides: dict[str, 
         summary = _train(cfg, shared.get(view))
         if view not in shared:
             shared[view] = (cfg.run_dir() / "stage1.pt", summary["stage1_seconds"], summary["stage1_cpu_seconds"])
-        records.append({
-            "method": method, "seed": seed, "contamination": cfg.feature_benchmark.contamination,
-            "top1": summary["top1_last"], "mean_class_accuracy": summary["mean_class_accuracy_last"],
-            "seconds": summary["seconds"], "cpu_seconds": summary["cpu_seconds"], "stage1_shared": summary["stage1_shared"],
-            "refinement": refinement_precision(cfg.run_dir() / "metrics.jsonl"), "run_dir": str(cfg.run_dir()),
-        })
+        records.append(
+            {
+                "method": method,
+                "seed": seed,
+                "contamination": cfg.feature_benchmark.contamination,
+                "top1": summary["top1_last"],
+                "mean_class_accuracy": summary["mean_class_accuracy_last"],
+                "seconds": summary["seconds"],
+                "cpu_seconds": summary["cpu_seconds"],
+                "stage1_shared": summary["stage1_shared"],
+                "refinement": refinement_precision(cfg.run_dir() / "metrics.jsonl"),
+                "run_dir": str(cfg.run_dir()),
+            }
+        )
     return records
 
 
@@ -179,7 +213,9 @@ def _warm_up() -> None:
 
 
 # ---------------------------------------------------------------------- statistics
-def paired(records: Sequence[dict[str, Any]], method: str, control: str, contamination: float | None = None) -> dict[str, Any] | None:
+def paired(
+    records: Sequence[dict[str, Any]], method: str, control: str, contamination: float | None = None
+) -> dict[str, Any] | None:
     """``method - control`` of top-1 paired by seed, with its 95% bootstrap interval (None with < 2 common seeds)."""
     from experiments.report import bootstrap_interval
 
@@ -191,11 +227,22 @@ def paired(records: Sequence[dict[str, Any]], method: str, control: str, contami
         return None
     d = np.array([a[s] - b[s] for s in seeds])
     low, high = bootstrap_interval(d)
-    return {"method": method, "control": control, "n": len(seeds), "mean": float(d.mean()), "low": low, "high": high,
-            "excludes_zero": bool(low > 0 or high < 0), "differences": d.tolist(), "seeds": seeds}
+    return {
+        "method": method,
+        "control": control,
+        "n": len(seeds),
+        "mean": float(d.mean()),
+        "low": low,
+        "high": high,
+        "excludes_zero": bool(low > 0 or high < 0),
+        "differences": d.tolist(),
+        "seeds": seeds,
+    }
 
 
-def recovery(records: Sequence[dict[str, Any]], contamination: float | None = None, resamples: int = 10_000) -> dict[str, Any] | None:
+def recovery(
+    records: Sequence[dict[str, Any]], contamination: float | None = None, resamples: int = 10_000
+) -> dict[str, Any] | None:
     """Claim 2: share of the negative-transfer loss that ground-truth removal recovers.
 
     ``share = mean(gt - adv) / mean(clean - adv)`` with a seeded percentile bootstrap over seeds, and
@@ -205,8 +252,11 @@ def recovery(records: Sequence[dict[str, Any]], contamination: float | None = No
 
     pick = [r for r in records if contamination is None or r["contamination"] == contamination]
     value = {(r["method"], r["seed"]): r["top1"] for r in pick}
-    seeds = sorted(s for (m, s) in value if m == "adversarial-only"
-                   and ("ground-truth-removal", s) in value and ("adversarial-only-clean", s) in value)
+    seeds = sorted(
+        s
+        for (m, s) in value
+        if m == "adversarial-only" and ("ground-truth-removal", s) in value and ("adversarial-only-clean", s) in value
+    )
     if len(seeds) < 2:
         return None
     adv = np.array([value[("adversarial-only", s)] for s in seeds])
@@ -217,10 +267,15 @@ def recovery(records: Sequence[dict[str, Any]], contamination: float | None = No
     ratios = gain[idx].mean(1) / np.where(loss[idx].mean(1) == 0, np.nan, loss[idx].mean(1))
     low, high = np.nanpercentile(ratios, [2.5, 97.5])
     margin_low, margin_high = bootstrap_interval(gain - 0.5 * loss)
-    return {"n": len(seeds), "share": float(gain.mean() / loss.mean()) if loss.mean() else float("nan"),
-            "share_low": float(low), "share_high": float(high),
-            "gain_minus_half_loss": float((gain - 0.5 * loss).mean()), "gain_minus_half_loss_low": margin_low,
-            "gain_minus_half_loss_high": margin_high}
+    return {
+        "n": len(seeds),
+        "share": float(gain.mean() / loss.mean()) if loss.mean() else float("nan"),
+        "share_low": float(low),
+        "share_high": float(high),
+        "gain_minus_half_loss": float((gain - 0.5 * loss).mean()),
+        "gain_minus_half_loss_low": margin_low,
+        "gain_minus_half_loss_high": margin_high,
+    }
 
 
 def claims(records: Sequence[dict[str, Any]], contamination: float | None = None) -> dict[str, Any]:
@@ -232,7 +287,9 @@ def claims(records: Sequence[dict[str, Any]], contamination: float | None = None
     if loss is not None:
         out["negative_transfer"] = bool(loss["mean"] > 0 and loss["excludes_zero"])
     if gain is not None and loss is not None:
-        out["ground_truth_recovers_half"] = bool(gain["mean"] > 0 and gain["excludes_zero"] and gain["mean"] >= 0.5 * loss["mean"])
+        out["ground_truth_recovers_half"] = bool(
+            gain["mean"] > 0 and gain["excludes_zero"] and gain["mean"] >= 0.5 * loss["mean"]
+        )
     out["recovery"] = rec
     return out
 
@@ -243,7 +300,9 @@ def _pct(values: Sequence[float]) -> str:
 
 
 def _pts(d: dict[str, Any]) -> str:
-    return f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (n={d['n']})" + (" *" if d["excludes_zero"] else "")
+    return f"{100 * d['mean']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (n={d['n']})" + (
+        " *" if d["excludes_zero"] else ""
+    )
 
 
 def report_text(records: Sequence[dict[str, Any]]) -> str:
@@ -256,8 +315,10 @@ def report_text(records: Sequence[dict[str, Any]]) -> str:
             v = 100 * np.array([r["top1"] for r in mine if r["method"] == method])
             secs = np.array([r["seconds"] for r in mine if r["method"] == method])
             cpu = np.array([r["cpu_seconds"] for r in mine if r["method"] == method])
-            lines.append(f"  {method:24s} {v.mean():6.2f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:5.2f}  (n={len(v)}; "
-                         f"{secs.mean():.1f} s wall, {cpu.mean():.1f} s CPU per run)")
+            lines.append(
+                f"  {method:24s} {v.mean():6.2f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:5.2f}  (n={len(v)}; "
+                f"{secs.mean():.1f} s wall, {cpu.mean():.1f} s CPU per run)"
+            )
         lines.append("  paired differences (points): mean [95% bootstrap interval]; * excludes 0")
         for method, control in COMPARISONS:
             d = paired(mine, method, control)
@@ -266,20 +327,31 @@ def report_text(records: Sequence[dict[str, Any]]) -> str:
         check = claims(mine)
         rec = check["recovery"]
         if rec is not None:
-            lines.append(f"  ground truth recovers {100 * rec['share']:.0f}% [{100 * rec['share_low']:.0f}%, {100 * rec['share_high']:.0f}%] "
-                         f"of the loss; (gt - adv) - (clean - adv) / 2 = {100 * rec['gain_minus_half_loss']:+.2f} "
-                         f"[{100 * rec['gain_minus_half_loss_low']:+.2f}, {100 * rec['gain_minus_half_loss_high']:+.2f}]")
-        for name, ok in (("negative transfer (clean > contaminated, interval excludes 0)", check["negative_transfer"]),
-                         ("ground-truth removal recovers >= half (interval excludes 0)", check["ground_truth_recovers_half"])):
+            lines.append(
+                f"  ground truth recovers {100 * rec['share']:.0f}% [{100 * rec['share_low']:.0f}%, {100 * rec['share_high']:.0f}%] "
+                f"of the loss; (gt - adv) - (clean - adv) / 2 = {100 * rec['gain_minus_half_loss']:+.2f} "
+                f"[{100 * rec['gain_minus_half_loss_low']:+.2f}, {100 * rec['gain_minus_half_loss_high']:+.2f}]"
+            )
+        for name, ok in (
+            ("negative transfer (clean > contaminated, interval excludes 0)", check["negative_transfer"]),
+            ("ground-truth removal recovers >= half (interval excludes 0)", check["ground_truth_recovers_half"]),
+        ):
             if ok is not None:
                 lines.append(f"  claim: {name}: {'HOLDS' if ok else 'FAILS'}")
-        precision = [(r["method"], dom, v) for r in mine for dom, v in r["refinement"].items() if r["method"].startswith("mmir") or r["method"] == "random-removal"]
+        precision = [
+            (r["method"], dom, v)
+            for r in mine
+            for dom, v in r["refinement"].items()
+            if r["method"].startswith("mmir") or r["method"] == "random-removal"
+        ]
         for method in dict.fromkeys(m for m, _, _ in precision):
             for dom in ("source", "target"):
                 vals = [v for m, d, v in precision if m == method and d == dom]
                 if vals:
-                    lines.append(f"  {method:16s} {dom}: removed rows that are planted negatives {_pct([v['precision'] for v in vals])}, "
-                                 f"planted negatives removed {_pct([v['recall'] for v in vals])}")
+                    lines.append(
+                        f"  {method:16s} {dom}: removed rows that are planted negatives {_pct([v['precision'] for v in vals])}, "
+                        f"planted negatives removed {_pct([v['recall'] for v in vals])}"
+                    )
         lines.append("")
     return "\n".join(lines)
 
@@ -328,22 +400,52 @@ def contamination_plot(records: Sequence[dict[str, Any]], path: Path) -> Path | 
 
 # ---------------------------------------------------------------------- command line
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.feature_benchmark", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Writes every run's folder under OUT and OUT/results.json (runs, differences, claims, times).")
-    p.add_argument("--out", type=Path, default=Path("runs/feature-benchmark"), help="run folders and results.json (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.feature_benchmark",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Writes every run's folder under OUT and OUT/results.json (runs, differences, claims, times).",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/feature-benchmark"),
+        help="run folders and results.json (default: %(default)s)",
+    )
     p.add_argument("--seeds", default="0-19", help="seeds, e.g. 0-19 (the test seeds, default) or 100-109 (validation)")
-    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated presets of experiments/configs/feature-benchmark (default: %(default)s)")
-    p.add_argument("--contamination", default="", help="comma-separated contamination levels (default: the presets' 0.3); each level runs under OUT/c<level>")
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated presets of experiments/configs/feature-benchmark (default: %(default)s)",
+    )
+    p.add_argument(
+        "--contamination",
+        default="",
+        help="comma-separated contamination levels (default: the presets' 0.3); each level runs under OUT/c<level>",
+    )
     p.add_argument("--workers", type=int, default=2, help="parallel processes, one seed each (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value of every run (as `mmir train --set`), e.g. stage2.steps=100")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value of every run (as `mmir train --set`), e.g. stage2.steps=100",
+    )
     return p.parse_args(argv)
 
 
-def run_benchmark(out: Path, seeds: Sequence[int], methods: Sequence[str], contaminations: Sequence[float | None] = (None,),
-                  overrides: dict[str, Any] | None = None, workers: int = 2, threads: int = 1, log=print) -> list[dict[str, Any]]:
+def run_benchmark(
+    out: Path,
+    seeds: Sequence[int],
+    methods: Sequence[str],
+    contaminations: Sequence[float | None] = (None,),
+    overrides: dict[str, Any] | None = None,
+    workers: int = 2,
+    threads: int = 1,
+    log=print,
+) -> list[dict[str, Any]]:
     """Every (contamination, seed) job in ``workers`` processes; returns one record per run."""
     jobs = []
     for c in contaminations:
@@ -362,8 +464,9 @@ def run_benchmark(out: Path, seeds: Sequence[int], methods: Sequence[str], conta
             log(f"seed {job[0]} done ({job[2]})")
         return records
     # spawn: fresh interpreters, no OpenMP state inherited from this process
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_warm_up) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
+    ) as pool:
         futures = {pool.submit(_job, job): job for job in jobs}
         for future in as_completed(futures):
             job = futures[future]
@@ -394,7 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_overrides(args.overrides)
         for method in methods:  # a bad override or preset fails here, before any process starts
             for c in contaminations:
-                run_config(method, seeds[0], args.out, {**overrides, **({} if c is None else {"feature_benchmark.contamination": c})})
+                run_config(
+                    method,
+                    seeds[0],
+                    args.out,
+                    {**overrides, **({} if c is None else {"feature_benchmark.contamination": c})},
+                )
     except (ValueError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -404,14 +512,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = report_text(records)
     print(text)
     cpu = sum(r["cpu_seconds"] for r in records)
-    print(f"wall time {wall:.0f} s for {len(records)} runs ({len(seeds)} seeds x {len(methods)} methods x {len(contaminations)} "
-          f"contamination level(s)) in {args.workers} process(es) of {args.threads} thread(s); "
-          f"{cpu / max(1, len(records)):.1f} s CPU per run on average (stage 1 shared where possible)")
+    print(
+        f"wall time {wall:.0f} s for {len(records)} runs ({len(seeds)} seeds x {len(methods)} methods x {len(contaminations)} "
+        f"contamination level(s)) in {args.workers} process(es) of {args.threads} thread(s); "
+        f"{cpu / max(1, len(records)):.1f} s CPU per run on average (stage 1 shared where possible)"
+    )
     levels = sorted({r["contamination"] for r in records})
     results = {
-        "seeds": seeds, "methods": methods, "overrides": overrides, "wall_seconds": wall, "workers": args.workers, "threads": args.threads,
+        "seeds": seeds,
+        "methods": methods,
+        "overrides": overrides,
+        "wall_seconds": wall,
+        "workers": args.workers,
+        "threads": args.threads,
         "runs": records,
-        "differences": {f"{c:g}": [d for m, ctl in COMPARISONS if (d := paired(records, m, ctl, c)) is not None] for c in levels},
+        "differences": {
+            f"{c:g}": [d for m, ctl in COMPARISONS if (d := paired(records, m, ctl, c)) is not None] for c in levels
+        },
         "claims": {f"{c:g}": claims(records, c) for c in levels},
     }
     args.out.mkdir(parents=True, exist_ok=True)

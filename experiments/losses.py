@@ -17,8 +17,14 @@ def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
-def adversarial_loss(discriminator: nn.Module, source: Tensor, target: Tensor, keep_source: Tensor, keep_target: Tensor,
-                     grl_coeff: float = 1.0) -> Tensor:
+def adversarial_loss(
+    discriminator: nn.Module,
+    source: Tensor,
+    target: Tensor,
+    keep_source: Tensor,
+    keep_target: Tensor,
+    grl_coeff: float = 1.0,
+) -> Tensor:
     """Eq. 8 for one modality, on the *kept* instances only (removed rows get no gradient).
 
     ``source: [B_s, d]``, ``target: [B_t, d]``; ``keep_*`` are bool masks of the rows the agents
@@ -27,8 +33,12 @@ def adversarial_loss(discriminator: nn.Module, source: Tensor, target: Tensor, k
     rows of both domains.
     """
     logits = discriminator(grad_reverse(torch.cat([source, target]), grl_coeff))
-    labels = torch.cat([torch.full((source.shape[0],), float(SOURCE), device=logits.device),
-                        torch.full((target.shape[0],), float(TARGET), device=logits.device)])
+    labels = torch.cat(
+        [
+            torch.full((source.shape[0],), float(SOURCE), device=logits.device),
+            torch.full((target.shape[0],), float(TARGET), device=logits.device),
+        ]
+    )
     keep = torch.cat([keep_source, keep_target]).to(logits.device)
     per_row = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
     return (per_row * keep).sum() / keep.sum().clamp_min(1)

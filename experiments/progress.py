@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 
@@ -16,8 +26,16 @@ class StepsPerSecondColumn(ProgressColumn):
 
 def training_progress(console: Any = None) -> Progress:
     """Description, bar, step/total, losses and agents' statistics, steps/s, elapsed, ETA."""
-    return Progress(TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                    StepsPerSecondColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        StepsPerSecondColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
 
 
 def step_info(stage: int, metrics: dict[str, float]) -> str:
@@ -41,9 +59,11 @@ def step_info(stage: int, metrics: dict[str, float]) -> str:
 
 def progress_hook(progress: Progress, tasks: dict[int, Any]) -> Callable[[int, int, dict[str, float]], None]:
     """An ``on_step`` callback for :class:`~experiments.cotrain.CoTrainer` updating ``tasks[stage]``."""
+
     def hook(stage: int, step: int, metrics: dict[str, float]) -> None:
         if stage in tasks:
             progress.update(tasks[stage], completed=step, info=step_info(stage, metrics))
+
     return hook
 
 
@@ -54,8 +74,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def plain_log_hook(totals: dict[int, int], every: int, print_line: Callable[[str], None] = print,
-                   clock: Callable[[], float] | None = None) -> Callable[[int, int, dict[str, float]], None]:
+def plain_log_hook(
+    totals: dict[int, int],
+    every: int,
+    print_line: Callable[[str], None] = print,
+    clock: Callable[[], float] | None = None,
+) -> Callable[[int, int, dict[str, float]], None]:
     """An ``on_step`` callback printing one plain line every ``every`` steps and at each stage's end (logs, not terminals).
 
     ``stage 2 step 400/800  loss 1.234  cls 0.912 adv 1.380 ...  12.3 steps/s  eta 1m05s``: nothing
@@ -80,4 +104,5 @@ def plain_log_hook(totals: dict[int, int], every: int, print_line: Callable[[str
         if rate == rate and rate > 0:
             line += f"  {rate:.1f} steps/s  eta {_duration((total - step) / rate)}"
         print_line(line)
+
     return hook

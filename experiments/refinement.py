@@ -27,10 +27,15 @@ class RefinementStats:
         self.agents: dict[str, dict[str, list[int]]] = {}
 
     def add(self, key: str, result: RefinementResult, labels: Tensor | None) -> None:
-        entry = self.agents.setdefault(key, {
-            "kept_histogram": [0] * self.BINS, "removed_histogram": [0] * self.BINS,
-            "seen_per_class": [0] * self.num_classes, "removed_per_class": [0] * self.num_classes,
-        })
+        entry = self.agents.setdefault(
+            key,
+            {
+                "kept_histogram": [0] * self.BINS,
+                "removed_histogram": [0] * self.BINS,
+                "seen_per_class": [0] * self.num_classes,
+                "removed_per_class": [0] * self.num_classes,
+            },
+        )
         keep = result.keep.cpu()
         if result.relevance is not None:
             bins = (result.relevance.cpu() * self.BINS).long().clamp(0, self.BINS - 1)

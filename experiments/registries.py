@@ -9,10 +9,21 @@ builder takes the :class:`~experiments.config.RunConfig`. Third-party code adds 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["DATASETS", "EVALUATION_HOOKS", "MODELS", "OBJECTIVES", "REFINERS", "STRATEGIES", "register_datasets",
-           "register_entry", "register_model", "resolve_entry"]
+__all__ = [
+    "DATASETS",
+    "EVALUATION_HOOKS",
+    "MODELS",
+    "OBJECTIVES",
+    "REFINERS",
+    "STRATEGIES",
+    "register_datasets",
+    "register_entry",
+    "register_model",
+    "resolve_entry",
+]
 
 #: A builder takes the run config (typed loosely here: this module must not import the config).
 Builder = Callable[..., Any]
@@ -69,7 +80,9 @@ STRATEGIES: dict[str, str | Builder] = {
 EVALUATION_HOOKS: dict[str, str | Builder] = {"adabn": "experiments.methods.adabn:adabn_hook"}
 
 
-def register_entry(table: dict[str, str | Builder], name: str, entry: str | Builder, what: str, overwrite: bool = False) -> None:
+def register_entry(
+    table: dict[str, str | Builder], name: str, entry: str | Builder, what: str, overwrite: bool = False
+) -> None:
     """``table[name] = entry``; registering a taken name needs ``overwrite=True`` (a plugin imported twice says so)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"{what} name must be a non-empty string, got {name!r}")

@@ -62,7 +62,9 @@ def find_runs(paths: list[Path], skipped: list[str] | None = None) -> list[RunRe
     for root in paths:
         if not root.exists():
             raise FileNotFoundError(f"no run folder at {root}")
-        candidates = [root] if (root / "summary.json").is_file() else sorted(p.parent for p in root.rglob("summary.json"))
+        candidates = (
+            [root] if (root / "summary.json").is_file() else sorted(p.parent for p in root.rglob("summary.json"))
+        )
         for run in candidates:
             if "_stage1" in run.parts or not (run / "config.json").is_file():
                 continue
@@ -94,8 +96,16 @@ def _load_run(run: Path) -> RunRecord | None:
     if METHODS.get(method) is not None and METHODS[method].source_is_target:
         pair = f"→{data.get('target', '?')}"  # the upper bound belongs to every pair with this target
     try:
-        return RunRecord(run, method, pair, int(config.get("seed", 0)), float(summary["top1_last"]),
-                         float(summary["mean_class_accuracy_last"]), summary["evaluations"], config)
+        return RunRecord(
+            run,
+            method,
+            pair,
+            int(config.get("seed", 0)),
+            float(summary["top1_last"]),
+            float(summary["mean_class_accuracy_last"]),
+            summary["evaluations"],
+            config,
+        )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{run}: summary.json lacks a usable {err} value") from None
 
@@ -209,7 +219,12 @@ def markdown(tables: list[Table], caption: str = "") -> str:
     lines: list[str] = []
     for t in tables:
         header = _header(t)
-        lines += [f"### {t.title}", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines += [
+            f"### {t.title}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
+        ]
         lines += ["| " + " | ".join(_row_cells(t, m, ("**", "**"))) + " |" for m in t.rows]
         if caption:
             lines += ["", caption]
@@ -224,7 +239,17 @@ def csv_text(tables: list[Table], records: list[RunRecord]) -> str:
     writer.writerow(["table", "method", "pair", "mean_top1", "std_top1", "n", "values"])
     for t in tables:
         for (m, p), cell in sorted(t.cells.items()):
-            writer.writerow([t.number, m, p, f"{cell.mean:.6f}", f"{cell.std:.6f}", len(cell.values), " ".join(f"{v:.6f}" for v in cell.values)])
+            writer.writerow(
+                [
+                    t.number,
+                    m,
+                    p,
+                    f"{cell.mean:.6f}",
+                    f"{cell.std:.6f}",
+                    len(cell.values),
+                    " ".join(f"{v:.6f}" for v in cell.values),
+                ]
+            )
     writer.writerow([])
     writer.writerow(["run", "method", "pair", "seed", "top1_last", "mean_class_accuracy_last"])
     for r in sorted(records, key=lambda r: (r.pair, r.method, r.seed)):
@@ -245,8 +270,11 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
     ("adversarial-only", "source-only"),
     ("adversarial-only-clean", "source-only-clean"),
     # issue 14's refinement designs, each against the same two controls
-    *((design, control) for design in ("mmir-critic", "mmir-relabel", "mmir-warmup", "mmir-rank", "mmir-margin", "mmir-robust")
-      for control in ("adversarial-only", "random-removal")),
+    *(
+        (design, control)
+        for design in ("mmir-critic", "mmir-relabel", "mmir-warmup", "mmir-rank", "mmir-margin", "mmir-robust")
+        for control in ("adversarial-only", "random-removal")
+    ),
     ("mmir-robust", "mmir"),
 )
 
@@ -278,7 +306,9 @@ class PairedDifference:
         return f"{100 * self.mean:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
 
 
-def bootstrap_interval(differences: np.ndarray, level: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    differences: np.ndarray, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of paired differences (seeded: the same numbers give the same interval)."""
     d = np.asarray(differences, dtype=np.float64)
     if d.size == 0:
@@ -292,8 +322,9 @@ def bootstrap_interval(differences: np.ndarray, level: float = 0.95, resamples: 
     return float(low), float(high)
 
 
-def paired_differences(records: list[RunRecord], comparisons: tuple[tuple[str, str], ...] = COMPARISONS,
-                       metric: str = "top1") -> list[PairedDifference]:
+def paired_differences(
+    records: list[RunRecord], comparisons: tuple[tuple[str, str], ...] = COMPARISONS, metric: str = "top1"
+) -> list[PairedDifference]:
     """``method - control`` per domain pair, paired by seed, for every comparison whose two methods share >= 2 seeds."""
     value: dict[tuple[str, str, int], float] = {}
     for r in records:
@@ -319,8 +350,14 @@ def recovery_line(records: list[RunRecord], metric: str = "top1") -> str | None:
     value = {(r.method, r.pair, r.seed): (r.top1 if metric == "top1" else r.mean_class_accuracy) for r in records}
     lines = []
     for pair in _pairs_of(records):
-        seeds = sorted(s for (m, p, s) in value if m == "adversarial-only" and p == pair
-                       and ("ground-truth-removal", p, s) in value and ("adversarial-only-clean", p, s) in value)
+        seeds = sorted(
+            s
+            for (m, p, s) in value
+            if m == "adversarial-only"
+            and p == pair
+            and ("ground-truth-removal", p, s) in value
+            and ("adversarial-only-clean", p, s) in value
+        )
         if len(seeds) < 2:
             continue
         adv = np.array([value[("adversarial-only", pair, s)] for s in seeds])
@@ -329,9 +366,11 @@ def recovery_line(records: list[RunRecord], metric: str = "top1") -> str | None:
         low, high = bootstrap_interval(gain - 0.5 * loss)
         share = gain.mean() / loss.mean() if loss.mean() else math.nan
         verdict = "at least half (interval above 0)" if low > 0 else "not shown to be at least half"
-        lines.append(f"{pair}: ground-truth removal recovers {100 * share:.0f}% of the loss of the planted negatives "
-                     f"({100 * gain.mean():+.1f} of {100 * loss.mean():+.1f} points); gain - loss/2 = {100 * (gain - 0.5 * loss).mean():+.1f} "
-                     f"[{100 * low:+.1f}, {100 * high:+.1f}] over {len(seeds)} seeds: {verdict}")
+        lines.append(
+            f"{pair}: ground-truth removal recovers {100 * share:.0f}% of the loss of the planted negatives "
+            f"({100 * gain.mean():+.1f} of {100 * loss.mean():+.1f} points); gain - loss/2 = {100 * (gain - 0.5 * loss).mean():+.1f} "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}] over {len(seeds)} seeds: {verdict}"
+        )
     return "\n".join(lines) or None
 
 
@@ -350,7 +389,12 @@ def differences_table(diffs: list[PairedDifference], style: str = "rich", what: 
         body.append(line)
     title = f"Paired differences of {what} (points): mean over seeds [95% bootstrap interval]; * interval excludes 0"
     if style == "markdown":
-        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(pairs)) + "|"]
+        lines = [
+            f"### {title}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join(["---"] + ["---:"] * len(pairs)) + "|",
+        ]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body]) + "\n"
     from rich.table import Table as RichTable
 
@@ -388,13 +432,19 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     pairs = _pairs_of(records)
-    methods = [m for m in METHODS if any(r.method == m for r in records)] + sorted({r.method for r in records} - set(METHODS))
+    methods = [m for m in METHODS if any(r.method == m for r in records)] + sorted(
+        {r.method for r in records} - set(METHODS)
+    )
 
     # 1. target accuracy per evaluation, mean over seeds, one panel per pair
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)
     for ax, pair in zip(axes[0], pairs):
         for m in methods:
-            runs = [r for r in records if r.method == m and (r.pair == pair or (r.pair.startswith("→") and pair.endswith(r.pair)))]
+            runs = [
+                r
+                for r in records
+                if r.method == m and (r.pair == pair or (r.pair.startswith("→") and pair.endswith(r.pair)))
+            ]
             if not runs:
                 continue
             steps = [e["step"] for e in runs[0].evaluations]
@@ -406,8 +456,14 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
     written.append(_save(fig, out / "accuracy.png", plt))
 
     # 2. losses over stage 2 per method (first seed of each, first pair); only the terms some method has
-    loss_titles = {"cls": "L_cls (MCD: both classifiers)", "adv": "L_adv (eq. 8)", "dqn": "L_dqn (eq. 7)",
-                   "mmd": "MK-MMD (DAN)", "discrepancy": "classifier discrepancy (MCD)", "corr": "correspondence (MM-SADA)"}
+    loss_titles = {
+        "cls": "L_cls (MCD: both classifiers)",
+        "adv": "L_adv (eq. 8)",
+        "dqn": "L_dqn (eq. 7)",
+        "mmd": "MK-MMD (DAN)",
+        "discrepancy": "classifier discrepancy (MCD)",
+        "corr": "correspondence (MM-SADA)",
+    }
     curves: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
     for m in methods:
         run = next((r for r in records if r.method == m and r.pair == pairs[0]), None)
@@ -417,12 +473,14 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
                 values = np.array([x.get(key, np.nan) for x in rows], dtype=float)
                 steps = np.array([x["step"] for x in rows], dtype=float)
                 window = max(1, min(10, len(rows) // 10))
-                curves.setdefault(key, []).append((_title(m), steps[window - 1:] if window > 1 else steps, _smooth(values, window)))
+                curves.setdefault(key, []).append(
+                    (_title(m), steps[window - 1 :] if window > 1 else steps, _smooth(values, window))
+                )
     if curves:
         ncols = min(3, len(curves))
         nrows = math.ceil(len(curves) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.6 * nrows), squeeze=False)
-        for ax in axes.flat[len(curves):]:
+        for ax in axes.flat[len(curves) :]:
             ax.set_visible(False)
         for ax, (key, lines) in zip(axes.flat, curves.items()):
             for label, x, y in lines:
@@ -433,7 +491,9 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
         written.append(_save(fig, out / "losses.png", plt))
 
     # 3. agents' mean reward and removal rate over training (MMIR-family runs, first pair, seeds pooled)
-    agent_runs = [r for r in records if r.pair == pairs[0] and any(k.startswith("reward/") for x in _metrics(r)[:50] for k in x)]
+    agent_runs = [
+        r for r in records if r.pair == pairs[0] and any(k.startswith("reward/") for x in _metrics(r)[:50] for k in x)
+    ]
     if agent_runs:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4), squeeze=False)
         for r in agent_runs:
@@ -444,8 +504,12 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
                 label = f"{_title(r.method)} s{r.seed} {key}"
                 axes[0][0].plot(_smooth(reward, 10), label=label, alpha=0.8)
                 axes[0][1].plot(_smooth(rate, 10), label=label, alpha=0.8)
-        axes[0][0].set(title=f"Agents' mean reward (eq. 4), {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="mean reward")
-        axes[0][1].set(title=f"Agents' removal rate, {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="removed / seen")
+        axes[0][0].set(
+            title=f"Agents' mean reward (eq. 4), {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="mean reward"
+        )
+        axes[0][1].set(
+            title=f"Agents' removal rate, {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="removed / seen"
+        )
         axes[0][0].set_ylim(-1.05, 1.05)  # eq. 4 rewards are +-1
         axes[0][1].set_ylim(0.0, 1.0)  # a rate: a constant E / n_c stays a flat line, not an axis of 1e-3 ticks
         for ax in axes[0]:
@@ -473,9 +537,27 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
                         acc = per_class.setdefault(key, np.zeros((2, len(seen))))
                         acc += np.stack([rem, seen])
             width = edges[1] - edges[0]
-            ax.bar(edges[:-1], kept / max(1, kept.sum()), width=width, align="edge", alpha=0.6, label=f"kept ({int(kept.sum())})")
-            ax.bar(edges[:-1], removed / max(1, removed.sum()), width=width, align="edge", alpha=0.6, label=f"removed ({int(removed.sum())})")
-            ax.set(title=f"Relevance (eq. 3) of {domain} instances", xlabel="relevance to the other domain", ylabel="share of instances")
+            ax.bar(
+                edges[:-1],
+                kept / max(1, kept.sum()),
+                width=width,
+                align="edge",
+                alpha=0.6,
+                label=f"kept ({int(kept.sum())})",
+            )
+            ax.bar(
+                edges[:-1],
+                removed / max(1, removed.sum()),
+                width=width,
+                align="edge",
+                alpha=0.6,
+                label=f"removed ({int(removed.sum())})",
+            )
+            ax.set(
+                title=f"Relevance (eq. 3) of {domain} instances",
+                xlabel="relevance to the other domain",
+                ylabel="share of instances",
+            )
             ax.legend()
         written.append(_save(fig, out / "relevance_histograms.png", plt))
         fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(next(iter(per_class.values()))[0])), 4))
@@ -485,9 +567,16 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
         rates = {key: 100 * rem / np.maximum(seen, 1) for key, (rem, seen) in per_class.items()}
         for i, key in enumerate(keys):
             ax.bar(np.arange(n_classes) + i * width, rates[key], width=width, label=key)
-        ax.set(title="Removal rate per class, per agent (all runs with agents)", xlabel="class", ylabel="removed / seen (%)",
-               xticks=np.arange(n_classes) + 0.4 - width / 2, xticklabels=[str(c) for c in range(n_classes)])
-        ax.set_ylim(0, max(1.0, 1.35 * max(float(r.max()) for r in rates.values())))  # head room, so that the legend covers no bar
+        ax.set(
+            title="Removal rate per class, per agent (all runs with agents)",
+            xlabel="class",
+            ylabel="removed / seen (%)",
+            xticks=np.arange(n_classes) + 0.4 - width / 2,
+            xticklabels=[str(c) for c in range(n_classes)],
+        )
+        ax.set_ylim(
+            0, max(1.0, 1.35 * max(float(r.max()) for r in rates.values()))
+        )  # head room, so that the legend covers no bar
         ax.legend(fontsize=7, ncol=len(keys), loc="upper center")
         written.append(_save(fig, out / "removal_per_class.png", plt))
     return written

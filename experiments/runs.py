@@ -80,7 +80,7 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         key = self.run_dir.resolve()
         if key in self._held:
@@ -91,15 +91,25 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
-            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without flock (some NFS setups)
-                warnings.warn(f"{path}: this file system cannot lock files ({err.strerror}); nothing stops a second run "
-                              "from writing into this folder at the same time", RuntimeWarning, stacklevel=2)
+            if err.errno in (
+                errno.ENOLCK,
+                errno.EOPNOTSUPP,
+                errno.ENOSYS,
+            ):  # a file system without flock (some NFS setups)
+                warnings.warn(
+                    f"{path}: this file system cannot lock files ({err.strerror}); nothing stops a second run "
+                    "from writing into this folder at the same time",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             else:
                 holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "an unknown process"
                 os.close(fd)
                 if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise RunFolderError(f"{self.run_dir} is in use by {holder} (lock {path}); wait for it, "
-                                         "stop it, or train into another folder (--set name=...)") from None
+                    raise RunFolderError(
+                        f"{self.run_dir} is in use by {holder} (lock {path}); wait for it, "
+                        "stop it, or train into another folder (--set name=...)"
+                    ) from None
                 raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
@@ -158,8 +168,11 @@ def config_differences(stored: dict[str, Any], current: dict[str, Any], ignore: 
     """Dotted keys whose values differ between a stored config (see :func:`with_defaults`) and a
     ``RunConfig.to_dict()`` mapping, as ``key: old -> new``."""
     old, new = _flatten(json.loads(json.dumps(with_defaults(stored)))), _flatten(json.loads(json.dumps(current)))
-    return [f"{key}: {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
-            for key in sorted(set(old) | set(new)) if key not in ignore and old.get(key) != new.get(key)]
+    return [
+        f"{key}: {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}"
+        for key in sorted(set(old) | set(new))
+        if key not in ignore and old.get(key) != new.get(key)
+    ]
 
 
 def finished_run(cfg: RunConfig, extra: tuple[str, ...] = ()) -> dict[str, Any] | None:
@@ -198,16 +211,22 @@ def prepare_run_folder(run_dir: Path, config: dict[str, Any], resume: bool, over
             try:
                 stored = json.loads(stored_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:
-                raise RunFolderError(f"{stored_path}: unreadable ({err}); cannot check that --resume continues the same run") from None
+                raise RunFolderError(
+                    f"{stored_path}: unreadable ({err}); cannot check that --resume continues the same run"
+                ) from None
             changed = config_differences(stored, config, ignore=RESUMABLE_KEYS + LOCATION_KEYS)
             if changed:
-                raise RunFolderError(f"--resume: the config differs from the run's {stored_path} in {'; '.join(changed)} "
-                                     f"(only {', '.join(RESUMABLE_KEYS)} may change); start a new run under another name instead")
+                raise RunFolderError(
+                    f"--resume: the config differs from the run's {stored_path} in {'; '.join(changed)} "
+                    f"(only {', '.join(RESUMABLE_KEYS)} may change); start a new run under another name instead"
+                )
         return
     found = existing_run_files(run_dir)
     if found and not overwrite:
-        raise RunFolderError(f"{run_dir} already holds a run ({', '.join(found)}); use --resume to continue it, "
-                             "--overwrite to replace it, or another name (--set name=...)")
+        raise RunFolderError(
+            f"{run_dir} already holds a run ({', '.join(found)}); use --resume to continue it, "
+            "--overwrite to replace it, or another name (--set name=...)"
+        )
     if found:
         clear_run(run_dir)
 
@@ -215,7 +234,7 @@ def prepare_run_folder(run_dir: Path, config: dict[str, Any], resume: bool, over
 def one_line(err: BaseException, limit: int = 240) -> str:
     """An exception's message on one line (torch's are several), cut at ``limit`` characters."""
     text = " ".join(part.strip() for part in str(err).splitlines() if part.strip()) or type(err).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CheckpointError(ValueError):
@@ -232,9 +251,15 @@ def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises several types for truncated, empty or foreign files
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {one_line(err)}); "
-                              "delete it to resume from an earlier state, or start afresh with --overwrite") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt: {one_line(err)}); "
+            "delete it to resume from an earlier state, or start afresh with --overwrite"
+        ) from None
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != CHECKPOINT_FORMAT
+        or state.get("version") != CHECKPOINT_VERSION
+    ):
         raise CheckpointError(f"{path} is not an mmir co-training checkpoint of version {CHECKPOINT_VERSION}")
     return state
 
@@ -253,7 +278,9 @@ def resume_state(run_dir: Path) -> Path:
     """
     candidates = [run_dir / name for name in ("checkpoint.pt", "stage1.pt") if (run_dir / name).is_file()]
     if not candidates:
-        raise FileNotFoundError(f"no checkpoint to resume from at {run_dir / 'checkpoint.pt'} (nor {run_dir / 'stage1.pt'})")
+        raise FileNotFoundError(
+            f"no checkpoint to resume from at {run_dir / 'checkpoint.pt'} (nor {run_dir / 'stage1.pt'})"
+        )
     if len(candidates) == 1:
         return candidates[0]
     return max(candidates, key=_peek)  # checkpoint.pt first: it wins a tie

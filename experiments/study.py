@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -138,7 +139,9 @@ def train_and_evaluate(
 
     eval_env = InstanceRefinementEnv(source, domain=domain, **env_kwargs)
     if name == "mmir-dqn":
-        train_env: Any = BatchedRefinementEnv(source, num_envs=num_envs, domain=domain, copy=False, include_final_obs=False, **env_kwargs)
+        train_env: Any = BatchedRefinementEnv(
+            source, num_envs=num_envs, domain=domain, copy=False, include_final_obs=False, **env_kwargs
+        )
     else:
         train_env = InstanceRefinementEnv(source, domain=domain, **env_kwargs)
     agent = make_agent(name, train_env, seed=seed, **(agent_kwargs or {}))
@@ -151,8 +154,13 @@ def train_and_evaluate(
     seconds = time.perf_counter() - start
     stats = evaluate_selection(agent, eval_env, episodes, seed=10_000 + seed, deterministic=True)
     return agent, StudyResult(
-        agent=name, domain=domain, seed=seed, train_timesteps=trained, train_seconds=seconds,
-        train_steps_per_second=trained / seconds if trained and seconds > 0 else float("nan"), stats=stats,
+        agent=name,
+        domain=domain,
+        seed=seed,
+        train_timesteps=trained,
+        train_seconds=seconds,
+        train_steps_per_second=trained / seconds if trained and seconds > 0 else float("nan"),
+        stats=stats,
     )
 
 
@@ -163,17 +171,22 @@ def summarize(results: list[StudyResult]) -> list[dict[str, Any]]:
         groups.setdefault((r.agent, r.domain), []).append(r)
     rows = []
     for (agent, domain), runs in groups.items():
+
         def ms(values: list[float]) -> tuple[float, float]:
             arr = np.asarray(values, dtype=float)
             return float(np.mean(arr)), float(np.std(arr))
 
-        rows.append({
-            "agent": agent, "domain": domain, "seeds": len(runs),
-            "reward": ms([r.stats.mean_episode_reward for r in runs]),
-            "precision": ms([r.stats.precision for r in runs]),
-            "recall": ms([r.stats.recall for r in runs]),
-            "invalid_rate": ms([r.stats.invalid_rate for r in runs]),
-            "train_steps_per_second": ms([r.train_steps_per_second for r in runs]),
-            "train_seconds": ms([r.train_seconds for r in runs]),
-        })
+        rows.append(
+            {
+                "agent": agent,
+                "domain": domain,
+                "seeds": len(runs),
+                "reward": ms([r.stats.mean_episode_reward for r in runs]),
+                "precision": ms([r.stats.precision for r in runs]),
+                "recall": ms([r.stats.recall for r in runs]),
+                "invalid_rate": ms([r.stats.invalid_rate for r in runs]),
+                "train_steps_per_second": ms([r.train_steps_per_second for r in runs]),
+                "train_seconds": ms([r.train_seconds for r in runs]),
+            }
+        )
     return rows

@@ -146,7 +146,9 @@ def base_config(pair: str, seed: int, options: SweepOptions) -> RunConfig:
     elif pair.endswith(".toml"):
         path = Path(pair)
     else:
-        raise ConfigError(f"unknown pair {pair!r}: use 'synthetic', one of {', '.join(PAPER_PAIRS)}, or a config .toml path")
+        raise ConfigError(
+            f"unknown pair {pair!r}: use 'synthetic', one of {', '.join(PAPER_PAIRS)}, or a config .toml path"
+        )
     overrides["seed"] = seed
     return load_config(path, overrides)
 
@@ -197,10 +199,14 @@ def check_settings(options: SweepOptions, jobs: list[Job]) -> list[Job]:
     """
     changed = [(job, diff) for job in jobs if (diff := stored_differences(job))]
     if changed and not options.overwrite:
-        shown = "; ".join(f"{job.label} ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})" for job, diff in changed[:5])
+        shown = "; ".join(
+            f"{job.label} ({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''})" for job, diff in changed[:5]
+        )
         more = f"; and {len(changed) - 5} more" if len(changed) > 5 else ""
-        raise ConfigError(f"{len(changed)} run(s) in {options.out} were made with other settings: {shown}{more}; "
-                          "use another --out, or --overwrite to run them again with these settings")
+        raise ConfigError(
+            f"{len(changed)} run(s) in {options.out} were made with other settings: {shown}{more}; "
+            "use another --out, or --overwrite to run them again with these settings"
+        )
     for job, _ in changed:
         clear_run(job.run_dir)
     return [job for job, _ in changed]
@@ -208,14 +214,30 @@ def check_settings(options: SweepOptions, jobs: list[Job]) -> list[Job]:
 
 def write_sweep_json(options: SweepOptions, stage2_jobs: list[Job]) -> None:
     """``sweep.json``: the grid, its settings, and the config hash of each of its runs (what they were run with)."""
-    atomic_write_text(options.out / "sweep.json", json_text({
-        "methods": options.methods, "pairs": options.pairs, "seeds": options.seeds, "data_root": options.data_root,
-        "stage1_steps": options.stage1_steps, "stage2_steps": options.stage2_steps, "overrides": dict(options.overrides),
-        "runs": {str(job.run_dir.relative_to(options.out)): config_hash(job.config) for job in stage2_jobs}}, indent=2))
+    atomic_write_text(
+        options.out / "sweep.json",
+        json_text(
+            {
+                "methods": options.methods,
+                "pairs": options.pairs,
+                "seeds": options.seeds,
+                "data_root": options.data_root,
+                "stage1_steps": options.stage1_steps,
+                "stage2_steps": options.stage2_steps,
+                "overrides": dict(options.overrides),
+                "runs": {str(job.run_dir.relative_to(options.out)): config_hash(job.config) for job in stage2_jobs},
+            },
+            indent=2,
+        ),
+    )
 
 
-def execute(job: Job, on_step: Callable[[int, int, dict[str, float]], None] | None = None, threads: int | None = None,
-            tensorboard: bool = False) -> dict[str, Any]:
+def execute(
+    job: Job,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    threads: int | None = None,
+    tensorboard: bool = False,
+) -> dict[str, Any]:
     """Run one job to completion (continuing from its checkpoint); returns its summary (stage 2) or ``{}``.
 
     ``tensorboard``: also write the run's metrics as TensorBoard events (RUN/tensorboard), when installed.
@@ -236,6 +258,7 @@ def execute(job: Job, on_step: Callable[[int, int, dict[str, float]], None] | No
             log(stage, step, metrics)
             if shown is not None:
                 shown(stage, step, metrics)
+
     try:
         trainer = CoTrainer(cfg, on_step=on_step)
         checkpoint = trainer.run_dir / "checkpoint.pt"
@@ -299,8 +322,10 @@ def _run_sweep(options: SweepOptions, jobs: int, console: Any, threads: int) -> 
     pending1, pending2, stage2_jobs = prepare_sweep(options, console)
     n_stage1 = len({j.stage1_dir for j in stage2_jobs})
     done_before = len(stage2_jobs) - len(pending2)
-    console.print(f"sweep: {len(stage2_jobs)} runs ({done_before} already done), {len(pending1)} of {n_stage1} shared stage-1 runs to do, "
-                  f"{jobs} process(es) -> {options.out}")
+    console.print(
+        f"sweep: {len(stage2_jobs)} runs ({done_before} already done), {len(pending1)} of {n_stage1} shared stage-1 runs to do, "
+        f"{jobs} process(es) -> {options.out}"
+    )
     steps = {}  # job label -> total steps
     for j in pending1 + pending2:
         steps[j.label] = j.config["stage1"]["steps"] if j.kind == "stage1" else j.config["stage2"]["steps"]
@@ -328,7 +353,9 @@ def _run_sweep(options: SweepOptions, jobs: int, console: Any, threads: int) -> 
         waiting = [j for j in pending2 if j not in ready]
         if jobs <= 1:
             for job in pending1 + waiting + ready:
-                execute(job, lambda stage, step, _m, label=job.label: show(label, stage, step), threads, options.tensorboard)
+                execute(
+                    job, lambda stage, step, _m, label=job.label: show(label, stage, step), threads, options.tensorboard
+                )
                 finish(job)
             return stage2_jobs
         ctx = get_context("spawn")
@@ -354,7 +381,9 @@ def _run_sweep(options: SweepOptions, jobs: int, console: Any, threads: int) -> 
                     waiting = [j for j in waiting if j not in now_ready]
                     todo.extend(now_ready)
                 if not running and not todo and waiting:
-                    raise RuntimeError(f"stage-2 runs wait for stage-1 runs that are not planned: {[j.label for j in waiting]}")
+                    raise RuntimeError(
+                        f"stage-2 runs wait for stage-1 runs that are not planned: {[j.label for j in waiting]}"
+                    )
                 time.sleep(0.05)
     return stage2_jobs
 
@@ -373,15 +402,25 @@ def make_executor(launcher: str, folder: Path, slurm: SlurmOptions) -> Any:
     try:
         import submitit
     except ImportError:
-        raise ConfigError(f"--launcher {launcher} needs submitit: pip install submitit (or the mmir[slurm] extra)") from None
+        raise ConfigError(
+            f"--launcher {launcher} needs submitit: pip install submitit (or the mmir[slurm] extra)"
+        ) from None
     if launcher == "slurm" and shutil.which("sbatch") is None:
-        raise ConfigError("--launcher slurm needs Slurm's sbatch on PATH, and this machine has none; "
-                          "--launcher submitit-local runs the same jobs here")
+        raise ConfigError(
+            "--launcher slurm needs Slurm's sbatch on PATH, and this machine has none; "
+            "--launcher submitit-local runs the same jobs here"
+        )
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm" if launcher == "slurm" else "local")
     params: dict[str, Any] = {"name": "mmir-sweep", "timeout_min": slurm.time_min}
     if launcher == "slurm":
-        params.update(gpus_per_node=slurm.gpus, cpus_per_task=slurm.cpus, mem_gb=slurm.mem_gb, tasks_per_node=1, nodes=1,
-                      slurm_array_parallelism=slurm.array_parallelism)
+        params.update(
+            gpus_per_node=slurm.gpus,
+            cpus_per_task=slurm.cpus,
+            mem_gb=slurm.mem_gb,
+            tasks_per_node=1,
+            nodes=1,
+            slurm_array_parallelism=slurm.array_parallelism,
+        )
         if slurm.partition:
             params["slurm_partition"] = slurm.partition
     executor.update_parameters(**params)
@@ -393,8 +432,14 @@ def _submitted_job(job: Job, threads: int, tensorboard: bool) -> dict[str, Any]:
     return execute(job, None, threads, tensorboard)
 
 
-def run_sweep_submitit(options: SweepOptions, launcher: str, jobs: int = 1, console: Any = None, threads: int = 0,
-                       slurm: SlurmOptions = SlurmOptions()) -> list[Job]:
+def run_sweep_submitit(
+    options: SweepOptions,
+    launcher: str,
+    jobs: int = 1,
+    console: Any = None,
+    threads: int = 0,
+    slurm: SlurmOptions = SlurmOptions(),
+) -> list[Job]:
     """Run every unfinished job of the grid as one submitit job each; returns the stage-2 jobs.
 
     The bookkeeping is :func:`run_sweep`'s (the same plan, settings check, ``sweep.json``, done runs
@@ -408,8 +453,10 @@ def run_sweep_submitit(options: SweepOptions, launcher: str, jobs: int = 1, cons
     console = console or Console()
     with RunLock(options.out):
         pending1, pending2, stage2_jobs = prepare_sweep(options, console)
-        console.print(f"sweep: {len(stage2_jobs)} runs ({len(stage2_jobs) - len(pending2)} already done), {len(pending1)} shared stage-1 "
-                      f"runs to do, as {launcher} jobs -> {options.out} (logs: {options.out / '.submitit'})")
+        console.print(
+            f"sweep: {len(stage2_jobs)} runs ({len(stage2_jobs) - len(pending2)} already done), {len(pending1)} shared stage-1 "
+            f"runs to do, as {launcher} jobs -> {options.out} (logs: {options.out / '.submitit'})"
+        )
         if launcher == "slurm":
             threads = threads or slurm.cpus
             if jobs > 1:
@@ -425,8 +472,11 @@ def run_sweep_submitit(options: SweepOptions, launcher: str, jobs: int = 1, cons
         failed += _run_wave(executor, ready, batch, threads, options.tensorboard, console)
         blocked = [j.label for j in pending2 if j not in ready]
         if failed or blocked:
-            raise SweepError(f"{len(failed)} job(s) failed: {'; '.join(failed)}" + (f"; not run (their stage 1 failed): {', '.join(blocked)}" if blocked else "")
-                             + "; finished runs stay done: run the same command again to retry the others")
+            raise SweepError(
+                f"{len(failed)} job(s) failed: {'; '.join(failed)}"
+                + (f"; not run (their stage 1 failed): {', '.join(blocked)}" if blocked else "")
+                + "; finished runs stay done: run the same command again to retry the others"
+            )
     return stage2_jobs
 
 
@@ -438,7 +488,7 @@ def _run_wave(executor: Any, todo: list[Job], batch: int, threads: int, tensorbo
     """Submit ``todo`` in batches of ``batch`` (one array each) and wait; returns what failed, with its log."""
     failed = []
     for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
+        chunk = todo[start : start + batch]
         with executor.batch():
             submitted = [executor.submit(_submitted_job, job, threads, tensorboard) for job in chunk]
         for job, sub in zip(chunk, submitted):

@@ -67,7 +67,13 @@ def run_config(direction: str, method: str, seed: int, out: Path, overrides: dic
     A method without a watch preset (a baseline of :mod:`experiments.methods`, e.g. ``"mmd"``) is
     applied to the direction's source-only preset with :func:`experiments.methods.apply_method`.
     """
-    extra = {"seed": seed, "output_dir": str(out / direction), "name": f"{method}-seed{seed}", "device": "cpu", **(overrides or {})}
+    extra = {
+        "seed": seed,
+        "output_dir": str(out / direction),
+        "name": f"{method}-seed{seed}",
+        "device": "cpu",
+        **(overrides or {}),
+    }
     if method in METHODS:
         return load_config(preset_path(direction, method), extra)
     from experiments.methods import apply_method
@@ -87,7 +93,13 @@ def known_methods() -> list[str]:
 def stage1_view(cfg: RunConfig) -> dict[str, Any]:
     """Everything stage 1 depends on (for checking that methods may share it)."""
     d = cfg.to_dict()
-    return {"seed": d["seed"], "data": d["data"], "model": d["model"], "stage1": d["stage1"], "precision": d["precision"]}
+    return {
+        "seed": d["seed"],
+        "data": d["data"],
+        "model": d["model"],
+        "stage1": d["stage1"],
+        "precision": d["precision"],
+    }
 
 
 # ---------------------------------------------------------------------- metrics of a finished run
@@ -102,13 +114,21 @@ def agent_statistics(metrics_path: Path) -> dict[str, dict[str, float]]:
         for key, value in record.items():
             for stat in ("removal_rate", "reward", "removed"):
                 if key.startswith(stat + "/"):
-                    per.setdefault(key[len(stat) + 1:], {}).setdefault(stat, []).append(float(value))
-    return {agent: {"removal_rate": float(np.mean(s["removal_rate"])), "mean_reward": float(np.mean(s["reward"])),
-                    "removed": float(np.sum(s["removed"])), "removal_rate_last100": float(np.mean(s["removal_rate"][-100:]))}
-            for agent, s in sorted(per.items())}
+                    per.setdefault(key[len(stat) + 1 :], {}).setdefault(stat, []).append(float(value))
+    return {
+        agent: {
+            "removal_rate": float(np.mean(s["removal_rate"])),
+            "mean_reward": float(np.mean(s["reward"])),
+            "removed": float(np.sum(s["removed"])),
+            "removal_rate_last100": float(np.mean(s["removal_rate"][-100:])),
+        }
+        for agent, s in sorted(per.items())
+    }
 
 
-def refinement_summary(stats_path: Path, classes: Sequence[str], tau: float = 0.5) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
+def refinement_summary(
+    stats_path: Path, classes: Sequence[str], tau: float = 0.5
+) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     """From ``refinement_stats.json`` (when the loop writes it), per agent: the share of each class's
     windows it removed, and the discriminator relevance (eq. 3) of the rows it kept and removed (mean,
     and the share below ``tau``, from the 20-bin histograms at bin centres). An agent that selects at
@@ -118,16 +138,25 @@ def refinement_summary(stats_path: Path, classes: Sequence[str], tau: float = 0.
     state = json.loads(stats_path.read_text())
     per_class, relevance = {}, {}
     for agent, s in state.get("agents", {}).items():
-        seen, removed = np.asarray(s.get("seen_per_class", []), float), np.asarray(s.get("removed_per_class", []), float)
+        seen, removed = (
+            np.asarray(s.get("seen_per_class", []), float),
+            np.asarray(s.get("removed_per_class", []), float),
+        )
         if len(seen) == len(classes):
             per_class[agent] = (removed / np.maximum(seen, 1)).tolist()
-        kept_h, removed_h = np.asarray(s.get("kept_histogram", []), float), np.asarray(s.get("removed_histogram", []), float)
+        kept_h, removed_h = (
+            np.asarray(s.get("kept_histogram", []), float),
+            np.asarray(s.get("removed_histogram", []), float),
+        )
         if len(kept_h) and kept_h.sum() and removed_h.sum():
             centres = (np.arange(len(kept_h)) + 0.5) / len(kept_h)
             below = centres < tau
-            relevance[agent] = {"kept_mean": float(centres @ kept_h / kept_h.sum()), "removed_mean": float(centres @ removed_h / removed_h.sum()),
-                                "kept_below_tau": float(kept_h[below].sum() / kept_h.sum()),
-                                "removed_below_tau": float(removed_h[below].sum() / removed_h.sum())}
+            relevance[agent] = {
+                "kept_mean": float(centres @ kept_h / kept_h.sum()),
+                "removed_mean": float(centres @ removed_h / removed_h.sum()),
+                "kept_below_tau": float(kept_h[below].sum() / kept_h.sum()),
+                "removed_below_tau": float(removed_h[below].sum() / removed_h.sum()),
+            }
     return per_class, relevance
 
 
@@ -173,8 +202,14 @@ def _train(cfg: RunConfig, stage1_from: Path | None, stage1_seconds: float) -> d
     return {**summary, **timing}
 
 
-def run_benchmark(out: Path, seeds: Sequence[int], directions: Sequence[str] = DIRECTIONS, methods: Sequence[str] = METHODS,
-                  overrides: dict[str, Any] | None = None, log=print) -> list[RunResult]:
+def run_benchmark(
+    out: Path,
+    seeds: Sequence[int],
+    directions: Sequence[str] = DIRECTIONS,
+    methods: Sequence[str] = METHODS,
+    overrides: dict[str, Any] | None = None,
+    log=print,
+) -> list[RunResult]:
     """Train every (direction, seed, method) run sequentially; returns one :class:`RunResult` each."""
     from features.data.watch import CLASSES
 
@@ -184,24 +219,46 @@ def run_benchmark(out: Path, seeds: Sequence[int], directions: Sequence[str] = D
             stage1_ckpt: Path | None = None
             stage1_seconds = 0.0
             reference_view = None
-            for method in sorted(methods, key=lambda m: m != "source-only"):  # source-only first: it trains the shared stage 1
+            for method in sorted(
+                methods, key=lambda m: m != "source-only"
+            ):  # source-only first: it trains the shared stage 1
                 cfg = run_config(direction, method, seed, out, overrides)
                 shared = method != "supervised-target" and "source-only" in methods
                 if shared and method != "source-only":
                     if stage1_view(cfg) != reference_view:
-                        raise RuntimeError(f"{preset_path(direction, method)} differs from source-only in what stage 1 uses; cannot share it")
+                        raise RuntimeError(
+                            f"{preset_path(direction, method)} differs from source-only in what stage 1 uses; cannot share it"
+                        )
                     summary = _train(cfg, stage1_ckpt, stage1_seconds)
                 else:
                     summary = _train(cfg, None, 0.0)
                 if shared and method == "source-only":
-                    stage1_ckpt, stage1_seconds, reference_view = cfg.run_dir() / "stage1.pt", summary["stage1_seconds"], stage1_view(cfg)
-                per_class, relevance = refinement_summary(cfg.run_dir() / "refinement_stats.json", CLASSES, cfg.env.tau_t)
-                r = RunResult(direction, method, seed, summary["top1_last"], summary["mean_class_accuracy_last"], summary["seconds"],
-                              summary["stage1_seconds"], agent_statistics(cfg.run_dir() / "metrics.jsonl"), per_class, relevance,
-                              str(cfg.run_dir()))
+                    stage1_ckpt, stage1_seconds, reference_view = (
+                        cfg.run_dir() / "stage1.pt",
+                        summary["stage1_seconds"],
+                        stage1_view(cfg),
+                    )
+                per_class, relevance = refinement_summary(
+                    cfg.run_dir() / "refinement_stats.json", CLASSES, cfg.env.tau_t
+                )
+                r = RunResult(
+                    direction,
+                    method,
+                    seed,
+                    summary["top1_last"],
+                    summary["mean_class_accuracy_last"],
+                    summary["seconds"],
+                    summary["stage1_seconds"],
+                    agent_statistics(cfg.run_dir() / "metrics.jsonl"),
+                    per_class,
+                    relevance,
+                    str(cfg.run_dir()),
+                )
                 results.append(r)
-                log(f"{direction:14s} {method:17s} seed {seed}: top-1 {r.top1:.3f}  mean-class {r.mean_class_accuracy:.3f}  "
-                    f"({r.seconds:.0f} s{'' if r.stage1_seconds == 0 else f', stage 1 {r.stage1_seconds:.0f} s'})")
+                log(
+                    f"{direction:14s} {method:17s} seed {seed}: top-1 {r.top1:.3f}  mean-class {r.mean_class_accuracy:.3f}  "
+                    f"({r.seconds:.0f} s{'' if r.stage1_seconds == 0 else f', stage 1 {r.stage1_seconds:.0f} s'})"
+                )
     return results
 
 
@@ -222,7 +279,7 @@ def logistic_regression(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: 
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(xs @ w + b, y) + l2 * (w ** 2).sum()
+        loss = torch.nn.functional.cross_entropy(xs @ w + b, y) + l2 * (w**2).sum()
         loss.backward()
         return loss
 
@@ -253,8 +310,16 @@ def linear_reference(directions: Sequence[str] = DIRECTIONS, cache: str | None =
             predict = logistic_regression(window_features(train), torch.from_numpy(train.labels), len(CLASSES))
             # each model sees the test windows standardised with ITS training data's channel statistics
             top1, mca = accuracies(predict(window_features(split["test"])), y_test)
-            rows.append({"direction": direction, "model": name, "top1": top1, "mean_class_accuracy": mca,
-                         "train_windows": len(train), "test_windows": len(test)})
+            rows.append(
+                {
+                    "direction": direction,
+                    "model": name,
+                    "top1": top1,
+                    "mean_class_accuracy": mca,
+                    "train_windows": len(train),
+                    "test_windows": len(test),
+                }
+            )
     return rows
 
 
@@ -266,9 +331,13 @@ def _pm(values: Sequence[float]) -> str:
 
 def results_table(results: Sequence[RunResult], reference: Sequence[dict[str, Any]] = ()) -> str:
     """Markdown: mean ± std (sample std over seeds) of target top-1 and mean-class accuracy in %."""
-    directions = list(dict.fromkeys(r.direction for r in results)) or list(dict.fromkeys(r["direction"] for r in reference))
-    lines = ["| method | " + " | ".join(f"{d} top-1 % | {d} mean-class %" for d in directions) + " | seeds | wall s / run |",
-             "|---|" + "---:|---:|" * len(directions) + "---:|---:|"]
+    directions = list(dict.fromkeys(r.direction for r in results)) or list(
+        dict.fromkeys(r["direction"] for r in reference)
+    )
+    lines = [
+        "| method | " + " | ".join(f"{d} top-1 % | {d} mean-class %" for d in directions) + " | seeds | wall s / run |",
+        "|---|" + "---:|---:|" * len(directions) + "---:|---:|",
+    ]
     for method in dict.fromkeys(r.method for r in results):
         cells, seeds, secs = [], set(), []
         for d in directions:
@@ -289,18 +358,30 @@ def results_table(results: Sequence[RunResult], reference: Sequence[dict[str, An
 def agents_table(results: Sequence[RunResult]) -> str:
     """Markdown: per direction and agent, mean ± std over seeds of the stage-2 removal rate and reward,
     and the relevance of kept and removed rows (mean over seeds)."""
-    lines = ["| direction | agent | removal rate % | mean reward | relevance kept | relevance removed | kept < tau % | removed < tau % |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| direction | agent | removal rate % | mean reward | relevance kept | relevance removed | kept < tau % | removed < tau % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for d in dict.fromkeys(r.direction for r in results):
         rs = [r for r in results if r.direction == d and r.agents]
         for agent in dict.fromkeys(a for r in rs for a in r.agents):
             vals = [r.agents[agent] for r in rs if agent in r.agents]
             rewards = np.array([v["mean_reward"] for v in vals])
             rel = [r.relevance[agent] for r in rs if agent in r.relevance]
-            cells = [f"{np.mean([x[k] for x in rel]):.3f}" for k in ("kept_mean", "removed_mean")] if rel else ["-", "-"]
-            cells += [f"{100 * np.mean([x[k] for x in rel]):.1f}" for k in ("kept_below_tau", "removed_below_tau")] if rel else ["-", "-"]
-            lines.append(f"| {d} | {agent} | {_pm([v['removal_rate'] for v in vals])} | "
-                         f"{rewards.mean():+.3f} ± {rewards.std(ddof=1) if len(rewards) > 1 else 0.0:.3f} | " + " | ".join(cells) + " |")
+            cells = (
+                [f"{np.mean([x[k] for x in rel]):.3f}" for k in ("kept_mean", "removed_mean")] if rel else ["-", "-"]
+            )
+            cells += (
+                [f"{100 * np.mean([x[k] for x in rel]):.1f}" for k in ("kept_below_tau", "removed_below_tau")]
+                if rel
+                else ["-", "-"]
+            )
+            lines.append(
+                f"| {d} | {agent} | {_pm([v['removal_rate'] for v in vals])} | "
+                f"{rewards.mean():+.3f} ± {rewards.std(ddof=1) if len(rewards) > 1 else 0.0:.3f} | "
+                + " | ".join(cells)
+                + " |"
+            )
     return "\n".join(lines)
 
 
@@ -321,18 +402,35 @@ def class_removal_table(results: Sequence[RunResult]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m experiments.watch_benchmark", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Tables are printed as markdown and written with every run's numbers to OUT/results.json.")
-    p.add_argument("--out", type=Path, default=Path("runs/watch-benchmark"), help="run folders and results.json (default: %(default)s)")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.watch_benchmark",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Tables are printed as markdown and written with every run's numbers to OUT/results.json.",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/watch-benchmark"),
+        help="run folders and results.json (default: %(default)s)",
+    )
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default: %(default)s)")
     p.add_argument("--directions", default=",".join(DIRECTIONS), help="comma-separated (default: %(default)s)")
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma-separated (default: %(default)s); other methods of experiments.methods (e.g. mmd, adabn, mcd) "
-                        "are applied to the source-only preset")
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated (default: %(default)s); other methods of experiments.methods (e.g. mmd, adabn, mcd) "
+        "are applied to the source-only preset",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value of every run (as `mmir train --set`), e.g. stage2.steps=50")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value of every run (as `mmir train --set`), e.g. stage2.steps=50",
+    )
     p.add_argument("--reference-only", action="store_true", help="only the linear reference (seconds)")
     return p.parse_args(argv)
 
@@ -355,9 +453,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.reference_only:
         start = time.perf_counter()
         results = run_benchmark(args.out, range(args.seeds), directions, methods, parse_overrides(args.overrides))
-        print(f"total wall time {time.perf_counter() - start:.0f} s ({os.environ.get('OMP_NUM_THREADS', '?')} OMP threads, torch {args.threads})")
+        print(
+            f"total wall time {time.perf_counter() - start:.0f} s ({os.environ.get('OMP_NUM_THREADS', '?')} OMP threads, torch {args.threads})"
+        )
         args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / "results.json", json_text({"runs": [asdict(r) for r in results], "reference": reference}, indent=1))
+        atomic_write_text(
+            args.out / "results.json",
+            json_text({"runs": [asdict(r) for r in results], "reference": reference}, indent=1),
+        )
     print(results_table(results, reference))
     if any(r.agents for r in results):
         print()

@@ -70,5 +70,7 @@ def adapter_two_stream(
     missing = [m for m in names if m not in in_dims]
     if missing:
         raise ValueError(f"in_dims has no width for modalities {missing}; got {sorted(in_dims)}")
-    backbones: dict[str, nn.Module] = {m: FeatureAdapter(int(in_dims[m]), hidden_dim, feature_dim, batchnorm) for m in names}
+    backbones: dict[str, nn.Module] = {
+        m: FeatureAdapter(int(in_dims[m]), hidden_dim, feature_dim, batchnorm) for m in names
+    }
     return TwoStream(backbones, num_classes, dropout=dropout, fusion=fusion)  # type: ignore[arg-type]

@@ -55,13 +55,18 @@ def _disk_full(target: Path, tmp: Path, needed: int | None) -> DiskFullError:
     except OSError:  # pragma: no cover
         free = None
     written = tmp.stat().st_size if tmp.exists() else 0
-    need = f"needs about {_size_text(needed)}" if needed else f"needs more than the {_size_text(written)} written before it failed"
+    need = (
+        f"needs about {_size_text(needed)}"
+        if needed
+        else f"needs more than the {_size_text(written)} written before it failed"
+    )
     has = f", {_size_text(free)} free there" if free is not None else ""
     return DiskFullError(errno.ENOSPC, f"no space left on device writing {target}: it {need}{has}")
 
 
 def json_text(obj: Any, indent: int | None = None) -> str:
     """``obj`` as strict JSON: NaN and infinities become ``null`` (``json.dumps`` would write bare ``NaN``, which is not JSON)."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, float):
             return value if math.isfinite(value) else None
@@ -142,7 +147,9 @@ def atomic_path(
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=target.name + "." if prefix is None else prefix, suffix=suffix, dir=target.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=target.name + "." if prefix is None else prefix, suffix=suffix, dir=target.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:
@@ -172,7 +179,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, **options: Any
     return Path(path)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8", newline: str | None = None, **options: Any) -> Path:
+def atomic_write_text(
+    path: str | os.PathLike[str], text: str, encoding: str = "utf-8", newline: str | None = None, **options: Any
+) -> Path:
     """Write ``text`` to ``path`` atomically (``newline`` as :func:`open`'s; ``options``: those of :func:`atomic_path`)."""
     with atomic_path(path, **options) as tmp:
         with open(tmp, "w", encoding=encoding, newline=newline) as fh:

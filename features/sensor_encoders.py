@@ -36,7 +36,9 @@ class TemporalConvEncoder(nn.Module):
     :param channels: explicit block channels (overrides ``width``).
     """
 
-    def __init__(self, in_channels: int = 3, width: float = 1.0, kernel_size: int = 5, channels: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, in_channels: int = 3, width: float = 1.0, kernel_size: int = 5, channels: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
@@ -50,7 +52,11 @@ class TemporalConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         prev = in_channels
         for i, c in enumerate(chans):
-            layers += [nn.Conv1d(prev, c, kernel_size, padding=kernel_size // 2, bias=False), nn.BatchNorm1d(c), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv1d(prev, c, kernel_size, padding=kernel_size // 2, bias=False),
+                nn.BatchNorm1d(c),
+                nn.ReLU(inplace=True),
+            ]
             if i < len(chans) - 1:
                 layers.append(nn.MaxPool1d(2, ceil_mode=True))
             prev = c
@@ -84,7 +90,9 @@ def sensor_two_stream(
     unknown = [name for name in modalities if name not in SENSOR_CHANNELS]
     if unknown:
         raise ValueError(f"temporal-conv modalities are {sorted(SENSOR_CHANNELS)}, got {unknown}")
-    backbones: dict[str, nn.Module] = {name: TemporalConvEncoder(SENSOR_CHANNELS[name], width=width) for name in modalities}
+    backbones: dict[str, nn.Module] = {
+        name: TemporalConvEncoder(SENSOR_CHANNELS[name], width=width) for name in modalities
+    }
     return TwoStream(backbones, num_classes, dropout=dropout, fusion=fusion)  # type: ignore[arg-type]
 
 

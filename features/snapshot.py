@@ -18,13 +18,15 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
 
 from features.atomic_io import fsync_dir, fsync_file
+
 # DOMAINS: the names of domain labels 0 and 1; OUTSIDE_CLASSES: the target label of an action outside the source classes
 from features.domains import DOMAINS, OUTSIDE_CLASSES
 
@@ -187,7 +189,7 @@ class SnapshotWriter:
         attrs["step"] = int(step)
         attrs["stage"] = int(stage)
         attrs["created_by"] = package_version()
-        attrs["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        attrs["created_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         attrs["config"] = config_json
         for domain in DOMAINS:
             self._file.create_group(domain).create_group("features")
@@ -247,7 +249,9 @@ class SnapshotWriter:
         if is_negative is not None:
             neg = _to_numpy(is_negative).reshape(-1)
             if neg.dtype != np.bool_ and not np.isin(neg, (0, 1)).all():
-                raise ValueError(f"is_negative for {domain} must be booleans (or 0/1), got values {np.unique(neg)[:5].tolist()}")
+                raise ValueError(
+                    f"is_negative for {domain} must be booleans (or 0/1), got values {np.unique(neg)[:5].tolist()}"
+                )
             self._append(f"/{domain}/is_negative", neg.astype(bool, copy=False))
 
     def _append(self, name: str, rows: np.ndarray) -> None:
@@ -274,7 +278,13 @@ class SnapshotWriter:
         if domain in self.num_rows:
             # Contiguous and fixed: what random row reads (and memory maps) want.
             return self._file.create_dataset(name, shape=(self.num_rows[domain], *tail), dtype=dtype)
-        chunk_rows = max(1, min(STAGING_CHUNK_ROWS, (1 << 20) // max(1, int(np.prod(tail, dtype=np.int64)) * max(1, rows.dtype.itemsize))))
+        chunk_rows = max(
+            1,
+            min(
+                STAGING_CHUNK_ROWS,
+                (1 << 20) // max(1, int(np.prod(tail, dtype=np.int64)) * max(1, rows.dtype.itemsize)),
+            ),
+        )
         return self._file.create_dataset(
             name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype, chunks=(chunk_rows, *tail)
         )
@@ -300,7 +310,9 @@ class SnapshotWriter:
         for key, value in arch.items():
             group.attrs[key] = value
         if arch["feature_dim"] not in (-1, self.feature_dim):
-            raise ValueError(f"discriminator for {modality!r} scores {arch['feature_dim']}-d features, the snapshot holds {self.feature_dim}-d")
+            raise ValueError(
+                f"discriminator for {modality!r} scores {arch['feature_dim']}-d features, the snapshot holds {self.feature_dim}-d"
+            )
         for key, tensor in discriminator.state_dict().items():
             group.create_dataset(key, data=_to_numpy(tensor))
 
@@ -322,10 +334,16 @@ class SnapshotWriter:
                 for n in names:
                     if n not in self._file:
                         empty = self._empty_rows(n)
-                        self._file.create_dataset(n, shape=empty.shape, dtype=empty.dtype if empty.dtype != object else h5py.string_dtype("utf-8"))
+                        self._file.create_dataset(
+                            n,
+                            shape=empty.shape,
+                            dtype=empty.dtype if empty.dtype != object else h5py.string_dtype("utf-8"),
+                        )
             for n, r in counts.items():
                 if r != expected:
-                    problems.append(f"{n}: {r} rows written, expected {expected} (every dataset of /{domain} needs one row per clip)")
+                    problems.append(
+                        f"{n}: {r} rows written, expected {expected} (every dataset of /{domain} needs one row per clip)"
+                    )
             self._file[domain].attrs["num_rows"] = expected
         return problems
 
@@ -368,7 +386,7 @@ class SnapshotWriter:
             self.tmp_path.unlink(missing_ok=True)
             self._compact_path.unlink(missing_ok=True)
 
-    def __enter__(self) -> "SnapshotWriter":
+    def __enter__(self) -> SnapshotWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -390,7 +408,10 @@ def describe_discriminator(discriminator: Any) -> dict[str, Any]:
             "hidden_dim": int(net[0].out_features),
             "negative_slope": float(net[1].negative_slope),
         }
-    return {"architecture": f"{type(discriminator).__module__}.{type(discriminator).__qualname__}", "feature_dim": int(getattr(discriminator, "feature_dim", -1))}
+    return {
+        "architecture": f"{type(discriminator).__module__}.{type(discriminator).__qualname__}",
+        "feature_dim": int(getattr(discriminator, "feature_dim", -1)),
+    }
 
 
 def _datasets(group: h5py.Group) -> Iterator[h5py.Dataset]:
@@ -484,7 +505,11 @@ class Snapshot:
                 self._handle = h5py.File(self.path, "r", rdcc_nbytes=self.rdcc_nbytes)
             except OSError as err:
                 detail = str(err)
-                hint = "truncated file (an interrupted copy or download?)" if "truncated" in detail else "cannot open as HDF5"
+                hint = (
+                    "truncated file (an interrupted copy or download?)"
+                    if "truncated" in detail
+                    else "cannot open as HDF5"
+                )
                 raise SnapshotError(self.path, f"{hint}: {detail}") from None
             self._pid = os.getpid()
         return self._handle
@@ -496,7 +521,7 @@ class Snapshot:
             self._handle.close()
         self._handle = None
 
-    def __enter__(self) -> "Snapshot":
+    def __enter__(self) -> Snapshot:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -620,7 +645,9 @@ class Snapshot:
         try:
             return ds[selection]
         except OSError as err:
-            raise SnapshotError(self.path, f"{ds.name}: cannot read ({err}); the file may be truncated or corrupted") from None
+            raise SnapshotError(
+                self.path, f"{ds.name}: cannot read ({err}); the file may be truncated or corrupted"
+            ) from None
 
     def labels(self, domain: str) -> np.ndarray | None:
         """``[N]`` int64 class labels (``-1`` = outside the source classes), None when not stored."""
@@ -633,7 +660,9 @@ class Snapshot:
         try:
             return ds.asstr()[...]
         except OSError as err:
-            raise SnapshotError(self.path, f"{ds.name}: cannot read ({err}); the file may be truncated or corrupted") from None
+            raise SnapshotError(
+                self.path, f"{ds.name}: cannot read ({err}); the file may be truncated or corrupted"
+            ) from None
 
     def is_negative(self, domain: str) -> np.ndarray | None:
         """``[N]`` planted ground truth (bool), None when not stored."""
@@ -647,7 +676,9 @@ class Snapshot:
         """The stored state dict of ``modality``'s discriminator as numpy arrays."""
         group = self.file.get(f"/discriminator/{modality}")
         if not isinstance(group, h5py.Group):
-            raise SnapshotError(self.path, f"missing group /discriminator/{modality} (no discriminator stored for {modality!r})")
+            raise SnapshotError(
+                self.path, f"missing group /discriminator/{modality} (no discriminator stored for {modality!r})"
+            )
         return {key: self._read(ds, ...) for key, ds in group.items() if isinstance(ds, h5py.Dataset)}
 
     def load_discriminator(self, modality: str, into: Any = None) -> Any:
@@ -660,7 +691,9 @@ class Snapshot:
 
         group = self.file.get(f"/discriminator/{modality}")
         if not isinstance(group, h5py.Group):
-            raise SnapshotError(self.path, f"missing group /discriminator/{modality} (no discriminator stored for {modality!r})")
+            raise SnapshotError(
+                self.path, f"missing group /discriminator/{modality} (no discriminator stored for {modality!r})"
+            )
         attrs = dict(group.attrs)
         if into is None:
             arch = str(attrs.get("architecture", ""))
@@ -679,7 +712,10 @@ class Snapshot:
                     negative_slope=float(attrs.get("negative_slope", 0.01)),
                 )
             except (KeyError, ValueError) as err:
-                raise SnapshotError(self.path, f"/discriminator/{modality}: bad architecture attributes ({err!r}); expected feature_dim and hidden_dim") from None
+                raise SnapshotError(
+                    self.path,
+                    f"/discriminator/{modality}: bad architecture attributes ({err!r}); expected feature_dim and hidden_dim",
+                ) from None
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.discriminator_state(modality).items()}
         try:
             into.load_state_dict(state, strict=True)
@@ -761,13 +797,17 @@ class _Validator:
             self.add("root attribute 'schema_version' is missing")
             return self.problems
         if not isinstance(version, (int, np.integer)) or int(version) != SCHEMA_VERSION:
-            self.add(f"unknown schema_version {_py(version)!r} (root attribute); this mmir reads schema_version {SCHEMA_VERSION}")
+            self.add(
+                f"unknown schema_version {_py(version)!r} (root attribute); this mmir reads schema_version {SCHEMA_VERSION}"
+            )
             return self.problems  # a different schema cannot be checked against this one
         for name, types in ROOT_ATTRS.items():
             if name not in attrs:
                 self.add(f"root attribute {name!r} is missing")
             elif not isinstance(attrs[name], types):
-                self.add(f"root attribute {name!r} has type {type(attrs[name]).__name__}, expected {' or '.join(t.__name__ for t in types)}")
+                self.add(
+                    f"root attribute {name!r} has type {type(attrs[name]).__name__}, expected {' or '.join(t.__name__ for t in types)}"
+                )
         if self.problems:
             return self.problems
         d, k = int(attrs["feature_dim"]), int(attrs["num_classes"])
@@ -820,9 +860,13 @@ class _Validator:
                 self.add(f"{name} has shape {ds.shape}, expected 2-D [{n}, {d}]")
                 continue
             if ds.shape[1] != d:
-                self.add(f"wrong feature_dim: {name} has shape {ds.shape}, expected ({n}, {d}) (root attribute feature_dim = {d})")
+                self.add(
+                    f"wrong feature_dim: {name} has shape {ds.shape}, expected ({n}, {d}) (root attribute feature_dim = {d})"
+                )
             if ds.shape[0] != n:
-                self.add(f"row count mismatch: {name} has {ds.shape[0]} rows, expected {n} (/{domain} num_rows; every modality needs one row per clip)")
+                self.add(
+                    f"row count mismatch: {name} has {ds.shape[0]} rows, expected {n} (/{domain} num_rows; every modality needs one row per clip)"
+                )
             if ds.dtype != dtype:
                 self.add(f"{name} has dtype {ds.dtype}, expected {dtype.name} (root attribute dtype)")
             if ds.shape[1] == d and ds.shape[0] == n and np.issubdtype(ds.dtype, np.floating):
@@ -831,7 +875,9 @@ class _Validator:
         if isinstance(features, h5py.Group):
             extra = sorted(set(features) - set(modalities))
             if extra:
-                self.add(f"/{domain}/features has datasets {extra} not listed in root attribute 'modalities' {modalities}")
+                self.add(
+                    f"/{domain}/features has datasets {extra} not listed in root attribute 'modalities' {modalities}"
+                )
         self.check_vector(f"/{domain}/uid", n, "string", required=True)
         label = self.check_vector(f"/{domain}/label", n, "int64", required=domain == "source")
         if label is not None:
@@ -879,13 +925,17 @@ class _Validator:
                 bad_rows.append(start + np.flatnonzero(~np.isfinite(chunk).all(axis=1)))
             scope = "all rows"
         else:
-            rows = np.unique(np.concatenate([np.random.default_rng(0).choice(n, FINITE_SAMPLE_ROWS, replace=False), [0, n - 1]]))
+            rows = np.unique(
+                np.concatenate([np.random.default_rng(0).choice(n, FINITE_SAMPLE_ROWS, replace=False), [0, n - 1]])
+            )
             chunk = self.snap._read(ds, rows)
             bad_rows.append(rows[~np.isfinite(chunk).all(axis=1)])
             scope = f"{rows.size} sampled rows"
         bad = np.concatenate(bad_rows)
         if bad.size:
-            self.add(f"{ds.name}: {bad.size} rows with NaN or inf values in {scope} (e.g. rows {bad[:5].tolist()}); expected finite features")
+            self.add(
+                f"{ds.name}: {bad.size} rows with NaN or inf values in {scope} (e.g. rows {bad[:5].tolist()}); expected finite features"
+            )
 
     def check_discriminators(self, modalities: list[str], d: int) -> None:
         group = self.f.get("discriminator")

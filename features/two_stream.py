@@ -91,7 +91,7 @@ class TwoStream(nn.Module):
         width: float = 1.0,
         checkpoints: Mapping[str, str | os.PathLike[str]] | None = None,
         **kwargs: object,
-    ) -> "TwoStream":
+    ) -> TwoStream:
         """RGB/flow I3D backbones (random init, or pytorch-i3d ``checkpoints`` per modality).
 
         The backbones' own Kinetics ``logits`` layers are frozen (``requires_grad=False``): the
@@ -142,4 +142,3 @@ class TwoStream(nn.Module):
     def forward(self, inputs: Mapping[str, Tensor]) -> TwoStreamOutput:
         """``inputs``: modality -> clip batch (e.g. ``rgb`` ``[B, 3, T, H, W]``, ``flow`` ``[B, 2, T, H, W]``)."""
         return self.classify(self.extract_features(inputs))
-

@@ -87,8 +87,13 @@ def _iter_gif(path: Path) -> Iterator[np.ndarray]:
 def _iter_av(path: Path) -> Iterator[np.ndarray]:
     av = _import_av()
     errors: tuple[type[BaseException], ...] = tuple(
-        e for e in (getattr(av, "FFmpegError", None), getattr(getattr(av, "error", None), "FFmpegError", None),
-                    getattr(av, "AVError", None)) if isinstance(e, type)
+        e
+        for e in (
+            getattr(av, "FFmpegError", None),
+            getattr(getattr(av, "error", None), "FFmpegError", None),
+            getattr(av, "AVError", None),
+        )
+        if isinstance(e, type)
     ) + (OSError, ValueError, EOFError)
     try:
         container = av.open(str(path))
@@ -109,12 +114,18 @@ def _iter_av(path: Path) -> Iterator[np.ndarray]:
             if count == 0:
                 raise VideoDecodeError(f"{path}: no decodable video frame ({type(err).__name__}: {err})") from err
             header = f" of the {claimed} its header claims" if claimed else ""
-            warnings.warn(f"{path}: decoding stopped after {count} frames{header} ({type(err).__name__}: {err}); "
-                          "using the frames that decoded", stacklevel=3)
+            warnings.warn(
+                f"{path}: decoding stopped after {count} frames{header} ({type(err).__name__}: {err}); "
+                "using the frames that decoded",
+                stacklevel=3,
+            )
             return
         if claimed > count:
-            warnings.warn(f"{path}: {count} frames decoded, fewer than the {claimed} its header claims; "
-                          "using the frames that decoded", stacklevel=3)
+            warnings.warn(
+                f"{path}: {count} frames decoded, fewer than the {claimed} its header claims; "
+                "using the frames that decoded",
+                stacklevel=3,
+            )
 
 
 def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
@@ -151,8 +162,10 @@ def decode_video_frames(path: str | os.PathLike[str], *, max_frames: int | None 
     try:
         for frame in source:
             if frames and frame.shape != frames[0].shape:
-                raise VideoDecodeError(f"{path}: frame {len(frames)} is {frame.shape[1]}x{frame.shape[0]}, earlier frames "
-                                       f"{frames[0].shape[1]}x{frames[0].shape[0]}; resolution changes are not supported")
+                raise VideoDecodeError(
+                    f"{path}: frame {len(frames)} is {frame.shape[1]}x{frame.shape[0]}, earlier frames "
+                    f"{frames[0].shape[1]}x{frames[0].shape[0]}; resolution changes are not supported"
+                )
             frames.append(frame)
             if max_frames is not None and len(frames) >= max_frames:
                 break

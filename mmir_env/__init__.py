@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gymnasium
 
+from mmir_env.batched import BatchedRefinementEnv
 from mmir_env.discriminator import (
     DomainDiscriminator,
     GradientReversal,
@@ -19,7 +20,6 @@ from mmir_env.discriminator import (
     seeded_discriminator,
 )
 from mmir_env.domains import DOMAIN_NAMES, SOURCE, TARGET, domain_id
-from mmir_env.batched import BatchedRefinementEnv
 from mmir_env.env import InstanceRefinementEnv
 from mmir_env.reward import REWARD_KINDS, rank_reward, refinement_reward, relevance
 from mmir_env.scoring import discriminator_relevance
@@ -41,11 +41,17 @@ SYNTHETIC_REFINEMENT_ID = "mmir/SyntheticRefinement-v0"
 def _register() -> None:
     registry = gymnasium.envs.registration.registry
     if INSTANCE_REFINEMENT_ID not in registry:
-        gymnasium.register(id=INSTANCE_REFINEMENT_ID, entry_point="mmir_env.env:InstanceRefinementEnv",
-                           vector_entry_point="mmir_env.batched:BatchedRefinementEnv")
+        gymnasium.register(
+            id=INSTANCE_REFINEMENT_ID,
+            entry_point="mmir_env.env:InstanceRefinementEnv",
+            vector_entry_point="mmir_env.batched:BatchedRefinementEnv",
+        )
     if SYNTHETIC_REFINEMENT_ID not in registry:
-        gymnasium.register(id=SYNTHETIC_REFINEMENT_ID, entry_point="mmir_env.synthetic_env:make_synthetic_refinement_env",
-                           vector_entry_point="mmir_env.synthetic_env:make_synthetic_batched_env")
+        gymnasium.register(
+            id=SYNTHETIC_REFINEMENT_ID,
+            entry_point="mmir_env.synthetic_env:make_synthetic_refinement_env",
+            vector_entry_point="mmir_env.synthetic_env:make_synthetic_batched_env",
+        )
 
 
 _register()

@@ -84,7 +84,9 @@ class BatchedRefinementEnv(VectorEnv):
                 raise ValueError(f"feature_dim={feature_dim} disagrees with the source's {source.feature_dim}")
             feature_dim = source.feature_dim
             if self.n_c > source.num_samples(self.domain):
-                raise ValueError(f"n_c={self.n_c} exceeds the {source.num_samples(self.domain)} samples of the {DOMAIN_NAMES[self.domain]} pool")
+                raise ValueError(
+                    f"n_c={self.n_c} exceeds the {source.num_samples(self.domain)} samples of the {DOMAIN_NAMES[self.domain]} pool"
+                )
         elif feature_dim is None:
             raise ValueError("feature_dim is required when no source is given")
         self.feature_dim = int(feature_dim)
@@ -96,7 +98,9 @@ class BatchedRefinementEnv(VectorEnv):
         self.include_final_obs = bool(include_final_obs)
         self.score_all_rows = bool(score_all_rows)
 
-        self.single_observation_space = spaces.Box(-FLOAT32_MAX, FLOAT32_MAX, shape=(self.n_c, self.feature_dim), dtype=np.float32)
+        self.single_observation_space = spaces.Box(
+            -FLOAT32_MAX, FLOAT32_MAX, shape=(self.n_c, self.feature_dim), dtype=np.float32
+        )
         self.single_action_space = spaces.Discrete(self.n_c)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -159,11 +163,17 @@ class BatchedRefinementEnv(VectorEnv):
             self.load_candidate_sets(options["features"], options.get("is_negative"))
         else:
             which = options.get("reset_mask")
-            envs = self._arange if which is None else self._arange[torch.as_tensor(which, dtype=torch.bool, device=self.device)]
+            envs = (
+                self._arange
+                if which is None
+                else self._arange[torch.as_tensor(which, dtype=torch.bool, device=self.device)]
+            )
             self._refill(envs)
         return self._out(self._obs), {"action_mask": self._out(self._mask), "candidate_index": self._index.clone()}
 
-    def load_candidate_sets(self, features: Tensor | np.ndarray, is_negative: Tensor | np.ndarray | None = None) -> Tensor:
+    def load_candidate_sets(
+        self, features: Tensor | np.ndarray, is_negative: Tensor | np.ndarray | None = None
+    ) -> Tensor:
         """Replace all sets by ``features: [num_envs, n_c, d]`` (e.g. a training batch's) and return the observation."""
         feats = torch.as_tensor(features)
         expected = (self.num_envs, self.n_c, self.feature_dim)
@@ -178,16 +188,26 @@ class BatchedRefinementEnv(VectorEnv):
         self._steps.zero_()
         self._done.fill_(False)
         self._index.fill_(-1)
-        self._is_negative = None if is_negative is None else torch.as_tensor(is_negative, dtype=torch.bool, device=self.device).reshape(self.num_envs, self.n_c).clone()
+        self._is_negative = (
+            None
+            if is_negative is None
+            else torch.as_tensor(is_negative, dtype=torch.bool, device=self.device)
+            .reshape(self.num_envs, self.n_c)
+            .clone()
+        )
         return self._out(self._obs)
 
     def step(self, actions: Tensor | np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
         a = torch.as_tensor(actions, device=self.device).reshape(-1)
         if a.shape[0] != self.num_envs or a.is_floating_point() or a.dtype == torch.bool:
-            raise ValueError(f"actions must be {self.num_envs} integer row indices, got shape {tuple(a.shape)} dtype {a.dtype}")
+            raise ValueError(
+                f"actions must be {self.num_envs} integer row indices, got shape {tuple(a.shape)} dtype {a.dtype}"
+            )
         a = a.long()
         if bool(((a < 0) | (a >= self.n_c)).any()):
-            raise ValueError(f"actions must be row indices in [0, {self.n_c}), got values in [{int(a.min())}, {int(a.max())}]")
+            raise ValueError(
+                f"actions must be row indices in [0, {self.n_c}), got values in [{int(a.min())}, {int(a.max())}]"
+            )
         stepping = ~self._done
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             restart = self._done.clone()
@@ -201,15 +221,21 @@ class BatchedRefinementEnv(VectorEnv):
         chosen = self._obs[ar, a]  # [N, d]
         rel_rows = None
         if self.reward_kind == "rank":
-            rel_rows = discriminator_relevance(self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c)))
+            rel_rows = discriminator_relevance(
+                self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c))
+            )
             rel = rel_rows[ar, a]
             rewards = rank_reward(rel_rows, a, self._mask)
         elif self.score_all_rows:
-            rel_rows = discriminator_relevance(self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c)))
+            rel_rows = discriminator_relevance(
+                self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c))
+            )
             rel = rel_rows[ar, a]
             rewards = self._chosen_reward(rel)
         else:
-            rel = discriminator_relevance(self.discriminator, chosen, self.domain, self._drift((self.num_envs,)))  # one forward
+            rel = discriminator_relevance(
+                self.discriminator, chosen, self.domain, self._drift((self.num_envs,))
+            )  # one forward
             rewards = self._chosen_reward(rel)
         rewards = torch.where(valid, rewards, torch.full_like(rewards, -1.0))
         rel = torch.where(valid, rel, torch.full_like(rel, float("nan")))
@@ -244,7 +270,9 @@ class BatchedRefinementEnv(VectorEnv):
         if self.source is None:
             raise RuntimeError("no source to sample candidate sets from: hand them in with load_candidate_sets()")
         if self._pool is not None:
-            index = torch.from_numpy(sample_distinct_rows(self.np_random, self._pool.shape[0], k, self.n_c)).to(self.device)
+            index = torch.from_numpy(sample_distinct_rows(self.np_random, self._pool.shape[0], k, self.n_c)).to(
+                self.device
+            )
             self._obs[envs] = self._pool[index]
             negative = None if self._pool_negative is None else self._pool_negative[index]
         else:

@@ -141,7 +141,9 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
             )
         self.feature_dim = int(source.feature_dim)
         self.discriminator = resolve_discriminator(discriminator, source, self.feature_dim)
-        self.observation_space = spaces.Box(-FLOAT32_MAX, FLOAT32_MAX, shape=(self.n_c, self.feature_dim), dtype=np.float32)
+        self.observation_space = spaces.Box(
+            -FLOAT32_MAX, FLOAT32_MAX, shape=(self.n_c, self.feature_dim), dtype=np.float32
+        )
         self.action_space = spaces.Discrete(self.n_c)
         self._features = np.zeros((self.n_c, self.feature_dim), dtype=np.float32)
         self._mask = np.zeros(self.n_c, dtype=bool)
@@ -150,7 +152,9 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
         self._needs_reset = True
 
     # -- gymnasium API --------------------------------------------------------------------------
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
         if "features" in options:
@@ -174,10 +178,14 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
         a = self._check_action(action)
         valid = bool(self._mask[a])
         if self.reward_kind == "rank":
-            rel = discriminator_relevance(self.discriminator, torch.from_numpy(self._features), self.domain, self._drift(self.n_c))
+            rel = discriminator_relevance(
+                self.discriminator, torch.from_numpy(self._features), self.domain, self._drift(self.n_c)
+            )
         else:  # the threshold and margin rewards need the chosen row only
             rel = torch.full((self.n_c,), float("nan"))
-            rel[a] = discriminator_relevance(self.discriminator, torch.from_numpy(self._features[a]), self.domain, self._drift(()))
+            rel[a] = discriminator_relevance(
+                self.discriminator, torch.from_numpy(self._features[a]), self.domain, self._drift(())
+            )
         if valid:
             reward = compute_reward(
                 self.reward_kind, rel.cpu(), torch.tensor(a), torch.from_numpy(self._mask), self.tau
@@ -228,7 +236,9 @@ class InstanceRefinementEnv(gym.Env[np.ndarray, np.int64]):
     def _handed_in_features(self, features: object) -> np.ndarray:
         arr = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features)
         if arr.shape != (self.n_c, self.feature_dim):
-            raise ValueError(f"options['features'] must have shape (n_c, d) = {(self.n_c, self.feature_dim)}, got {arr.shape}")
+            raise ValueError(
+                f"options['features'] must have shape (n_c, d) = {(self.n_c, self.feature_dim)}, got {arr.shape}"
+            )
         if not np.issubdtype(arr.dtype, np.floating):
             raise TypeError(f"options['features'] must be floating point, got dtype {arr.dtype}")
         if not np.isfinite(arr).all():

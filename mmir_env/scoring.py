@@ -13,13 +13,16 @@ from mmir_env.reward import relevance
 
 # Whether a module holds layers that behave differently in train and eval mode. Cached because
 # switching modes walks every submodule, which costs more than a small discriminator's forward.
-_MODE_DEPENDENT: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+_MODE_DEPENDENT: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def _mode_dependent(module: nn.Module) -> bool:
     known = _MODE_DEPENDENT.get(module)
     if known is None:
-        known = any(isinstance(m, (_BatchNorm, _DropoutNd)) for m in module.modules()) or type(module).train is not nn.Module.train
+        known = (
+            any(isinstance(m, (_BatchNorm, _DropoutNd)) for m in module.modules())
+            or type(module).train is not nn.Module.train
+        )
         _MODE_DEPENDENT[module] = known
     return known
 
@@ -34,7 +37,9 @@ def module_device(module: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def discriminator_relevance(discriminator: nn.Module, features: Tensor, domain: int | Tensor, logit_noise: Tensor | None = None) -> Tensor:
+def discriminator_relevance(
+    discriminator: nn.Module, features: Tensor, domain: int | Tensor, logit_noise: Tensor | None = None
+) -> Tensor:
     """Eq. 3 relevance of ``features: [..., d]`` -> ``[...]`` under the discriminator as it is *now*.
 
     ``logit_noise`` (same shape as the output) is added to the logits first: the environments'

@@ -77,5 +77,15 @@ def make_synthetic_batched_env(
     the same ``seed`` and keywords.
     """
     source = make_synthetic_source(seed=seed, modality=modality, pretrain_steps=pretrain_steps, **synthetic)
-    return BatchedRefinementEnv(source, num_envs=num_envs, domain=domain, n_c=n_c, E=E, tau=tau, reward=reward,
-                                logit_noise=logit_noise, autoreset_mode=autoreset_mode, device=device)
+    return BatchedRefinementEnv(
+        source,
+        num_envs=num_envs,
+        domain=domain,
+        n_c=n_c,
+        E=E,
+        tau=tau,
+        reward=reward,
+        logit_noise=logit_noise,
+        autoreset_mode=autoreset_mode,
+        device=device,
+    )

@@ -16,12 +16,18 @@ MODALITIES = ("alpha", "beta")  # the loop must not care what modalities are cal
 class ToyClips(Dataset):
     """Clips of a 2-modality toy domain: class-dependent means, a domain offset, planted negatives."""
 
-    def __init__(self, n: int, role: str, seed: int, num_classes: int = 3, shift: float = 0.5, labels_scrambled: bool = False) -> None:
+    def __init__(
+        self, n: int, role: str, seed: int, num_classes: int = 3, shift: float = 0.5, labels_scrambled: bool = False
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.labels = rng.integers(0, num_classes, n)
         self.negative = rng.random(n) < 0.2
         means = np.random.default_rng(99).normal(size=(num_classes, 2, 6)).astype(np.float32)
-        x = means[self.labels] + (shift if role == "target" else 0.0) + 0.3 * rng.normal(size=(n, 2, 6)).astype(np.float32)
+        x = (
+            means[self.labels]
+            + (shift if role == "target" else 0.0)
+            + 0.3 * rng.normal(size=(n, 2, 6)).astype(np.float32)
+        )
         x[self.negative] += 2.0 * (1 if role == "target" else -1)
         self.x = torch.from_numpy(x.astype(np.float32))
         self.role = role
@@ -37,8 +43,14 @@ class ToyClips(Dataset):
     def __getitem__(self, i: int) -> dict:
         noise = torch.from_numpy(np.random.default_rng((self.epoch, i)).normal(0, 0.05, size=(2, 6)).astype(np.float32))
         x = self.x[i] + noise  # per-(epoch, item) augmentation, as EpicClips
-        return {"alpha": x[0], "beta": x[1], "label": int(self.reported[i]), "uid": i, "domain": self.role,
-                "is_negative": bool(self.negative[i])}
+        return {
+            "alpha": x[0],
+            "beta": x[1],
+            "label": int(self.reported[i]),
+            "uid": i,
+            "domain": self.role,
+            "is_negative": bool(self.negative[i]),
+        }
 
 
 def toy_model(seed: int = 0, batchnorm: bool = False, dropout: float = 0.5, bias_before_norm: bool = True) -> TwoStream:
@@ -87,7 +99,8 @@ def toy_config(tmp_path, **stage2) -> RunConfig:
 
 
 def toy_datasets(labels_scrambled: bool = False) -> dict:
-    return {"source": ToyClips(60, "source", 1), "target": ToyClips(60, "target", 2, labels_scrambled=labels_scrambled),
-            "test": ToyClips(30, "target", 3)}
-
-
+    return {
+        "source": ToyClips(60, "source", 1),
+        "target": ToyClips(60, "target", 2, labels_scrambled=labels_scrambled),
+        "test": ToyClips(30, "target", 3),
+    }

@@ -11,6 +11,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cotrain_helpers import equivalence_config, toy_config, toy_datasets, toy_model  # noqa: E402
+
 from experiments.cotrain import CoTrainer  # noqa: E402
 
 
@@ -18,7 +19,9 @@ def equivalence(out: Path, sync_batchnorm: bool) -> None:
     """The DDP half of the single-process equivalence test: save the trained module's parameters."""
     torch.set_num_threads(1)
     cfg = equivalence_config(out, world_size=2, sync_batchnorm=sync_batchnorm)
-    trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model(batchnorm=sync_batchnorm, dropout=0.0, bias_before_norm=False))
+    trainer = CoTrainer(
+        cfg, datasets=toy_datasets(), model=toy_model(batchnorm=sync_batchnorm, dropout=0.0, bias_before_norm=False)
+    )
     trainer.run()
     state = {k: v for k, v in trainer.module.state_dict().items()}
     torch.save(state, out / f"rank{trainer.dist.rank}.pt")
@@ -37,12 +40,16 @@ def main(out: Path) -> None:
     # which clips this rank trained on in its first stage-2 step (disjoint across ranks)
     from experiments.data_streams import BatchStream
 
-    stream = BatchStream(60, cfg.stage2.batch_size // 2, cfg.seed, 1, rank=trainer.dist.rank, world_size=trainer.dist.world_size)
+    stream = BatchStream(
+        60, cfg.stage2.batch_size // 2, cfg.seed, 1, rank=trainer.dist.rank, world_size=trainer.dist.world_size
+    )
     seen.append([i for _, i in stream.batch_indices(0, 0)])
     state = {
         "model": torch.cat([p.detach().flatten() for p in trainer.model.parameters()]),
         "discriminators": torch.cat([p.detach().flatten() for p in trainer.discriminators.parameters()]),
-        "agents": torch.cat([p.detach().flatten() for r in trainer.refiners.values() for p in r.agent.q_net.parameters()]),
+        "agents": torch.cat(
+            [p.detach().flatten() for r in trainer.refiners.values() for p in r.agent.q_net.parameters()]
+        ),
         "replay": torch.tensor([len(r.agent.replay) for r in trainer.refiners.values()]),
         "first_batch": torch.tensor(seen[0]),
         "world_size": torch.tensor(trainer.dist.world_size),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -43,14 +44,28 @@ def write_snapshot(
     """Write ``data`` in batches of ``batch`` rows, with a seeded discriminator per modality."""
     d = next(iter(data["source"]["features"].values())).shape[1]
     num_rows = {dom: len(v["label"]) for dom, v in data.items()} if known_rows else None
-    with SnapshotWriter(path, feature_dim=d, num_classes=K, modalities=MODALITIES, dtype=dtype, num_rows=num_rows,
-                        step=7, stage=2, config={"test": True}) as writer:
+    with SnapshotWriter(
+        path,
+        feature_dim=d,
+        num_classes=K,
+        modalities=MODALITIES,
+        dtype=dtype,
+        num_rows=num_rows,
+        step=7,
+        stage=2,
+        config={"test": True},
+    ) as writer:
         for domain, v in data.items():
             n = len(v["label"])
             for s in range(0, n, batch):
                 sl = slice(s, s + batch)
-                writer.append(domain, {m: v["features"][m][sl] for m in MODALITIES}, label=v["label"][sl],
-                              uid=v["uid"][sl], is_negative=v["is_negative"][sl])
+                writer.append(
+                    domain,
+                    {m: v["features"][m][sl] for m in MODALITIES},
+                    label=v["label"][sl],
+                    uid=v["uid"][sl],
+                    is_negative=v["is_negative"][sl],
+                )
         if discriminator_seed is not None:
             for i, m in enumerate(MODALITIES):
                 writer.save_discriminator(m, seeded_discriminator(d, discriminator_seed + i))
@@ -89,12 +104,24 @@ def _truncate(path: Path) -> None:
 
 # Broken variants: name -> (how to break a valid file, words the error message must contain).
 BREAKAGES: dict[str, tuple[Callable[[h5py.File], None], tuple[str, ...]]] = {
-    "unknown_schema_version": (_set_attr("schema_version", 99), ("unknown schema_version 99", "reads schema_version 1")),
+    "unknown_schema_version": (
+        _set_attr("schema_version", 99),
+        ("unknown schema_version 99", "reads schema_version 1"),
+    ),
     "missing_dataset": (lambda f: f.__delitem__("/target/features/flow"), ("missing dataset /target/features/flow",)),
-    "mismatched_rows": (_replace("/source/features/flow", lambda a: a[:-3]), ("row count mismatch", "/source/features/flow", "57 rows, expected 60")),
-    "wrong_feature_dim": (_replace("/source/features/rgb", lambda a: a[:, :-2]), ("wrong feature_dim", "/source/features/rgb", f"expected (60, {D})")),
+    "mismatched_rows": (
+        _replace("/source/features/flow", lambda a: a[:-3]),
+        ("row count mismatch", "/source/features/flow", "57 rows, expected 60"),
+    ),
+    "wrong_feature_dim": (
+        _replace("/source/features/rgb", lambda a: a[:, :-2]),
+        ("wrong feature_dim", "/source/features/rgb", f"expected (60, {D})"),
+    ),
     "nan_rows": (_nan_rows, ("/target/features/flow", "2 rows with NaN or inf", "rows [3, 4]")),
-    "labels_out_of_range": (_replace("/source/label", lambda a: np.where(np.arange(a.size) == 2, K + 5, a)), ("/source/label", "out of range [0, 4)", "rows [2]")),
+    "labels_out_of_range": (
+        _replace("/source/label", lambda a: np.where(np.arange(a.size) == 2, K + 5, a)),
+        ("/source/label", "out of range [0, 4)", "rows [2]"),
+    ),
 }
 
 

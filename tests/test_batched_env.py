@@ -17,13 +17,15 @@ def test_rewards_identical_to_single_envs(small_source, reward, domain):
     n, E = 16, 3
     gen = np.random.default_rng(0)
     sets = small_source.features(domain)[torch.from_numpy(gen.choice(400, size=(n, 5)))]
-    batched = BatchedRefinementEnv(small_source, num_envs=n, domain=domain, E=E, reward=reward, autoreset_mode="Disabled")
+    batched = BatchedRefinementEnv(
+        small_source, num_envs=n, domain=domain, E=E, reward=reward, autoreset_mode="Disabled"
+    )
     singles = [InstanceRefinementEnv(small_source, domain=domain, E=E, reward=reward) for _ in range(n)]
     obs_b, _ = batched.reset(options={"features": sets})
     for i, env in enumerate(singles):
         obs_s, _ = env.reset(options={"features": sets[i].numpy()})
         assert np.array_equal(obs_s, obs_b[i].numpy())
-    for t in range(E):
+    for _t in range(E):
         actions = gen.integers(0, 5, size=n)  # random: includes invalid re-selections
         obs_b, r_b, term_b, trunc_b, info_b = batched.step(actions)
         for i, env in enumerate(singles):
@@ -70,7 +72,9 @@ def test_next_step_autoreset_spends_a_step_on_reset(small_source):
 
 
 def test_disabled_requires_explicit_reset_and_accepts_handed_in_features(small_source):
-    env = BatchedRefinementEnv(None, discriminator=small_source.discriminator, num_envs=3, autoreset_mode="Disabled", feature_dim=32)
+    env = BatchedRefinementEnv(
+        None, discriminator=small_source.discriminator, num_envs=3, autoreset_mode="Disabled", feature_dim=32
+    )
     feats = torch.randn(3, 5, 32)
     obs = env.load_candidate_sets(feats, is_negative=torch.zeros(3, 5, dtype=torch.bool))
     assert torch.equal(obs, feats)

@@ -35,7 +35,9 @@ def test_study_unknown_agent_is_a_clean_error(capsys):
 def test_console_script_bad_argument_exit_code():
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.cli", "study", "--n-c", "1", "--episodes", "5", "--feature-dim", "32"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "n_c must be >= 2" in proc.stderr and "Traceback" not in proc.stderr
@@ -45,8 +47,27 @@ def test_study_trains_agents_over_seeds_and_writes_out(tmp_path, capsys):
     import json
 
     out = tmp_path / "study"
-    rc = main(["study", "--agent", "mmir-dqn,random", "--timesteps", "2048", "--num-envs", "256", "--seeds", "2",
-               "--episodes", "100", "--feature-dim", "32", "--domain", "target", "--out", str(out)])
+    rc = main(
+        [
+            "study",
+            "--agent",
+            "mmir-dqn,random",
+            "--timesteps",
+            "2048",
+            "--num-envs",
+            "256",
+            "--seeds",
+            "2",
+            "--episodes",
+            "100",
+            "--feature-dim",
+            "32",
+            "--domain",
+            "target",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "mmir-dqn" in text and "±" in text and "mean ± std over 2 seeds" in text

@@ -21,7 +21,19 @@ from features.snapshot import Snapshot
 REPO = Path(__file__).resolve().parents[1]
 WIDTH = 0.125
 # one torch thread: two threads next to other busy processes on a 2-core machine run ~100x slower
-TINY = ["--width", str(WIDTH), "--size", "32", "--num-workers", "0", "--batch-size", "4", "--threads", "1", "--no-progress"]
+TINY = [
+    "--width",
+    str(WIDTH),
+    "--size",
+    "32",
+    "--num-workers",
+    "0",
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +55,12 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def train_snapshot(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("extract") / "train.h5"
-    assert main(["extract", str(data_root), "--source", "S", "--target", "T", "--split", "train", "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            ["extract", str(data_root), "--source", "S", "--target", "T", "--split", "train", "--out", str(out), *TINY]
+        )
+        == 0
+    )
     return out
 
 
@@ -103,9 +120,37 @@ def test_checkpoints_test_split_windows_and_workers(data_root: Path, tmp_path: P
     for m, model in models.items():
         torch.save(model.state_dict(), ckpt[m])
     out = tmp_path / "test.h5"
-    args = ["extract", str(data_root), "--source", "S", "--target", "T", "--split", "test", "--out", str(out),
-            "--rgb-ckpt", str(ckpt["rgb"]), "--flow-ckpt", str(ckpt["flow"]), "--windows", "2", "--dtype", "float32",
-            "--width", str(WIDTH), "--size", "32", "--num-workers", "1", "--batch-size", "2", "--threads", "1", "--no-progress"]
+    args = [
+        "extract",
+        str(data_root),
+        "--source",
+        "S",
+        "--target",
+        "T",
+        "--split",
+        "test",
+        "--out",
+        str(out),
+        "--rgb-ckpt",
+        str(ckpt["rgb"]),
+        "--flow-ckpt",
+        str(ckpt["flow"]),
+        "--windows",
+        "2",
+        "--dtype",
+        "float32",
+        "--width",
+        str(WIDTH),
+        "--size",
+        "32",
+        "--num-workers",
+        "1",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     snap = Snapshot(out)
     assert snap.dtype == np.float32
@@ -124,22 +169,49 @@ def test_checkpoints_test_split_windows_and_workers(data_root: Path, tmp_path: P
                 np.testing.assert_allclose(snap.features(domain, m), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_checkpoint_mismatch_is_a_clear_error(data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_mismatch_is_a_clear_error(
+    data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     flow = tmp_path / "flow.pt"
     torch.save(InceptionI3d(in_channels=2, width=WIDTH).state_dict(), flow)
     out = tmp_path / "x.h5"
-    code = main(["extract", str(data_root), "--source", "S", "--target", "T", "--out", str(out), "--rgb-ckpt", str(flow), *TINY])
+    code = main(
+        ["extract", str(data_root), "--source", "S", "--target", "T", "--out", str(out), "--rgb-ckpt", str(flow), *TINY]
+    )
     assert code == 2
     captured = capsys.readouterr()
-    assert "Traceback" not in captured.err and "shape mismatches" in captured.err and "RGB checkpoint loaded as flow" in captured.err
+    assert (
+        "Traceback" not in captured.err
+        and "shape mismatches" in captured.err
+        and "RGB checkpoint loaded as flow" in captured.err
+    )
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    assert main(["extract", str(data_root), "--source", "S", "--target", "T", "--out", str(out), "--flow-ckpt", str(junk), *TINY]) == 2
+    assert (
+        main(
+            [
+                "extract",
+                str(data_root),
+                "--source",
+                "S",
+                "--target",
+                "T",
+                "--out",
+                str(out),
+                "--flow-ckpt",
+                str(junk),
+                *TINY,
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "--flow-ckpt", str(junk))
     assert not out.exists()
 
 
-def test_usage_errors_are_one_line(data_root: Path, train_snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_are_one_line(
+    data_root: Path, train_snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "x.h5")
     assert main(["extract", str(tmp_path / "missing"), "--source", "S", "--target", "T", "--out", out, *TINY]) == 2
     _one_line_error(capsys, "data root not found", "missing")
@@ -170,8 +242,25 @@ def test_missing_frame_names_file_and_uid(data_root: Path, tmp_path: Path, capsy
 
 
 def test_help_and_process_exit_code(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "experiments.cli", "extract", str(tmp_path / "nope"), "--source", "S",
-                          "--target", "T", "--out", str(tmp_path / "x.h5")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.cli",
+            "extract",
+            str(tmp_path / "nope"),
+            "--source",
+            "S",
+            "--target",
+            "T",
+            "--out",
+            str(tmp_path / "x.h5"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines() == [f"mmir extract: error: data root not found: {tmp_path / 'nope'}"]
     with pytest.raises(SystemExit) as exc:

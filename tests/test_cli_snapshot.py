@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from snapshot_helpers import BROKEN_KINDS, broken_snapshot, small_snapshot
 
 from agents.heuristics import OracleAgent, RandomAgent
 from experiments.cli import main
 from experiments.study import evaluate_selection
 from mmir_env import InstanceRefinementEnv, make_synthetic_source
 from mmir_env.sources.snapshot import SnapshotSource
-from snapshot_helpers import BROKEN_KINDS, broken_snapshot, small_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--feature-dim", "32", "--num-source", "300", "--num-target", "300", "--pretrain-steps", "50"]
@@ -33,20 +33,34 @@ def test_synth_then_validate_and_inspect(synth_file: Path, capsys: pytest.Captur
     assert "VALID" in capsys.readouterr().out
     assert main(["snapshot", "inspect", str(synth_file)]) == 0
     out = capsys.readouterr().out
-    for word in ("schema_version", "mmir-snapshot", "/source/features/rgb", "planted negatives", "Feature statistics",
-                 "DomainDiscriminator", "VALID", "300"):
+    for word in (
+        "schema_version",
+        "mmir-snapshot",
+        "/source/features/rgb",
+        "planted negatives",
+        "Feature statistics",
+        "DomainDiscriminator",
+        "VALID",
+        "300",
+    ):
         assert word in out, word
 
 
 def test_synth_snapshot_reproduces_the_in_memory_study(synth_file: Path) -> None:
     """What `mmir study --snapshot` relies on: same data, same discriminator, same selections."""
     for modality in ("rgb", "flow"):
-        memory = make_synthetic_source(seed=2, modality=modality, feature_dim=32, num_source=300, num_target=300, pretrain_steps=50)
+        memory = make_synthetic_source(
+            seed=2, modality=modality, feature_dim=32, num_source=300, num_target=300, pretrain_steps=50
+        )
         snap = SnapshotSource(synth_file, modality)
         assert torch.equal(snap.features("target"), memory.features("target"))
         for key, value in memory.discriminator.state_dict().items():
             assert torch.equal(snap.discriminator.state_dict()[key], value), key
-    for domain, make in (("source", OracleAgent), ("target", OracleAgent), ("target", lambda env: RandomAgent(env, seed=1))):
+    for domain, make in (
+        ("source", OracleAgent),
+        ("target", OracleAgent),
+        ("target", lambda env: RandomAgent(env, seed=1)),
+    ):
         envs = [InstanceRefinementEnv(s, domain=domain) for s in (memory, snap)]  # the flow pair
         stats = [evaluate_selection(make(env), env, 100, seed=0) for env in envs]
         assert stats[0].precision == stats[1].precision and stats[0].recall == stats[1].recall
@@ -65,7 +79,9 @@ def test_synth_bad_arguments_are_one_line_errors(tmp_path: Path, capsys: pytest.
 
 
 @pytest.mark.parametrize("kind", BROKEN_KINDS)
-def test_bad_files_give_a_verdict_not_a_traceback(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_files_give_a_verdict_not_a_traceback(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path, words = broken_snapshot(tmp_path / f"{kind}.h5", kind)
     for action in ("validate", "inspect"):
         assert main(["snapshot", action, str(path)]) == 1, action

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from video_helpers import tiny_run_toml
 
 from experiments.cli import main
 from features.data.synthetic_video import generate_video_domains, tiny_config
-from video_helpers import tiny_run_toml
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,11 @@ def tiny_root(tmp_path_factory):
 
 def test_train_runs_both_stages_and_writes_outputs(tmp_path, tiny_root, capsys):
     cfg = tmp_path / "tiny.toml"
-    cfg.write_text(tiny_run_toml(tiny_root, stage2="lr = 0.001\nadversarial = true\nrefinement = true", snapshots="dtype = \"float32\""))
+    cfg.write_text(
+        tiny_run_toml(
+            tiny_root, stage2="lr = 0.001\nadversarial = true\nrefinement = true", snapshots='dtype = "float32"'
+        )
+    )
     rc = main(["train", str(cfg), "--set", f"output_dir={json.dumps(str(tmp_path / 'runs'))}"])
     assert rc == 0, capsys.readouterr().err
     run = tmp_path / "runs" / "tiny"
@@ -65,7 +69,16 @@ def test_add_your_own_method_doc_runs_without_editing_the_package(tmp_path, tiny
     (plugin / "coral.toml").write_text(toml)
     base = tmp_path / "tiny.toml"
     base.write_text(tiny_run_toml(tiny_root, snapshots="enabled = false"))
-    rc = main(["train", str(base), "--method", str(plugin / "coral.toml"), "--set", f"output_dir={json.dumps(str(tmp_path / 'runs'))}"])
+    rc = main(
+        [
+            "train",
+            str(base),
+            "--method",
+            str(plugin / "coral.toml"),
+            "--set",
+            f"output_dir={json.dumps(str(tmp_path / 'runs'))}",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     run = tmp_path / "runs" / "tiny"
     assert json.loads((run / "summary.json").read_text())["method"] == "coral"

@@ -13,13 +13,22 @@ from experiments.config import CONFIG_DIR, ConfigError, RunConfig, check_data_ro
 PAIRS = ["D2-D1", "D3-D1", "D1-D2", "D3-D2", "D1-D3", "D2-D3"]
 PAPER_DIR = CONFIG_DIR / "paper"
 # the EPIC presets; methods/ holds overlays (tests/test_methods.py), watch/ the sensor benchmark (tests/test_watch.py)
-ALL_TOMLS = sorted(p for p in CONFIG_DIR.rglob("*.toml") if p.parent.name not in ("methods", "watch") and p.parent.parent.name != "watch")
+ALL_TOMLS = sorted(
+    p
+    for p in CONFIG_DIR.rglob("*.toml")
+    if p.parent.name not in ("methods", "watch") and p.parent.parent.name != "watch"
+)
 REF = CONFIG_DIR / "reference.toml"
 
 
 def test_the_expected_presets_exist():
     names = {str(p.relative_to(CONFIG_DIR)) for p in ALL_TOMLS}
-    expected = {f"paper/{p}.toml" for p in PAIRS} | {"reference.toml", "source-only.toml", "adversarial-only.toml", "supervised-target.toml"}
+    expected = {f"paper/{p}.toml" for p in PAIRS} | {
+        "reference.toml",
+        "source-only.toml",
+        "adversarial-only.toml",
+        "supervised-target.toml",
+    }
     assert expected <= names
 
 
@@ -37,7 +46,9 @@ def test_every_preset_loads_validates_and_writes_every_key(path: Path):
     for f in dataclasses.fields(RunConfig):
         section = getattr(config, f.name)
         if dataclasses.is_dataclass(section):
-            assert set(raw[f.name]) == {g.name for g in dataclasses.fields(section)}, f"{path.name}: [{f.name}] does not write every key"
+            assert set(raw[f.name]) == {g.name for g in dataclasses.fields(section)}, (
+                f"{path.name}: [{f.name}] does not write every key"
+            )
 
 
 PAPER_VALUES = {
@@ -121,15 +132,38 @@ def test_reference_preset_mirrors_the_released_code():
     ref = load_config(REF)
     paper = load_config(PAPER_DIR / "D2-D1.toml")
     for stage, corr in ((ref.stage1, 5.0), (ref.stage2, 1.0)):
-        assert (stage.optimizer, stage.momentum, stage.weight_decay, stage.correspondence_weight) == ("sgd", 0.9, 1e-7, corr)
+        assert (stage.optimizer, stage.momentum, stage.weight_decay, stage.correspondence_weight) == (
+            "sgd",
+            0.9,
+            1e-7,
+            corr,
+        )
     assert (ref.agents.epsilon, ref.agents.buffer_size, ref.agents.batch_size) == ("released", 200, 64)
     assert (ref.agents.learning_starts, ref.agents.target_update_interval, ref.agents.q_net) == (64, 48, "flat")
-    assert (ref.discriminator.grl_schedule, ref.discriminator.grl_scale, ref.discriminator.negative_slope) == ("dann", 0.2, 0.0)
+    assert (ref.discriminator.grl_schedule, ref.discriminator.grl_scale, ref.discriminator.negative_slope) == (
+        "dann",
+        0.2,
+        0.0,
+    )
     assert ref.model.fusion == "sum"
     assert (ref.data.source, ref.data.target) == ("D2", "D1")
     # where DESIGN 5b says "same as the paper", the reference keeps the paper's value
-    for key in ("stage1.steps", "stage1.batch_size", "stage1.lr", "stage2.steps", "stage2.batch_size", "stage2.lr",
-                "model.dropout", "discriminator.hidden_dim", "agents.gamma", "env.n_c", "env.E", "env.tau_s", "env.tau_t", "data.frames"):
+    for key in (
+        "stage1.steps",
+        "stage1.batch_size",
+        "stage1.lr",
+        "stage2.steps",
+        "stage2.batch_size",
+        "stage2.lr",
+        "model.dropout",
+        "discriminator.hidden_dim",
+        "agents.gamma",
+        "env.n_c",
+        "env.E",
+        "env.tau_s",
+        "env.tau_t",
+        "data.frames",
+    ):
         assert get(ref, key) == get(paper, key), key
 
 
@@ -147,7 +181,15 @@ def test_baseline_presets_switch_off_only_what_they_name():
         assert (config.data.source, config.data.target) == (source, "D1"), name
         mine = flat(config)
         differing = {k for k in paper if paper[k] != mine[k]}
-        allowed = {"name", "method", "data.source", "stage2.adversarial", "stage2.refinement", "agents.s_agents", "agents.t_agents"}
+        allowed = {
+            "name",
+            "method",
+            "data.source",
+            "stage2.adversarial",
+            "stage2.refinement",
+            "agents.s_agents",
+            "agents.t_agents",
+        }
         assert differing <= allowed, f"{name} differs from paper/D2-D1.toml in {sorted(differing - allowed)}"
 
 
@@ -186,7 +228,11 @@ def replace_key(tmp_path: Path, section: str, key: str, value: str) -> Path:
 
 @pytest.mark.parametrize(
     ("section", "line", "named"),
-    [("stage2", "lrr = 0.1", "stage2.lrr"), ("", "seeed = 1", "seeed"), ("agents", "epsilon_decay = 1", "agents.epsilon_decay")],
+    [
+        ("stage2", "lrr = 0.1", "stage2.lrr"),
+        ("", "seeed = 1", "seeed"),
+        ("agents", "epsilon_decay = 1", "agents.epsilon_decay"),
+    ],
 )
 def test_unknown_key_is_rejected_naming_key_and_file(tmp_path, section, line, named):
     path = paper_with(tmp_path, section, line)
@@ -265,7 +311,9 @@ def test_check_data_root_is_a_file(tmp_path):
         check_data_root(with_root(f))
 
 
-@pytest.mark.parametrize(("present", "missing"), [((), ("rgb/", "flow/")), (("rgb",), ("flow/",)), (("flow",), ("rgb/",))])
+@pytest.mark.parametrize(
+    ("present", "missing"), [((), ("rgb/", "flow/")), (("rgb",), ("flow/",)), (("flow",), ("rgb/",))]
+)
 def test_check_data_root_without_modality_folders(tmp_path, present, missing):
     for m in present:
         (tmp_path / m).mkdir()
@@ -295,8 +343,16 @@ def test_check_data_root_ok(tmp_path):
 
 def test_overrides_set_values_without_touching_the_rest(tmp_path):
     base = load_config(PAPER_DIR / "D2-D1.toml")
-    config = load_config(PAPER_DIR / "D2-D1.toml", {"data.root": str(tmp_path), "stage2.lr": 0.005, "seed": 3, "agents.s_agents": ["flow"]})
-    assert (config.data.root, config.stage2.lr, config.seed, config.agents.s_agents) == (str(tmp_path), 0.005, 3, ["flow"])
+    config = load_config(
+        PAPER_DIR / "D2-D1.toml",
+        {"data.root": str(tmp_path), "stage2.lr": 0.005, "seed": 3, "agents.s_agents": ["flow"]},
+    )
+    assert (config.data.root, config.stage2.lr, config.seed, config.agents.s_agents) == (
+        str(tmp_path),
+        0.005,
+        3,
+        ["flow"],
+    )
     before, after = flat(base), flat(config)
     assert {k for k in before if before[k] != after[k]} == {"data.root", "stage2.lr", "seed", "agents.s_agents"}
 

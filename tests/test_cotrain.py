@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import sys
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import torch
 from torch import nn
 
 from experiments.cotrain import CoTrainer
-from experiments.steps import make_refine, StepBatch
 from experiments.losses import adversarial_loss
+from experiments.steps import StepBatch, make_refine
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -116,7 +115,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     full_log = (tmp_path / "full" / "toy" / "metrics.jsonl").read_text().splitlines()
     cut_log = (tmp_path / "cut" / "toy" / "metrics.jsonl").read_text().splitlines()
     # the cut run logged steps up to 6 of stage 2, then the resumed run re-logged from step 7
-    assert cut_log[:4 + 6] == full_log[:4 + 6] and cut_log[4 + 6:] == full_log[4 + 6:]
+    assert cut_log[: 4 + 6] == full_log[: 4 + 6] and cut_log[4 + 6 :] == full_log[4 + 6 :]
 
 
 def test_metrics_log_holds_one_run_after_a_rerun_or_a_resume_past_the_checkpoint(tmp_path):
@@ -136,5 +135,7 @@ def test_metrics_log_holds_one_run_after_a_rerun_or_a_resume_past_the_checkpoint
         cut.run()
     CoTrainer(toy_config(tmp_path / "cut"), datasets=toy_datasets(), model=toy_model()).run(resume=True)
     assert (tmp_path / "cut" / "toy" / "metrics.jsonl").read_text() == full_log  # step 7 logged once
-    CoTrainer(toy_config(tmp_path / "full"), datasets=toy_datasets(), model=toy_model()).run()  # a fresh run, same folder
+    CoTrainer(
+        toy_config(tmp_path / "full"), datasets=toy_datasets(), model=toy_model()
+    ).run()  # a fresh run, same folder
     assert (tmp_path / "full" / "toy" / "metrics.jsonl").read_text() == full_log

@@ -14,9 +14,15 @@ def test_run_demo_rows_name_the_methods_and_share_stage1(tmp_path):
     root = tmp_path / "video"
     generate_video_domains(root, tiny_config(seed=0), train_clips=20)
     out = tmp_path / "demo"
-    rows = run_demo(out, seed=0, stage1_steps=2, stage2_steps=2, console=Console(quiet=True), data_root=root, snapshot=False)
+    rows = run_demo(
+        out, seed=0, stage1_steps=2, stage2_steps=2, console=Console(quiet=True), data_root=root, snapshot=False
+    )
     assert [(r["method"], r["adversarial"], r["refinement"]) for r in rows] == [
-        ("source-only", False, False), ("adversarial-only", True, False), ("MMIR", True, True), ("MMIR robust", True, True)]
+        ("source-only", False, False),
+        ("adversarial-only", True, False),
+        ("MMIR", True, True),
+        ("MMIR robust", True, True),
+    ]
     robust = json.loads((out / "MMIR robust" / "config.json").read_text())
     assert robust["method"] == "mmir-robust"
     for key, value in design_overrides("mmir-robust").items():  # the robust design's settings reach its run
@@ -40,7 +46,13 @@ def test_demo_benchmark_part_prints_the_paired_comparison(tmp_path):
 
     tiny = {"stage1.steps": 2, "stage2.steps": 4, "evaluation.every": 2}
     text = run_benchmark_part(tmp_path, seeds=2, overrides=tiny, console=Console(quiet=True))
-    for line in ("mmir - random-removal", "mmir - adversarial-only", "mmir-robust - random-removal", "ground-truth-removal - adversarial-only",
-                 "adversarial-only-clean - adversarial-only", "claim: negative transfer"):
+    for line in (
+        "mmir - random-removal",
+        "mmir - adversarial-only",
+        "mmir-robust - random-removal",
+        "ground-truth-removal - adversarial-only",
+        "adversarial-only-clean - adversarial-only",
+        "claim: negative transfer",
+    ):
         assert line in text, line
     assert (tmp_path / "feature-benchmark" / "demo-comparison.txt").read_text() == text

@@ -14,6 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cotrain_helpers import equivalence_config, toy_datasets, toy_model  # noqa: E402
+
 from experiments.cotrain import CoTrainer  # noqa: E402
 
 
@@ -25,8 +26,16 @@ def free_port() -> int:
 
 def torchrun(*args: str) -> None:
     worker = Path(__file__).parent / "dist_worker.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(worker), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        str(worker),
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -59,8 +68,11 @@ def test_ddp_equals_one_process_on_the_same_global_batches(tmp_path, sync_batchn
     assert r0.keys() == r1.keys()
     for name, value in r0.items():
         assert torch.equal(value, r1[name]), name  # DDP keeps the replicas identical
-    single = CoTrainer(equivalence_config(tmp_path / "single", world_size=1, sync_batchnorm=False), datasets=toy_datasets(),
-                       model=toy_model(batchnorm=sync_batchnorm, dropout=0.0, bias_before_norm=False))
+    single = CoTrainer(
+        equivalence_config(tmp_path / "single", world_size=1, sync_batchnorm=False),
+        datasets=toy_datasets(),
+        model=toy_model(batchnorm=sync_batchnorm, dropout=0.0, bias_before_norm=False),
+    )
     single.run()
     reference = single.module.state_dict()
     assert reference.keys() == r0.keys()

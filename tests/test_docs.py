@@ -6,7 +6,6 @@ import re
 import warnings
 from pathlib import Path
 
-
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 

@@ -47,7 +47,9 @@ def test_flat_qnet_is_not_equivariant_and_checks_n_c():
     seed=st.integers(0, 2**16),
 )
 def test_masked_agent_never_chooses_a_removed_row(masks, epsilon, seed):
-    agent = RefinementDQN(n_c=5, feature_dim=8, epsilon=epsilon, seed=seed, device="cpu", q_net_kwargs={"hidden_dim": 8})
+    agent = RefinementDQN(
+        n_c=5, feature_dim=8, epsilon=epsilon, seed=seed, device="cpu", q_net_kwargs={"hidden_dim": 8}
+    )
     mask = torch.tensor(masks)
     obs = torch.randn(mask.shape[0], 5, 8) * mask.unsqueeze(-1)
     for deterministic in (False, True):
@@ -58,7 +60,9 @@ def test_masked_agent_never_chooses_a_removed_row(masks, epsilon, seed):
 
 
 def test_td_target_skips_removed_rows_and_terminal_states():
-    agent = RefinementDQN(n_c=3, feature_dim=2, gamma=0.9, batch_size=4, learning_starts=1, device="cpu", seed=0, buffer_size=4)
+    agent = RefinementDQN(
+        n_c=3, feature_dim=2, gamma=0.9, batch_size=4, learning_starts=1, device="cpu", seed=0, buffer_size=4
+    )
     with torch.no_grad():  # a target net whose Q is the first feature of each row
         for p in agent.q_net_target.parameters():
             p.zero_()

@@ -46,7 +46,7 @@ def test_selected_rows_zeroed_masks_right_episode_length(small_source, E):
 def test_invalid_reselection_penalised_state_unchanged(small_source):
     env = InstanceRefinementEnv(small_source, n_c=5, E=3)
     env.reset(seed=1)
-    obs1, r1, *_ , info1 = env.step(2)
+    obs1, r1, *_, info1 = env.step(2)
     assert not info1["invalid_action"]
     obs2, r2, term, trunc, info2 = env.step(2)
     assert info2["invalid_action"] is True and r2 == -1.0
@@ -70,7 +70,7 @@ def test_same_seed_same_episode_different_seed_differs(small_source):
     def rollout(seed: int) -> tuple[np.ndarray, float, dict]:
         env = InstanceRefinementEnv(small_source, n_c=5, E=2)
         obs, _ = env.reset(seed=seed)
-        o, r, *_ , info = env.step(1)
+        o, r, *_, info = env.step(1)
         return obs, r, info
 
     a, b, c = rollout(11), rollout(11), rollout(12)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from video_helpers import shared_data_or_skip, tiny_video_root
 
 from features.data import SHARED_DATA_ENV, find_shared_data, shared_data_dir
 from features.data.epic import (
@@ -21,7 +22,6 @@ from features.data.epic import (
     clip_windows,
     load_split,
 )
-from video_helpers import shared_data_or_skip, tiny_video_root
 
 # Counts per domain/split/class of the MM-SADA files (verb classes 0..7), checked against the files.
 EXPECTED_COUNTS = {

@@ -15,7 +15,10 @@ from experiments.builders import build_datasets, build_model
 from experiments.config import CONFIG_DIR, ConfigError, FeatureBenchmarkConfig, RunConfig, load_config, validate
 from features.adapters import FeatureAdapter, adapter_two_stream
 from features.data.feature_bank import FeatureBank, FeatureFileError, feature_datasets_from_snapshots
-from features.data.negative_transfer import NegativeTransferParams, generate_negative_transfer, negative_transfer_datasets
+from features.data.negative_transfer import (
+    NegativeTransferParams,
+    generate_negative_transfer,
+)
 from features.snapshot import SnapshotWriter
 
 PRESETS = CONFIG_DIR / "feature-benchmark"
@@ -72,7 +75,9 @@ def test_labels_negatives_and_the_test_split():
     assert set(tgt[~neg_t]) == set(range(p.classes)) and set(tgt[neg_t]) == {-1}
     assert len(test) == p.test_size >= 500 and set(test) == set(range(p.classes)) and not data.is_negative["test"].any()
     assert np.bincount(test).min() == p.test_size // p.classes  # balanced
-    assert set(data.negative_kind["source"][neg_s]) == {"outlier-class"} and set(data.negative_kind["target"][neg_t]) == {"unknown-between"}
+    assert set(data.negative_kind["source"][neg_s]) == {"outlier-class"} and set(
+        data.negative_kind["target"][neg_t]
+    ) == {"unknown-between"}
     item = data.datasets()["source"][int(np.flatnonzero(neg_s)[0])]
     assert set(item) == {"rgb", "flow", "label", "uid", "domain", "is_negative"} and item["is_negative"] is True
     assert item["rgb"].dtype == torch.float32 and item["rgb"].shape == (p.feature_dim,) and item["domain"] == "source"
@@ -91,8 +96,17 @@ def test_outliers_differ_from_their_parent_class_only_off_the_targets_support():
         assert np.abs(data.features["target"]["rgb"] @ axis).max() < 1e-4
 
 
-@pytest.mark.parametrize("bad", [dict(contamination=1.0), dict(contamination=-0.1), dict(test_size=0), dict(outlier_placement="near"),
-                                 dict(feature_dim=8), dict(outlier_classes=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(contamination=1.0),
+        dict(contamination=-0.1),
+        dict(test_size=0),
+        dict(outlier_placement="near"),
+        dict(feature_dim=8),
+        dict(outlier_classes=0),
+    ],
+)
 def test_bad_generator_parameters_raise(bad):
     with pytest.raises(ValueError):
         NegativeTransferParams(**bad)
@@ -116,30 +130,57 @@ def test_contamination_outside_the_unit_interval_is_a_config_error_naming_the_ke
 
 def test_the_benchmark_needs_the_sources_label_space():
     cfg = load_config(PRESETS / "adversarial-only.toml", {"model.num_classes": 5})
-    with pytest.raises(ConfigError, match="model.num_classes must be feature_benchmark.classes \\+ outlier_classes = 8"):
+    with pytest.raises(
+        ConfigError, match="model.num_classes must be feature_benchmark.classes \\+ outlier_classes = 8"
+    ):
         build_datasets(cfg)
 
 
 def _flat(path: Path) -> dict:
     d = load_config(path).to_dict()
-    return {k: v for k, v in d.items() if not isinstance(v, dict)} | {f"{k}.{kk}": vv for k, v in d.items() if isinstance(v, dict) for kk, vv in v.items()}
+    return {k: v for k, v in d.items() if not isinstance(v, dict)} | {
+        f"{k}.{kk}": vv for k, v in d.items() if isinstance(v, dict) for kk, vv in v.items()
+    }
 
 
 def test_the_presets_write_every_key_and_differ_only_in_the_method():
     presets = sorted(PRESETS.glob("*.toml"))
-    assert {p.stem for p in presets} >= {"source-only", "adversarial-only", "mmir", "random-removal", "ground-truth-removal",
-                                         "adversarial-only-clean", "source-only-clean"}
+    assert {p.stem for p in presets} >= {
+        "source-only",
+        "adversarial-only",
+        "mmir",
+        "random-removal",
+        "ground-truth-removal",
+        "adversarial-only-clean",
+        "source-only-clean",
+    }
     base = _flat(PRESETS / "adversarial-only.toml")
-    method_keys = {"name", "method", "stage2.adversarial", "stage2.refinement", "agents.s_agents", "agents.t_agents",
-                   "refinement.policy", "refinement.learn_only", "refinement.relevance", "refinement.relabel",
-                   "refinement.warmup_steps", "env.reward", "agents.epsilon", "feature_benchmark.clean"}
+    method_keys = {
+        "name",
+        "method",
+        "stage2.adversarial",
+        "stage2.refinement",
+        "agents.s_agents",
+        "agents.t_agents",
+        "refinement.policy",
+        "refinement.learn_only",
+        "refinement.relevance",
+        "refinement.relabel",
+        "refinement.warmup_steps",
+        "env.reward",
+        "agents.epsilon",
+        "feature_benchmark.clean",
+    }
     for path in presets:
         raw = tomllib.loads(path.read_text())
         cfg = load_config(path)
         assert set(raw) == {f.name for f in dataclasses.fields(RunConfig)}
         for f in dataclasses.fields(RunConfig):
             if dataclasses.is_dataclass(getattr(cfg, f.name)):
-                assert set(raw[f.name]) == {g.name for g in dataclasses.fields(getattr(cfg, f.name))}, (path.name, f.name)
+                assert set(raw[f.name]) == {g.name for g in dataclasses.fields(getattr(cfg, f.name))}, (
+                    path.name,
+                    f.name,
+                )
         mine = _flat(path)
         assert {k for k in base if base[k] != mine[k]} <= method_keys, path.name
         assert mine["method"] == path.stem and mine["feature_benchmark.clean"] == path.stem.endswith("-clean")
@@ -157,29 +198,53 @@ def test_the_adapter_is_a_backbone_with_a_feature_dim():
     assert out.logits.shape == (4, 3) and model.feature_dims == {"a": 5, "b": 5}
     cfg = load_config(PRESETS / "mmir.toml", {"model.width": 0.5})
     built = build_model(cfg)
-    assert built.feature_dims == {"rgb": 32, "flow": 32} and built.backbones["rgb"].in_dim == cfg.feature_benchmark.feature_dim
+    assert (
+        built.feature_dims == {"rgb": 32, "flow": 32}
+        and built.backbones["rgb"].in_dim == cfg.feature_benchmark.feature_dim
+    )
     with pytest.raises(ConfigError, match="model.backbone = 'adapter' trains on stored features"):
         build_model(load_config(PRESETS / "mmir.toml", {"data.kind": "epic"}))
 
 
 # ---------------------------------------------------------------------- feature files
-def _write(path: Path, rows: dict[str, int], d: int = 8, target_labels: bool = True, negatives: bool = True, seed: int = 0) -> Path:
+def _write(
+    path: Path, rows: dict[str, int], d: int = 8, target_labels: bool = True, negatives: bool = True, seed: int = 0
+) -> Path:
     rng = np.random.default_rng(seed)
     with SnapshotWriter(path, feature_dim=d, num_classes=3, modalities=("rgb", "flow"), dtype="float32") as writer:
         for domain, n in rows.items():
             if n == 0:
                 continue
-            writer.append(domain, {m: rng.normal(size=(n, d)).astype(np.float32) for m in ("rgb", "flow")},
-                          label=rng.integers(0, 3, n) if (domain == "source" or target_labels) else None,
-                          uid=np.array([f"{domain}-{i}" for i in range(n)]), is_negative=(rng.random(n) < 0.3) if negatives else None)
+            writer.append(
+                domain,
+                {m: rng.normal(size=(n, d)).astype(np.float32) for m in ("rgb", "flow")},
+                label=rng.integers(0, 3, n) if (domain == "source" or target_labels) else None,
+                uid=np.array([f"{domain}-{i}" for i in range(n)]),
+                is_negative=(rng.random(n) < 0.3) if negatives else None,
+            )
     return path
 
 
 def _features_config(tmp_path: Path, train: Path, test: Path | str, **overrides) -> RunConfig:
-    return load_config(PRESETS / "ground-truth-removal.toml", {
-        "data.kind": "features", "data.root": str(train), "data.test_features": str(test), "model.num_classes": 3,
-        "output_dir": str(tmp_path / "runs"), "stage1.steps": 3, "stage1.batch_size": 16, "stage2.steps": 4, "stage2.batch_size": 20,
-        "evaluation.every": 2, "evaluation.last": 2, "agents.learning_starts": 4, "agents.batch_size": 4, **overrides})
+    return load_config(
+        PRESETS / "ground-truth-removal.toml",
+        {
+            "data.kind": "features",
+            "data.root": str(train),
+            "data.test_features": str(test),
+            "model.num_classes": 3,
+            "output_dir": str(tmp_path / "runs"),
+            "stage1.steps": 3,
+            "stage1.batch_size": 16,
+            "stage2.steps": 4,
+            "stage2.batch_size": 20,
+            "evaluation.every": 2,
+            "evaluation.last": 2,
+            "agents.learning_starts": 4,
+            "agents.batch_size": 4,
+            **overrides,
+        },
+    )
 
 
 def test_features_kind_reads_a_training_and_a_test_snapshot(tmp_path):
@@ -231,8 +296,17 @@ def test_ground_truth_removal_on_features_without_planted_negatives_is_a_config_
 
 
 # ---------------------------------------------------------------------- co-training on the benchmark
-TINY = {"feature_benchmark.source_size": 100, "feature_benchmark.target_size": 100, "feature_benchmark.test_size": 500,
-        "stage1.steps": 5, "stage2.steps": 6, "evaluation.every": 3, "evaluation.last": 2, "agents.learning_starts": 4, "agents.batch_size": 4}
+TINY = {
+    "feature_benchmark.source_size": 100,
+    "feature_benchmark.target_size": 100,
+    "feature_benchmark.test_size": 500,
+    "stage1.steps": 5,
+    "stage2.steps": 6,
+    "evaluation.every": 3,
+    "evaluation.last": 2,
+    "agents.learning_starts": 4,
+    "agents.batch_size": 4,
+}
 
 
 def test_a_tiny_co_training_run_on_the_benchmark_removes_exactly_the_planted_negatives(tmp_path):
@@ -254,13 +328,19 @@ def test_the_benchmark_script_shares_stage_1_and_reproduces_a_full_run(tmp_path)
     from experiments import feature_benchmark as fb
     from experiments.cotrain import CoTrainer
 
-    records = fb.run_seed(0, ["adversarial-only", "ground-truth-removal", "adversarial-only-clean"], tmp_path / "bench", TINY)
+    records = fb.run_seed(
+        0, ["adversarial-only", "ground-truth-removal", "adversarial-only-clean"], tmp_path / "bench", TINY
+    )
     assert [r["stage1_shared"] for r in records] == [False, True, False]  # the clean variant has other source rows
-    alone = load_config(PRESETS / "ground-truth-removal.toml", {**TINY, "output_dir": str(tmp_path / "alone"), "seed": 0})
+    alone = load_config(
+        PRESETS / "ground-truth-removal.toml", {**TINY, "output_dir": str(tmp_path / "alone"), "seed": 0}
+    )
     assert CoTrainer(alone).run()["top1_last"] == pytest.approx(records[1]["top1"], abs=1e-12)
     again = fb.run_seed(0, ["adversarial-only"], tmp_path / "bench", TINY)  # finished runs are reused
     assert again[0]["top1"] == records[0]["top1"] and again[0]["seconds"] == records[0]["seconds"]
-    assert records[1]["refinement"]["source"]["precision"] == 1.0 and records[1]["refinement"]["target"]["recall"] == 1.0
+    assert (
+        records[1]["refinement"]["source"]["precision"] == 1.0 and records[1]["refinement"]["target"]["recall"] == 1.0
+    )
 
 
 def test_claims_and_paired_differences_on_hand_made_numbers():
@@ -269,9 +349,11 @@ def test_claims_and_paired_differences_on_hand_made_numbers():
     adv = [0.60, 0.62, 0.58, 0.61]
     rows = []
     for s, a in enumerate(adv):
-        rows += [{"method": "adversarial-only", "seed": s, "top1": a, "contamination": 0.3},
-                 {"method": "adversarial-only-clean", "seed": s, "top1": a + 0.10 + 0.01 * s, "contamination": 0.3},
-                 {"method": "ground-truth-removal", "seed": s, "top1": a + 0.08, "contamination": 0.3}]
+        rows += [
+            {"method": "adversarial-only", "seed": s, "top1": a, "contamination": 0.3},
+            {"method": "adversarial-only-clean", "seed": s, "top1": a + 0.10 + 0.01 * s, "contamination": 0.3},
+            {"method": "ground-truth-removal", "seed": s, "top1": a + 0.08, "contamination": 0.3},
+        ]
     loss = fb.paired(rows, "adversarial-only-clean", "adversarial-only")
     assert loss["mean"] == pytest.approx(0.115) and loss["differences"] == pytest.approx([0.10, 0.11, 0.12, 0.13])
     assert loss["excludes_zero"] and 0.10 <= loss["low"] < loss["high"] <= 0.13

@@ -28,8 +28,14 @@ def test_smoke_run_prints_every_row_and_writes_json(tmp_path):
     out = tmp_path / "smoke.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "240", "PYTHONUNBUFFERED": "1"}  # wide: rows unwrapped
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], capture_output=True, text=True,
-                          env=env, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert seconds < 60, f"--smoke took {seconds:.0f} s"
@@ -42,7 +48,14 @@ def test_smoke_run_prints_every_row_and_writes_json(tmp_path):
     steps = results["steps"]
     for row in script.STEP_ROWS[:9]:
         assert row in steps, row
-    for row in (script.STEP_ROWS[0], script.STEP_ROWS[1], script.STEP_ROWS[5], script.STEP_ROWS[6], script.STEP_ROWS[7], script.STEP_ROWS[8]):
+    for row in (
+        script.STEP_ROWS[0],
+        script.STEP_ROWS[1],
+        script.STEP_ROWS[5],
+        script.STEP_ROWS[6],
+        script.STEP_ROWS[7],
+        script.STEP_ROWS[8],
+    ):
         assert steps[row]["s_per_step_median"] > 0, row  # measured on CPU
     for row in script.STEP_ROWS[2:5]:
         assert steps[row]["error"] == script.NA  # bf16 / cudnn / compile: CUDA only
@@ -57,7 +70,9 @@ def test_smoke_run_prints_every_row_and_writes_json(tmp_path):
 def test_projection_arithmetic():
     script = load_script()
     cfg = script.paper_config()
-    p = script.project(cfg, step1_s=0.5, step2_s=0.4, forward_clips_s=1000.0, loader_cpu_clips_s=160.0, gpu_decode_s_per_clip=0.001)
+    p = script.project(
+        cfg, step1_s=0.5, step2_s=0.4, forward_clips_s=1000.0, loader_cpu_clips_s=160.0, gpu_decode_s_per_clip=0.001
+    )
     assert p["pair"] == "D2->D1" and p["evaluations"] == 160
     assert p["evaluation_clips"] == 160 * 435 * 5  # D1 test segments x windows
     assert p["stage1_compute_h"] == pytest.approx(4000 * 0.5 / 3600)
@@ -68,8 +83,10 @@ def test_projection_arithmetic():
 
 def test_bad_arguments_are_one_line_errors(capsys):
     script = load_script()
-    for argv, expected in ((["--smoke", "--workers", "2,x"], "--workers must be comma-separated integers"),
-                           (["--smoke", "--steps", "0"], "--steps must be >= 1")):
+    for argv, expected in (
+        (["--smoke", "--workers", "2,x"], "--workers must be comma-separated integers"),
+        (["--smoke", "--steps", "0"], "--steps must be >= 1"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             script.parse_args(argv)
         assert exit_.value.code == 2

@@ -33,8 +33,16 @@ HEAD_DIGESTS = {
     "train/e0": ["550c2dd67ad5ac20", "4ab4fa127551669c", "9ceb012bf07f18a4", "c533acdc83e7c78d"],
     "train/e1": ["5920aa10e4b67966", "850dce113cb8ce5d", "145fa2ee2f3a519f", "7a1b8d719ad06ec4"],
     "train_sync/e0": ["ab283537aed61b3b", "d1f936b3d25fc3af", "314deada5c8c4010", "6d90e4aec9346c72"],
-    "test/e0": ["c022e4b4a9a80235", "63db08e47f67d4e4", "f04f5e66a216dda1", "eae8dbfb317ad23c",
-                "4ea1176ff9fd6163", "9d6a702bf0243239", "4543763eac882fdd", "c3b61bb11a0d334d"],
+    "test/e0": [
+        "c022e4b4a9a80235",
+        "63db08e47f67d4e4",
+        "f04f5e66a216dda1",
+        "eae8dbfb317ad23c",
+        "4ea1176ff9fd6163",
+        "9d6a702bf0243239",
+        "4543763eac882fdd",
+        "c3b61bb11a0d334d",
+    ],
 }
 VARIANTS = {"train": {}, "train_sync": {"synchronised": True}, "test": {"mode": "test", "test_clips": 2}}
 
@@ -178,7 +186,10 @@ def test_missing_frame_names_the_file(root, tmp_path):
 
 
 def test_bad_decode_value_is_a_one_line_error(root):
-    for call in (lambda: EpicClips(root, "S", "train", decode="GPU"), lambda: epic_splits(root, "S", "T", decode="cuda")):
+    for call in (
+        lambda: EpicClips(root, "S", "train", decode="GPU"),
+        lambda: epic_splits(root, "S", "T", decode="cuda"),
+    ):
         with pytest.raises(ValueError) as err:
             call()
         message = str(err.value)
@@ -215,7 +226,10 @@ def test_run_config_decode_gpu_trains_like_cpu(root, tmp_path, fresh_warnings):
             summaries[decode + "-adabn"] = CoTrainer(config(decode, adabn=True)).run()
     assert summaries["gpu-adabn"]["evaluations"] == summaries["cpu-adabn"]["evaluations"]
     summaries = {d: summaries[d] for d in ("cpu", "gpu")}
-    losses = {d: [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in summaries}
+    losses = {
+        d: [json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        for d in summaries
+    }
     assert len(losses["gpu"]) == 3 and np.isfinite(losses["gpu"]).all()
     assert losses["gpu"] == losses["cpu"]  # bit-identical clips, same training
     assert summaries["gpu"]["evaluations"] == summaries["cpu"]["evaluations"]
@@ -232,7 +246,9 @@ def _nvjpeg_available() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _nvjpeg_available(), reason="needs CUDA and torchvision (nvjpeg); runs on the GPU machine (docs/gpu.md)")
+@pytest.mark.skipif(
+    not _nvjpeg_available(), reason="needs CUDA and torchvision (nvjpeg); runs on the GPU machine (docs/gpu.md)"
+)
 def test_nvjpeg_clips_are_within_the_stated_tolerance(root, fresh_warnings):
     """On a GPU: decode="gpu" clips from nvjpeg against decode="cpu" (libjpeg-turbo), in grey levels."""
     for variant in ("train", "test"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from video_helpers import i3d_reference
 
 from features.i3d import CheckpointMismatchError, InceptionI3d, count_parameters
-from video_helpers import i3d_reference
 
 
 @pytest.mark.parametrize("in_channels", [3, 2])
@@ -118,7 +118,9 @@ def test_checkpoint_errors_name_keys_and_shapes(tmp_path) -> None:
     path = tmp_path / "rgb.pt"
     torch.save(state, path)
     # Loading RGB weights as flow: the first conv's input channels differ.
-    with pytest.raises(CheckpointMismatchError, match=r"Conv3d_1a_7x7\.conv3d\.weight: checkpoint \(16, 3, 7, 7, 7\)") as err:
+    with pytest.raises(
+        CheckpointMismatchError, match=r"Conv3d_1a_7x7\.conv3d\.weight: checkpoint \(16, 3, 7, 7, 7\)"
+    ) as err:
         InceptionI3d.from_checkpoint(path, "flow", width=0.25)
     assert "rgb.pt" in str(err.value) and "flow" in str(err.value)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -82,8 +81,9 @@ def test_sample_distinct_rows_rejects_bad_sizes() -> None:
 def test_array_source_with_n_c_near_pool_size_resets_quickly() -> None:
     """The hang of issue 15: 45 distinct rows of 50 (the old redraw loop practically never returned)."""
     rng = np.random.default_rng(0)
-    source = ArraySource({"source": rng.normal(size=(50, 8)), "target": rng.normal(size=(50, 8))},
-                         discriminator=torch.nn.Linear(8, 1))
+    source = ArraySource(
+        {"source": rng.normal(size=(50, 8)), "target": rng.normal(size=(50, 8))}, discriminator=torch.nn.Linear(8, 1)
+    )
     env = InstanceRefinementEnv(source, n_c=45)
     for seed in range(20):
         _, info = env.reset(seed=seed)
@@ -108,7 +108,7 @@ def test_batched_env_with_n_c_near_pool_size_resets_quickly() -> None:
 def test_make_vec_vector_entry_point_builds_the_batched_synthetic_env() -> None:
     import gymnasium as gym
 
-    from mmir_env import BatchedRefinementEnv, SYNTHETIC_REFINEMENT_ID
+    from mmir_env import SYNTHETIC_REFINEMENT_ID, BatchedRefinementEnv
 
     envs = gym.make_vec(SYNTHETIC_REFINEMENT_ID, num_envs=6, vectorization_mode="vector_entry_point", pretrain_steps=5)
     assert isinstance(envs, BatchedRefinementEnv) and envs.num_envs == 6
@@ -127,18 +127,30 @@ def test_make_vec_vector_entry_point_builds_the_batched_synthetic_env() -> None:
 def test_make_vec_vector_entry_point_builds_the_batched_instance_env() -> None:
     import gymnasium as gym
 
-    from mmir_env import BatchedRefinementEnv, INSTANCE_REFINEMENT_ID
+    from mmir_env import INSTANCE_REFINEMENT_ID, BatchedRefinementEnv
 
     rng = np.random.default_rng(2)
     source = ArraySource({"source": rng.normal(size=(40, 8)), "target": rng.normal(size=(30, 8))})
-    envs = gym.make_vec(INSTANCE_REFINEMENT_ID, num_envs=4, vectorization_mode="vector_entry_point",
-                        source=source, discriminator=torch.nn.Linear(8, 1), domain="target", n_c=7)
+    envs = gym.make_vec(
+        INSTANCE_REFINEMENT_ID,
+        num_envs=4,
+        vectorization_mode="vector_entry_point",
+        source=source,
+        discriminator=torch.nn.Linear(8, 1),
+        domain="target",
+        n_c=7,
+    )
     assert isinstance(envs, BatchedRefinementEnv) and (envs.num_envs, envs.n_c, envs.domain) == (4, 7, 1)
     obs, _ = envs.reset(seed=1)
     assert tuple(obs.shape) == (4, 7, 8)
     # the other vectorisation modes still work
-    sync = gym.make_vec(INSTANCE_REFINEMENT_ID, num_envs=2, vectorization_mode="sync", source=source,
-                        discriminator=torch.nn.Linear(8, 1))
+    sync = gym.make_vec(
+        INSTANCE_REFINEMENT_ID,
+        num_envs=2,
+        vectorization_mode="sync",
+        source=source,
+        discriminator=torch.nn.Linear(8, 1),
+    )
     assert sync.reset(seed=0)[0].shape == (2, 5, 8)
 
 
@@ -157,10 +169,15 @@ def test_refinement_dqn_writes_tensorboard_runs_like_sb3(tmp_path, small_source,
     from agents.dqn import RefinementDQN
     from mmir_env import BatchedRefinementEnv
 
-    env = (BatchedRefinementEnv(small_source, num_envs=32, logit_noise=1.0) if batched
-           else InstanceRefinementEnv(small_source, n_c=5, logit_noise=1.0))
+    env = (
+        BatchedRefinementEnv(small_source, num_envs=32, logit_noise=1.0)
+        if batched
+        else InstanceRefinementEnv(small_source, n_c=5, logit_noise=1.0)
+    )
     steps = 640 if batched else 120
-    agent = RefinementDQN(env, batch_size=32, seed=0, device="cpu", q_net_kwargs={"hidden_dim": 16}, tensorboard_log=tmp_path)
+    agent = RefinementDQN(
+        env, batch_size=32, seed=0, device="cpu", q_net_kwargs={"hidden_dim": 16}, tensorboard_log=tmp_path
+    )
     agent.learn(steps, log_interval=30)
     agent.learn(steps, log_interval=30)  # a second run: a new numbered folder, as SB3 does
     assert sorted(p.name for p in tmp_path.iterdir()) == ["RefinementDQN_1", "RefinementDQN_2"]
@@ -169,8 +186,15 @@ def test_refinement_dqn_writes_tensorboard_runs_like_sb3(tmp_path, small_source,
     assert max(s for s, _ in _scalars(tmp_path / "RefinementDQN_2")["time/fps"]) == 2 * steps
 
     scalars = _scalars(tmp_path / "RefinementDQN_1")
-    for tag in ("train/loss", "rollout/exploration_rate", "rollout/ep_rew_mean", "rollout/ep_len_mean",
-                "rollout/selection_precision", "time/fps", "train/learning_rate"):
+    for tag in (
+        "train/loss",
+        "rollout/exploration_rate",
+        "rollout/ep_rew_mean",
+        "rollout/ep_len_mean",
+        "rollout/selection_precision",
+        "time/fps",
+        "train/learning_rate",
+    ):
         assert tag in scalars, (tag, sorted(scalars))
     steps_logged = [s for s, _ in scalars["rollout/ep_rew_mean"]]
     assert steps_logged == sorted(steps_logged) and steps_logged[-1] == steps and len(steps_logged) >= 3
@@ -243,7 +267,9 @@ def test_sb3_defaults_scale_with_the_number_of_envs(small_source) -> None:
             assert make_agent("a2c", env).n_steps * n == max(32, n)
             dqn = make_agent("dqn", env)
             assert dqn.train_freq.frequency == 1 and dqn.gradient_steps == max(1, n // 64)
-        assert make_agent("ppo", BatchedRefinementEnv(small_source, num_envs=1024), n_steps=3).n_steps == 3  # explicit wins
+        assert (
+            make_agent("ppo", BatchedRefinementEnv(small_source, num_envs=1024), n_steps=3).n_steps == 3
+        )  # explicit wins
 
 
 # -- 3. RefinementDQN defaults that learn on the single env; co-training's values pinned ----------
@@ -270,6 +296,17 @@ def test_cotraining_agents_keep_todays_refinement_dqn_values() -> None:
 
     agent = make_stepwise_agent("mmir-dqn", n_c=5, feature_dim=8, device="cpu", seed=0)
     hp = agent.hyperparameters
-    assert (hp["train_freq"], hp["gradient_steps"], hp["max_grad_norm"], hp["weight_decay"], hp["replay_dtype"], hp["q_net_kwargs"]) == (
-        1, 1, None, 1e-7, "float32", {})
-    assert (hp["batch_size"], hp["learning_starts"], hp["target_update_interval"], hp["learning_rate"]) == (64, 64, 48, 1e-3)
+    assert (
+        hp["train_freq"],
+        hp["gradient_steps"],
+        hp["max_grad_norm"],
+        hp["weight_decay"],
+        hp["replay_dtype"],
+        hp["q_net_kwargs"],
+    ) == (1, 1, None, 1e-7, "float32", {})
+    assert (hp["batch_size"], hp["learning_starts"], hp["target_update_interval"], hp["learning_rate"]) == (
+        64,
+        64,
+        48,
+        1e-3,
+    )

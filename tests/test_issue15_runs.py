@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
+from video_helpers import tiny_run_toml
 
 from experiments.cli import main
 from features.data.synthetic_video import generate_video_domains, tiny_config
-from video_helpers import tiny_run_toml
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--no-tensorboard", "--set", "checkpoints.every=1000", "--set", "checkpoints.replay=false"]
@@ -37,7 +37,11 @@ def tiny_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_toml(tiny_root) -> Path:
     path = tiny_root / "tiny.toml"
-    path.write_text(tiny_run_toml(tiny_root, stage2="lr = 0.001\nadversarial = true\nrefinement = true", snapshots="enabled = false"))
+    path.write_text(
+        tiny_run_toml(
+            tiny_root, stage2="lr = 0.001\nadversarial = true\nrefinement = true", snapshots="enabled = false"
+        )
+    )
     return path
 
 
@@ -75,15 +79,27 @@ def one_line_error(capsys) -> str:
 
 
 def cli(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "experiments.cli", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.cli", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_record(metrics: Path, proc: subprocess.Popen, predicate, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metrics.is_file() and any(predicate(json.loads(line)) for line in metrics.read_text().splitlines() if line.endswith("}")):
+        if metrics.is_file() and any(
+            predicate(json.loads(line)) for line in metrics.read_text().splitlines() if line.endswith("}")
+        ):
             return
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.02)
@@ -93,7 +109,9 @@ def wait_for_record(metrics: Path, proc: subprocess.Popen, predicate, timeout: f
 # ---- defect 2: run folders --------------------------------------------------------------------------------
 
 
-def test_two_concurrent_trains_second_exits_naming_the_holder_first_run_undisturbed(undisturbed, tiny_toml, tmp_path, capsys):
+def test_two_concurrent_trains_second_exits_naming_the_holder_first_run_undisturbed(
+    undisturbed, tiny_toml, tmp_path, capsys
+):
     capsys.readouterr()
     first = cli("train", str(tiny_toml), *out_args(tmp_path / "shared"), *LONGER)
     metrics = tmp_path / "shared" / "runs" / "tiny" / "metrics.jsonl"
@@ -112,9 +130,19 @@ def test_two_concurrent_trains_second_exits_naming_the_holder_first_run_undistur
 def test_lock_of_a_killed_holder_is_taken_over(tmp_path):
     from experiments.runs import RunLock
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys; from experiments.runs import RunLock; "
-                               "lock = RunLock(sys.argv[1]).__enter__(); print('held', flush=True); sys.stdin.read()", str(tmp_path)],
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from experiments.runs import RunLock; "
+            "lock = RunLock(sys.argv[1]).__enter__(); print('held', flush=True); sys.stdin.read()",
+            str(tmp_path),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     from experiments.runs import RunFolderError
 
@@ -142,7 +170,22 @@ def test_fresh_train_into_a_folder_with_a_run_is_refused_unless_overwrite(finish
 def test_resume_refuses_a_config_that_differs_in_more_than_step_counts(finished, tiny_toml, tmp_path, capsys):
     run = copy_run(finished, tmp_path)
     stored = (run / "config.json").read_text()
-    assert main(["train", str(tiny_toml), *out_args(tmp_path), *FAST, "--resume", "--set", "seed=7", "--set", "stage2.lr=0.01"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_toml),
+                *out_args(tmp_path),
+                *FAST,
+                "--resume",
+                "--set",
+                "seed=7",
+                "--set",
+                "stage2.lr=0.01",
+            ]
+        )
+        == 2
+    )
     err = one_line_error(capsys)
     assert "seed: 0 -> 7" in err and "stage2.lr: 0.001 -> 0.01" in err and "config.json" in err
     assert (run / "config.json").read_text() == stored  # untouched
@@ -155,7 +198,9 @@ def test_resume_refuses_a_config_that_differs_in_more_than_step_counts(finished,
 # ---- defect 4: resume gaps --------------------------------------------------------------------------------
 
 
-def test_kill_9_in_stage2_then_resume_continues_from_stage1_pt_and_leaves_no_tmp(undisturbed, tiny_toml, tmp_path, capsys):
+def test_kill_9_in_stage2_then_resume_continues_from_stage1_pt_and_leaves_no_tmp(
+    undisturbed, tiny_toml, tmp_path, capsys
+):
     proc = cli("train", str(tiny_toml), *out_args(tmp_path / "killed"), *LONGER)
     run = tmp_path / "killed" / "runs" / "tiny"
     try:
@@ -164,14 +209,21 @@ def test_kill_9_in_stage2_then_resume_continues_from_stage1_pt_and_leaves_no_tmp
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    assert not (run / "summary.json").exists() and not (run / "checkpoint.pt").exists() and (run / "stage1.pt").is_file()
+    assert (
+        not (run / "summary.json").exists() and not (run / "checkpoint.pt").exists() and (run / "stage1.pt").is_file()
+    )
     stale = run / "checkpoint.pt.k1ll3d.tmp"  # what a kill during an atomic write leaves
     stale.write_bytes(b"\0" * 1000)
     (run / "notes.tmp").write_text("not ours")  # other files of the folder stay
-    assert main(["train", str(tiny_toml), *out_args(tmp_path / "killed"), *LONGER, "--resume"]) == 0, capsys.readouterr().err
+    assert main(["train", str(tiny_toml), *out_args(tmp_path / "killed"), *LONGER, "--resume"]) == 0, (
+        capsys.readouterr().err
+    )
     assert not stale.exists() and (run / "notes.tmp").is_file()
     assert (run / "metrics.jsonl").read_text() == (undisturbed / "metrics.jsonl").read_text()
-    assert json.loads((run / "summary.json").read_text())["evaluations"] == json.loads((undisturbed / "summary.json").read_text())["evaluations"]
+    assert (
+        json.loads((run / "summary.json").read_text())["evaluations"]
+        == json.loads((undisturbed / "summary.json").read_text())["evaluations"]
+    )
 
 
 def test_resume_state_is_the_newest_of_checkpoint_and_stage1(finished, tmp_path):
@@ -185,8 +237,8 @@ def test_resume_state_is_the_newest_of_checkpoint_and_stage1(finished, tmp_path)
 
 def test_checkpoints_without_replay_are_smaller_and_still_resume(tmp_path):
     import torch
-
     from cotrain_helpers import toy_config, toy_datasets, toy_model
+
     from experiments.cotrain import CoTrainer
 
     sizes = {}
@@ -266,8 +318,16 @@ def test_non_utf8_toml_is_a_one_line_error(tmp_path, capsys):
     assert str(cfg) in err and "UTF-8" in err
 
 
-@pytest.mark.parametrize("override", ["stage2.lr=nan", "stage1.lr=inf", "stage2.weight_decay=-inf", "discriminator.grl_scale=nan",
-                                      "feature_benchmark.noise=inf"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "stage2.lr=nan",
+        "stage1.lr=inf",
+        "stage2.weight_decay=-inf",
+        "discriminator.grl_scale=nan",
+        "feature_benchmark.noise=inf",
+    ],
+)
 def test_non_finite_hyperparameters_are_rejected_before_training(tiny_toml, tmp_path, capsys, override):
     assert main(["train", str(tiny_toml), *out_args(tmp_path), *FAST, "--set", override]) == 2
     key = override.partition("=")[0]
@@ -303,7 +363,10 @@ def test_set_errors_name_the_override_and_non_toml_values_are_errors_for_non_str
 
     # a bare word stays a string where the key is a string (or a number-or-string such as agents.epsilon)
     assert parse_overrides(["name=run2", "data.root=/data/epic", "agents.epsilon=released"]) == {
-        "name": "run2", "data.root": "/data/epic", "agents.epsilon": "released"}
+        "name": "run2",
+        "data.root": "/data/epic",
+        "agents.epsilon": "released",
+    }
 
 
 def test_summary_of_a_run_without_evaluation_is_valid_json(tiny_toml, tmp_path, capsys):
@@ -321,9 +384,18 @@ def test_report_skips_an_unreadable_run_with_a_warning(tmp_path, capsys):
     for seed in (0, 1):
         run = tmp_path / "mmir" / f"seed{seed}"
         run.mkdir(parents=True)
-        (run / "config.json").write_text(json.dumps({"method": "mmir", "seed": seed, "stage2": {"steps": 3}, "data": {"source": "S", "target": "T"}}))
-        (run / "summary.json").write_text(json.dumps({"top1_last": 0.5, "mean_class_accuracy_last": 0.5,
-                                                      "evaluations": [{"step": 3, "top1": 0.5, "mean_class_accuracy": 0.5}]}))
+        (run / "config.json").write_text(
+            json.dumps({"method": "mmir", "seed": seed, "stage2": {"steps": 3}, "data": {"source": "S", "target": "T"}})
+        )
+        (run / "summary.json").write_text(
+            json.dumps(
+                {
+                    "top1_last": 0.5,
+                    "mean_class_accuracy_last": 0.5,
+                    "evaluations": [{"step": 3, "top1": 0.5, "mean_class_accuracy": 0.5}],
+                }
+            )
+        )
     broken = tmp_path / "mmir" / "seed2"
     broken.mkdir()
     (broken / "config.json").write_text("{}")

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from video_helpers import tiny_pair_config
 
 from experiments.cli import main
-from video_helpers import tiny_pair_config
 
 FAST = ["--set", "checkpoints.every=1000", "--set", "checkpoints.replay=false"]
 
@@ -19,7 +19,22 @@ def tiny_pair(tmp_path_factory) -> Path:
 
 
 def sweep(pair: Path, out: Path, *extra: str) -> int:
-    return main(["sweep", "--pairs", str(pair), "--methods", "source-only", "--seeds", "1", "--out", str(out), "--no-tensorboard", *FAST, *extra])
+    return main(
+        [
+            "sweep",
+            "--pairs",
+            str(pair),
+            "--methods",
+            "source-only",
+            "--seeds",
+            "1",
+            "--out",
+            str(out),
+            "--no-tensorboard",
+            *FAST,
+            *extra,
+        ]
+    )
 
 
 # ---- defect 3: a sweep is keyed on its runs' resolved configs ------------------------------------------
@@ -33,11 +48,34 @@ def test_sweep_with_changed_settings_refuses_instead_of_counting_old_runs_done(t
     capsys.readouterr()
     assert sweep(tiny_pair, tmp_path, "--set", "stage2.lr=0.005") == 2
     err = capsys.readouterr().err
-    assert "already done" not in err and "S-T source-only seed 0" in err and "stage2.lr: 0.01 -> 0.005" in err and "--overwrite" in err
+    assert (
+        "already done" not in err
+        and "S-T source-only seed 0" in err
+        and "stage2.lr: 0.01 -> 0.005" in err
+        and "--overwrite" in err
+    )
     assert json.loads((tmp_path / "sweep.json").read_text()) == first  # claims nothing the runs did not use
     assert (run / "summary.json").read_text() == summary
-    assert main(["sweep", "--pairs", str(tiny_pair), "--methods", "source-only", "--seeds", "1", "--out", str(tmp_path), "--dry-run",
-                 *FAST, "--set", "stage2.lr=0.005"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--pairs",
+                str(tiny_pair),
+                "--methods",
+                "source-only",
+                "--seeds",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--dry-run",
+                *FAST,
+                "--set",
+                "stage2.lr=0.005",
+            ]
+        )
+        == 0
+    )
     assert "changed S-T source-only seed 0" in capsys.readouterr().out
     # --overwrite: run again with the new settings; the shared stage 1 (same stage-1 settings) stays done
     assert sweep(tiny_pair, tmp_path, "--set", "stage2.lr=0.005", "--overwrite") == 0
@@ -47,7 +85,11 @@ def test_sweep_with_changed_settings_refuses_instead_of_counting_old_runs_done(t
     assert second["overrides"]["stage2.lr"] == 0.005
     from experiments.sweep import config_hash
 
-    assert second["runs"] == {"S-T/source-only/seed0": config_hash(json.loads((run / "config.json").read_text()))} != first["runs"]
+    assert (
+        second["runs"]
+        == {"S-T/source-only/seed0": config_hash(json.loads((run / "config.json").read_text()))}
+        != first["runs"]
+    )
     # the same settings again: done
     assert sweep(tiny_pair, tmp_path, "--set", "stage2.lr=0.005") == 0
     assert "1 runs (1 already done)" in capsys.readouterr().out.replace("\n", " ")
@@ -56,8 +98,22 @@ def test_sweep_with_changed_settings_refuses_instead_of_counting_old_runs_done(t
 def test_sweep_launcher_submitit_local_runs_end_to_end_and_resumes(tiny_pair, tmp_path, capsys):
     pytest.importorskip("submitit")
     # one stage-1 job, then one stage-2 job (each a fresh Python process: a few seconds of imports)
-    args = ["sweep", "--pairs", str(tiny_pair), "--methods", "source-only", "--seeds", "1", "--out", str(tmp_path),
-            "--launcher", "submitit-local", "--threads", "1", *FAST]
+    args = [
+        "sweep",
+        "--pairs",
+        str(tiny_pair),
+        "--methods",
+        "source-only",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--launcher",
+        "submitit-local",
+        "--threads",
+        "1",
+        *FAST,
+    ]
     assert main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out.replace("\n", " ")
     assert "1 runs (0 already done), 1 shared stage-1 runs to do" in out and "done: S-T source-only seed 0 (job " in out
@@ -89,13 +145,29 @@ def test_sweep_launcher_slurm_passes_resources_to_submitit_and_needs_sbatch(tiny
         def record(**params):
             seen.update(params)
             update(**params)
+
         executor.update_parameters = record
         return executor
 
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/sbatch")
     monkeypatch.setattr(submitit, "AutoExecutor", in_process)
-    assert sweep(tiny_pair, tmp_path, "--launcher", "slurm", "--slurm-partition", "gpu", "--slurm-time", "30", "--slurm-cpus", "4",
-                 "--threads", "1") == 0
+    assert (
+        sweep(
+            tiny_pair,
+            tmp_path,
+            "--launcher",
+            "slurm",
+            "--slurm-partition",
+            "gpu",
+            "--slurm-time",
+            "30",
+            "--slurm-cpus",
+            "4",
+            "--threads",
+            "1",
+        )
+        == 0
+    )
     assert seen["cluster"] == "slurm" and seen["slurm_partition"] == "gpu" and seen["timeout_min"] == 30
     assert seen["cpus_per_task"] == 4 and seen["gpus_per_node"] == 1
     assert (tmp_path / "S-T" / "source-only" / "seed0" / "summary.json").is_file()
@@ -108,10 +180,15 @@ def test_train_writes_every_numeric_metric_as_tensorboard_scalars_and_plain_log_
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    toml = tiny_pair.read_text().replace('[stage2]\n', '[stage2]\nadversarial = true\nrefinement = true\nlr = 0.001\n')
+    toml = tiny_pair.read_text().replace("[stage2]\n", "[stage2]\nadversarial = true\nrefinement = true\nlr = 0.001\n")
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(toml)
-    assert main(["train", str(cfg), "--set", f"output_dir={json.dumps(str(tmp_path / 'runs'))}", *FAST, "--log-every", "2"]) == 0
+    assert (
+        main(
+            ["train", str(cfg), "--set", f"output_dir={json.dumps(str(tmp_path / 'runs'))}", *FAST, "--log-every", "2"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     # not a terminal: plain, whole lines every 2 steps and at each stage's end
     lines = [line for line in out.splitlines() if line.startswith("stage ")]
@@ -152,7 +229,16 @@ def test_tensorboard_log_of_a_resumed_run_replaces_the_steps_logged_past_the_che
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     assert acc.Tags()["scalars"] == ["loss"]  # numbers only
-    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(11, 1.0), (12, 1.0), (13, 1.0), (14, 1.0), (15, 2.0), (16, 2.0), (17, 2.0), (18, 2.0)]
+    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [
+        (11, 1.0),
+        (12, 1.0),
+        (13, 1.0),
+        (14, 1.0),
+        (15, 2.0),
+        (16, 2.0),
+        (17, 2.0),
+        (18, 2.0),
+    ]
 
 
 def test_without_tensorboard_training_says_once_how_to_enable_it(tmp_path, monkeypatch):

@@ -28,7 +28,10 @@ def envs():
 @pytest.fixture(scope="module")
 def baselines(envs):
     return {
-        d: (evaluate_selection(OracleAgent(env), env, EPISODES, seed=7), evaluate_selection(RandomAgent(seed=0), env, EPISODES, seed=7))
+        d: (
+            evaluate_selection(OracleAgent(env), env, EPISODES, seed=7),
+            evaluate_selection(RandomAgent(seed=0), env, EPISODES, seed=7),
+        )
         for d, env in envs.items()
     }
 
@@ -36,7 +39,9 @@ def baselines(envs):
 @pytest.mark.parametrize("domain", ["source", "target"])
 def test_mmir_dqn_reaches_90_percent_of_oracle_precision(envs, baselines, domain):
     base = envs[domain].unwrapped
-    batched = BatchedRefinementEnv(base.source, num_envs=1024, domain=domain, logit_noise=base.logit_noise, copy=False, include_final_obs=False)
+    batched = BatchedRefinementEnv(
+        base.source, num_envs=1024, domain=domain, logit_noise=base.logit_noise, copy=False, include_final_obs=False
+    )
     agent = make_agent("mmir-dqn", batched, seed=0).learn(200_000)
     stats = evaluate_selection(agent, envs[domain], EPISODES, seed=7)
     oracle, random = baselines[domain]

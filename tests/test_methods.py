@@ -88,8 +88,11 @@ def test_mm_sada_correspondence_loss_by_hand():
         head.net[2].bias.fill_(-0.5)
     a = torch.tensor([[1.0], [3.0]])
     b = torch.tensor([[1.0], [3.0]])
+
     # aligned: (1,1), (3,3) -> logit -0.5, label 1; shuffled (b rolled): (1,3) -> -0.5, (3,1) -> 1.5, label 0
-    sp = lambda x: math.log1p(math.exp(x))
+    def sp(x):
+        return math.log1p(math.exp(x))
+
     expected = (2 * sp(0.5) + sp(-0.5) + sp(1.5)) / 4
     assert head([a, b]).item() == pytest.approx(expected, rel=1e-6)
 
@@ -154,7 +157,12 @@ def test_overlay_files_match_the_registry_and_validate():
         assert text == method_overlay(name), f"{name}.toml is stale: regenerate with experiments.methods.method_overlay"
         overlay = tomllib.loads(text)
         assert overlay["method"] == name
-        flat = {f"{section}.{key}": value for section, table in overlay.items() if isinstance(table, dict) for key, value in table.items()}
+        flat = {
+            f"{section}.{key}": value
+            for section, table in overlay.items()
+            if isinstance(table, dict)
+            for key, value in table.items()
+        }
         cfg = load_config(PAPER, flat)  # every overlay key is a real config key of the right type
         assert cfg.stage2.refinement == METHODS[name].refinement
 
@@ -208,7 +216,11 @@ def test_adabn_trains_exactly_like_source_only(tmp_path):
     """AdaBN changes evaluation only: its training must not drift from source-only's (same RNG streams)."""
     runs = {}
     for method in ("source-only", "adabn"):
-        trainer = CoTrainer(apply_method(toy_config(tmp_path / method), method), datasets=toy_datasets(), model=toy_model(batchnorm=True))
+        trainer = CoTrainer(
+            apply_method(toy_config(tmp_path / method), method),
+            datasets=toy_datasets(),
+            model=toy_model(batchnorm=True),
+        )
         trainer.run()
         runs[method] = trainer
     for a, b in zip(runs["source-only"].model.parameters(), runs["adabn"].model.parameters()):

@@ -81,11 +81,28 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     videos.mkdir()
     write_video(videos / "right.mp4", moving_frames("right", seed=0))
     write_video(videos / "down.mp4", moving_frames("down", seed=1))
-    ann = write_csv(base / "labels.csv", [
-        {"video": "right.mp4", "start_frame": 1, "stop_frame": 40, "verb_class": 0, "verb": "right", "split": "train"},
-        {"video": "down", "start_frame": 5, "stop_frame": 36, "verb_class": 1, "verb": "down", "split": "train"},
-        {"video": "right.mp4", "start_frame": 11, "stop_frame": 30, "verb_class": 0, "verb": "right", "split": "test"},
-    ])
+    ann = write_csv(
+        base / "labels.csv",
+        [
+            {
+                "video": "right.mp4",
+                "start_frame": 1,
+                "stop_frame": 40,
+                "verb_class": 0,
+                "verb": "right",
+                "split": "train",
+            },
+            {"video": "down", "start_frame": 5, "stop_frame": 36, "verb_class": 1, "verb": "down", "split": "train"},
+            {
+                "video": "right.mp4",
+                "start_frame": 11,
+                "stop_frame": 30,
+                "verb_class": 0,
+                "verb": "right",
+                "split": "test",
+            },
+        ],
+    )
     assert prepare(videos, base / "out", "--annotations", ann, "--domain", "mine", "--size", "0", "--flow", "tvl1") == 0
     return base / "out"
 
@@ -102,7 +119,9 @@ def test_layout_counts_and_split_files(prepared: Path) -> None:
         assert (marker["width"], marker["height"]) == (W, H) and marker["fps"] == pytest.approx(30.0)
     train = load_split("mine", "train", prepared)
     assert [(s.video_id, s.start_frame, s.stop_frame, s.verb_class, s.verb) for s in train] == [
-        ("right", 1, 40, 0, "right"), ("down", 5, 36, 1, "down")]
+        ("right", 1, 40, 0, "right"),
+        ("down", 5, 36, 1, "down"),
+    ]
     assert [s.uid for s in train] == [0, 1] and train[0].participant_id == "P00"
     assert train[1].extra["source_video"] == "down"
     test = load_split("mine", "test", prepared)
@@ -136,8 +155,12 @@ def test_epic_loader_reads_rgb_and_flow_with_the_right_motion(prepared: Path) ->
 def test_flow_jpeg_levels_follow_the_quantisation(prepared: Path) -> None:
     import simplejpeg
 
-    u = simplejpeg.decode_jpeg((prepared / "flow" / "P00" / "right" / "u" / "frame_0000000005.jpg").read_bytes(), colorspace="GRAY")
-    v = simplejpeg.decode_jpeg((prepared / "flow" / "P00" / "right" / "v" / "frame_0000000005.jpg").read_bytes(), colorspace="GRAY")
+    u = simplejpeg.decode_jpeg(
+        (prepared / "flow" / "P00" / "right" / "u" / "frame_0000000005.jpg").read_bytes(), colorspace="GRAY"
+    )
+    v = simplejpeg.decode_jpeg(
+        (prepared / "flow" / "P00" / "right" / "v" / "frame_0000000005.jpg").read_bytes(), colorspace="GRAY"
+    )
     assert u.shape == v.shape == (H, W, 1)
     # q = round((f + 20) / 40 * 255): 4 px right -> 153, no vertical motion -> 128 (interior, away from the wrap)
     assert np.median(u[8:-8, 12:-12]) == pytest.approx(153, abs=4)
@@ -145,7 +168,9 @@ def test_flow_jpeg_levels_follow_the_quantisation(prepared: Path) -> None:
 
 
 # ---------------------------------------------------------------------- damaged files, times, resizing
-def test_broken_files_are_reported_by_name_and_the_batch_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_broken_files_are_reported_by_name_and_the_batch_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
     write_video(videos / "good.mp4", moving_frames("right", n=24), fps=25)
@@ -156,17 +181,20 @@ def test_broken_files_are_reported_by_name_and_the_batch_goes_on(tmp_path: Path,
     whole = write_video(tmp_path / "whole.mp4", moving_frames("right", n=N)).read_bytes()
     (videos / "cutoff.mp4").write_bytes(whole[: len(whole) // 2])
     (videos / "noise.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
-    ann = write_csv(tmp_path / "labels.csv", [
-        {"video": "noise.mp4", "start_time": "0", "stop_time": "1", "verb_class": 1},
-        {"video": "good.mp4", "start_time": "0.2", "stop_time": "00:00:00.60", "verb_class": 0},
-        {"video": "short.avi", "start_time": "0", "stop_time": "1.3", "verb_class": 2},
-        {"video": "cutoff.mp4", "start_time": "0", "stop_time": "1", "verb_class": 1},
-        {"video": "absent.mp4", "start_time": "0", "stop_time": "1", "verb_class": 1},
-    ])
+    ann = write_csv(
+        tmp_path / "labels.csv",
+        [
+            {"video": "noise.mp4", "start_time": "0", "stop_time": "1", "verb_class": 1},
+            {"video": "good.mp4", "start_time": "0.2", "stop_time": "00:00:00.60", "verb_class": 0},
+            {"video": "short.avi", "start_time": "0", "stop_time": "1.3", "verb_class": 2},
+            {"video": "cutoff.mp4", "start_time": "0", "stop_time": "1", "verb_class": 1},
+            {"video": "absent.mp4", "start_time": "0", "stop_time": "1", "verb_class": 1},
+        ],
+    )
     out = tmp_path / "out"
     assert prepare(videos, out, "--annotations", ann, "--size", "32", "--flow", "dis") == 1
     text = capsys.readouterr().out
-    summary = text[text.index("video(s) failed"):]
+    summary = text[text.index("video(s) failed") :]
     for name in ("noise.mp4", "cutoff.mp4", "absent.mp4"):
         assert name in summary
     assert "good.mp4" not in summary and "short.avi" not in summary
@@ -202,7 +230,9 @@ def test_header_that_claims_more_frames_than_decode(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- resumability
-def test_rerun_skips_complete_videos_and_redoes_interrupted_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rerun_skips_complete_videos_and_redoes_interrupted_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
     write_video(videos / "a.mp4", moving_frames("right", n=20))
@@ -210,7 +240,10 @@ def test_rerun_skips_complete_videos_and_redoes_interrupted_ones(tmp_path: Path,
     out = tmp_path / "out"
     assert prepare(videos, out, "--size", "0", "--flow", "dis", "--workers", "2") == 0
     first = capsys.readouterr().out
-    assert sum(line.startswith("prepared ") for line in first.splitlines()) == 2 and not (out / "videos_train.csv").exists()
+    assert (
+        sum(line.startswith("prepared ") for line in first.splitlines()) == 2
+        and not (out / "videos_train.csv").exists()
+    )
     markers = {v: marker_path(out, "P00", v) for v in "ab"}
     stamps = {v: m.stat().st_mtime_ns for v, m in markers.items()}
     frame_a = out / "rgb" / "P00" / "a" / "frame_0000000007.jpg"
@@ -284,7 +317,9 @@ def test_a_one_frame_video_gets_one_zero_flow_frame(tmp_path: Path) -> None:
     assert prepare(videos, tmp_path / "out", "--size", "0", "--flow", "dis") == 0
     import simplejpeg
 
-    u = simplejpeg.decode_jpeg((tmp_path / "out" / "flow" / "P00" / "still" / "u" / "frame_0000000001.jpg").read_bytes(), colorspace="GRAY")
+    u = simplejpeg.decode_jpeg(
+        (tmp_path / "out" / "flow" / "P00" / "still" / "u" / "frame_0000000001.jpg").read_bytes(), colorspace="GRAY"
+    )
     assert int(np.abs(u.astype(int) - 128).max()) <= 1
 
 
@@ -297,9 +332,12 @@ def test_real_video_from_a_registry_package(tmp_path: Path) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
     os.symlink(video, videos / "carphone.mp4")
-    ann = write_csv(tmp_path / "labels.csv", [
-        {"video": "carphone.mp4", "start_time": "0.5", "stop_time": "3.5", "verb_class": 0, "verb": "talk"},
-    ])
+    ann = write_csv(
+        tmp_path / "labels.csv",
+        [
+            {"video": "carphone.mp4", "start_time": "0.5", "stop_time": "3.5", "verb_class": 0, "verb": "talk"},
+        ],
+    )
     out = tmp_path / "out"
     assert prepare(videos, out, "--annotations", ann, "--flow", "dis") == 0  # default size: shorter side 256
     marker = json.loads(marker_path(out, "P00", "carphone").read_text())

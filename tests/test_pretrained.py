@@ -66,16 +66,26 @@ def cricket(weights_path: Path, kinetics_dir: Path) -> dict[str, Any]:
         def record(module: torch.nn.BatchNorm3d, inputs: tuple[torch.Tensor], _out: torch.Tensor) -> None:
             batch_mean = inputs[0].mean(dim=(0, 2, 3, 4))
             correlations[name] = float(np.corrcoef(batch_mean.numpy(), module.running_mean.numpy())[0, 1])
+
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    handles = [
+        m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm3d)
+    ]
     clip = preprocess_frames(frames)
     start = time.perf_counter()
     probs, logits = classify_clip(model, clip)
     seconds = time.perf_counter() - start
     for h in handles:
         h.remove()
-    return {"frames": frames, "clip": clip, "probs": probs, "logits": logits, "bn_corr": correlations, "seconds": seconds}
+    return {
+        "frames": frames,
+        "clip": clip,
+        "probs": probs,
+        "logits": logits,
+        "bn_corr": correlations,
+        "seconds": seconds,
+    }
 
 
 # ---------------------------------------------------------------------- known answer
@@ -149,7 +159,9 @@ def test_conversion_errors_name_the_keys(flax_ckpt: dict[str, Any]) -> None:
     assert "Mixed_4d.b2b.bn.running_var" in str(info.value)
 
     extra = _copy_tree(flax_ckpt)
-    extra["params"]["Mixed_5c"]["Branch_4/Conv3d_0a_1x1"] = {"Conv_0": {"kernel": np.zeros((1, 1, 1, 4, 4), np.float32)}}
+    extra["params"]["Mixed_5c"]["Branch_4/Conv3d_0a_1x1"] = {
+        "Conv_0": {"kernel": np.zeros((1, 1, 1, 4, 4), np.float32)}
+    }
     with pytest.raises(FlaxConversionError, match="left over.*params/Mixed_5c/Branch_4/Conv3d_0a_1x1/Conv_0/kernel"):
         convert_flax_i3d(extra)
 
@@ -162,7 +174,9 @@ def test_conversion_errors_name_the_keys(flax_ckpt: dict[str, Any]) -> None:
         convert_flax_i3d({"params": flax_ckpt["params"]})
 
 
-def test_converted_file_is_weights_only_and_loads_with_from_checkpoint(weights_path: Path, flax_ckpt: dict[str, Any]) -> None:
+def test_converted_file_is_weights_only_and_loads_with_from_checkpoint(
+    weights_path: Path, flax_ckpt: dict[str, Any]
+) -> None:
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     expected = convert_flax_i3d(flax_ckpt)
     assert list(state) == list(expected)

@@ -13,6 +13,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cotrain_helpers import MODALITIES, toy_config, toy_datasets, toy_model  # noqa: E402
+
 from experiments.config import ConfigError, validate  # noqa: E402
 from experiments.cotrain import CoTrainer  # noqa: E402
 from experiments.diagnostics_report import method_diagnostics, run_diagnostics  # noqa: E402
@@ -99,12 +100,22 @@ def test_relabelling_trains_on_the_current_reward(tmp_path):
     actions = torch.zeros(4, dtype=torch.long)
     mask = torch.ones(4, 5, dtype=torch.bool)
     for _ in range(3):  # 12 identical-looking transitions stored with reward +1
-        agent.observe(feats, actions, torch.ones(4), None, torch.ones(4, dtype=torch.bool), mask & (torch.arange(5) != 0), obs_masks=mask)
+        agent.observe(
+            feats,
+            actions,
+            torch.ones(4),
+            None,
+            torch.ones(4, dtype=torch.bool),
+            mask & (torch.arange(5) != 0),
+            obs_masks=mask,
+        )
     now = refiner.current_reward(feats, mask, actions)
     batch = agent.replay.sample(agent.batch_size, torch.Generator().manual_seed(0))
     agent.generator.manual_seed(0)
     q = agent.q_net(batch.obs, batch.mask).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-    expected = torch.mean((q - compute_reward("threshold", refiner.scorer(batch.obs).sigmoid(), batch.actions, batch.mask, 0.5)) ** 2)
+    expected = torch.mean(
+        (q - compute_reward("threshold", refiner.scorer(batch.obs).sigmoid(), batch.actions, batch.mask, 0.5)) ** 2
+    )
     assert torch.allclose(agent.td_loss(), expected)
     assert now.shape == (4,)
     agent.reward_relabel = None
@@ -151,8 +162,22 @@ def test_an_mmir_run_logs_every_diagnostic_and_the_report_reads_them(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
     stage2 = [r for r in rows if r["stage"] == 2]
     assert all(r["critic"] > 0 for r in stage2)
-    names = ("disc_auc", "relevance_auc", "spread", "uniform_reward", "agreement", "agreement_chance", "greedy_reward",
-             "random_reward", "precision", "precision_chance", "recall", "recall_chance", "negative_auc", "staleness")
+    names = (
+        "disc_auc",
+        "relevance_auc",
+        "spread",
+        "uniform_reward",
+        "agreement",
+        "agreement_chance",
+        "greedy_reward",
+        "random_reward",
+        "precision",
+        "precision_chance",
+        "recall",
+        "recall_chance",
+        "negative_auc",
+        "staleness",
+    )
     for m in MODALITIES:
         for d in ("source", "target"):
             assert {f"diag/{n}/{m}/{d}" for n in names} <= set().union(*map(set, stage2)), (m, d)

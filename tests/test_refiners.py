@@ -13,6 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from cotrain_helpers import MODALITIES, ToyClips, toy_config, toy_datasets, toy_model  # noqa: E402
+
 from experiments.config import ConfigError  # noqa: E402
 from experiments.cotrain import CoTrainer  # noqa: E402
 from experiments.refiners import REFINERS, RefinerContext, build_refiner  # noqa: E402
@@ -78,7 +79,10 @@ def test_every_control_runs_in_co_training(tmp_path, policy):
             elif policy == "none":
                 assert rates == [0.0] * len(lines)
             else:
-                assert all(r[f"removed/{m}/{d}"] == r[f"negatives_present/{m}/{d}"] == r[f"negatives_removed/{m}/{d}"] for r in lines)
+                assert all(
+                    r[f"removed/{m}/{d}"] == r[f"negatives_present/{m}/{d}"] == r[f"negatives_removed/{m}/{d}"]
+                    for r in lines
+                )
     assert not trainer.module.agents  # nothing learns by gradient
 
 
@@ -92,7 +96,11 @@ class NoGroundTruth(ToyClips):
 def test_ground_truth_policy_on_data_without_ground_truth_names_the_key(tmp_path):
     cfg = toy_config(tmp_path)
     cfg.refinement.policy = "ground-truth"
-    data = {"source": NoGroundTruth(60, "source", 1), "target": NoGroundTruth(60, "target", 2), "test": NoGroundTruth(30, "target", 3)}
+    data = {
+        "source": NoGroundTruth(60, "source", 1),
+        "target": NoGroundTruth(60, "target", 2),
+        "test": NoGroundTruth(30, "target", 3),
+    }
     with pytest.raises(ConfigError, match=r"refinement\.policy = 'ground-truth'.*is_negative"):
         CoTrainer(cfg, datasets=data, model=toy_model())
 
@@ -120,6 +128,8 @@ def test_learn_only_agents_learn_but_remove_nothing(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines() if '"stage": 2' in x]
     for m, d in trainer.refiners:
         key = f"{m}/{d}"
-        assert all(r[f"removed/{key}"] == 0 and r[f"selected/{key}"] == 2 for r in lines)  # chose 1 row of each of 2 sets, kept all
+        assert all(
+            r[f"removed/{key}"] == 0 and r[f"selected/{key}"] == 2 for r in lines
+        )  # chose 1 row of each of 2 sets, kept all
         assert any(math.isfinite(r.get(f"td_loss/{key}", math.nan)) and r[f"td_loss/{key}"] > 0 for r in lines)
     assert len(trainer.module.agents) == 4  # they still learn through the joint backward

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from torch.autograd.gradcheck import GradcheckError
 
 from mmir_env import DomainDiscriminator, GradientReversal, grad_reverse, rank_reward, refinement_reward, relevance

@@ -52,7 +52,9 @@ def test_finished_run_is_found_across_a_new_default_key_and_merges_the_extra_fil
     assert finished_run(cfg, extra=("timing.json",)) == {"final": {"top1": 0.5}, "seconds": 3.0}
 
 
-@pytest.mark.parametrize("case", ["other seed", "new key not at its default", "unknown key", "no timing", "unreadable config"])
+@pytest.mark.parametrize(
+    "case", ["other seed", "new key not at its default", "unknown key", "no timing", "unreadable config"]
+)
 def test_finished_run_is_none_unless_it_is_the_same_finished_run(cfg, case):
     stored = _without_replay_key(cfg)
     current = cfg

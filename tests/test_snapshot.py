@@ -16,10 +16,10 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from snapshot_helpers import BROKEN_KINDS, MODALITIES, D, K, broken_snapshot, make_data, small_snapshot, write_snapshot
 
 from features.snapshot import SCHEMA_VERSION, Snapshot, SnapshotError, SnapshotWriter
 from mmir_env.discriminator import DomainDiscriminator, seeded_discriminator
-from snapshot_helpers import BROKEN_KINDS, D, K, MODALITIES, broken_snapshot, make_data, small_snapshot, write_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,9 @@ def test_read_rows_any_shape_with_duplicates(tmp_path: Path) -> None:
     np.testing.assert_array_equal(snap.read_rows("source", "flow", index), data["source"]["features"]["flow"][index])
     unmapped = Snapshot(snap.path, memory_map=False)  # sorted, de-duplicated HDF5 reads
     assert unmapped.memmap("source", "flow") is None
-    np.testing.assert_array_equal(unmapped.read_rows("source", "flow", index), data["source"]["features"]["flow"][index])
+    np.testing.assert_array_equal(
+        unmapped.read_rows("source", "flow", index), data["source"]["features"]["flow"][index]
+    )
     with pytest.raises(IndexError, match=r"/source/features/flow: row index out of range \[0, 60\)"):
         unmapped.read_rows("source", "flow", [60])
 
@@ -186,7 +188,7 @@ def test_sigkill_mid_write_leaves_earlier_snapshot_intact(tmp_path: Path) -> Non
     assert Snapshot(path).dtype == np.float16 and not tmp.exists()
 
 
-def _read_in_child(snap: Snapshot, queue: "mp.Queue[float]") -> None:
+def _read_in_child(snap: Snapshot, queue: mp.Queue[float]) -> None:
     queue.put(float(snap.read_rows("target", "rgb", np.arange(10)).sum()))
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from snapshot_helpers import D, make_data, write_snapshot
 
 from agents.heuristics import OracleAgent, RandomAgent
 from experiments.study import evaluate_selection
@@ -15,7 +16,6 @@ from mmir_env import InstanceRefinementEnv, make_synthetic_source
 from mmir_env.discriminator import DomainDiscriminator
 from mmir_env.sources.base import CandidateSource
 from mmir_env.sources.snapshot import SnapshotSource, write_synthetic_snapshot
-from snapshot_helpers import D, make_data, write_snapshot
 
 SYNTH = dict(feature_dim=32, num_source=300, num_target=300)
 
@@ -32,7 +32,9 @@ def snap_path(tmp_path_factory: pytest.TempPathFactory, data: dict) -> Path:
 
 @pytest.mark.parametrize("backend", ["ram", "memmap", "hdf5"])
 @pytest.mark.parametrize("mode", ["random", "epoch"])
-def test_sets_are_deterministic_distinct_and_carry_ground_truth(snap_path: Path, data: dict, mode: str, backend: str) -> None:
+def test_sets_are_deterministic_distinct_and_carry_ground_truth(
+    snap_path: Path, data: dict, mode: str, backend: str
+) -> None:
     snap = Snapshot(snap_path, memory_map=backend != "hdf5")
     source = SnapshotSource(snap, "flow", mode=mode, batch_size=20, in_memory=backend == "ram")
     assert isinstance(source, CandidateSource) and source.in_memory is (backend == "ram") and source.has_ground_truth

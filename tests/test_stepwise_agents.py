@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import pytest
@@ -89,16 +88,19 @@ def test_plain_refinement_dqn_lacks_the_additions():
 def test_act_never_selects_a_masked_row(name, epsilon):
     agent = make(name, epsilon=epsilon)
     gen = torch.Generator().manual_seed(1)
-    masks = torch.tensor([
-        [1, 0, 0, 0, 0],  # only one choice
-        [0, 0, 0, 0, 1],
-        [0, 1, 0, 1, 0],
-        [1, 1, 1, 1, 0],
-        [0, 1, 1, 1, 1],
-        [1, 0, 1, 0, 1],
-        [0, 0, 1, 0, 0],
-        [1, 1, 1, 1, 1],
-    ], dtype=torch.bool).repeat(2, 1)
+    masks = torch.tensor(
+        [
+            [1, 0, 0, 0, 0],  # only one choice
+            [0, 0, 0, 0, 1],
+            [0, 1, 0, 1, 0],
+            [1, 1, 1, 1, 0],
+            [0, 1, 1, 1, 1],
+            [1, 0, 1, 0, 1],
+            [0, 0, 1, 0, 0],
+            [1, 1, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    ).repeat(2, 1)
     for deterministic in (False, True):
         for _ in range(25):
             obs = torch.randn((B, N_C, D), generator=gen)  # masked rows keep non-zero features on purpose
@@ -142,8 +144,17 @@ def test_learns_that_row_zero_pays(name):
     for _ in range(300):
         step(agent, gen)
         train_step(agent)
-    hits = torch.cat([agent.act(candidate_sets(gen), torch.ones((B, N_C), dtype=torch.bool), deterministic=True)
-                      for _ in range(8)]).eq(0).float().mean()
+    hits = (
+        torch.cat(
+            [
+                agent.act(candidate_sets(gen), torch.ones((B, N_C), dtype=torch.bool), deterministic=True)
+                for _ in range(8)
+            ]
+        )
+        .eq(0)
+        .float()
+        .mean()
+    )
     assert float(hits) > 0.9, float(hits)
 
 
@@ -179,14 +190,33 @@ def test_state_dict_round_trip(name):
 
 @pytest.mark.parametrize("q_net", ["set", "flat"])
 def test_mmir_dqn_factory_is_domain_refiners_construction(q_net):
-    hp = dict(lr=3e-4, gamma=0.8, epsilon=0.3, buffer_size=512, batch_size=16, learning_starts=16,
-              target_update_interval=48, loss="huber", q_net=q_net)
+    hp = dict(
+        lr=3e-4,
+        gamma=0.8,
+        epsilon=0.3,
+        buffer_size=512,
+        batch_size=16,
+        learning_starts=16,
+        target_update_interval=48,
+        loss="huber",
+        q_net=q_net,
+    )
     device = torch.device("cpu")
     built = make_stepwise_agent("mmir-dqn", n_c=N_C, feature_dim=D, device=device, seed=11, **hp)
     direct = RefinementDQN(
-        n_c=N_C, feature_dim=D, q_net=hp["q_net"], learning_rate=hp["lr"], gamma=hp["gamma"], epsilon=hp["epsilon"],
-        buffer_size=hp["buffer_size"], batch_size=hp["batch_size"], learning_starts=hp["learning_starts"],
-        target_update_interval=hp["target_update_interval"], loss=hp["loss"], device=device, seed=11,
+        n_c=N_C,
+        feature_dim=D,
+        q_net=hp["q_net"],
+        learning_rate=hp["lr"],
+        gamma=hp["gamma"],
+        epsilon=hp["epsilon"],
+        buffer_size=hp["buffer_size"],
+        batch_size=hp["batch_size"],
+        learning_starts=hp["learning_starts"],
+        target_update_interval=hp["target_update_interval"],
+        loss=hp["loss"],
+        device=device,
+        seed=11,
         **COTRAIN_DQN_PINNED,  # co-training pins what it does not set, so standalone defaults may change
     )
     assert built.hyperparameters == direct.hyperparameters
@@ -249,8 +279,14 @@ def test_sb3_replay_is_one_add_per_step_and_keeps_b(name):
     obs = agent.replay.observations[0]  # [B, n_c, d]
     assert obs.shape == (B, N_C, D)
     with pytest.raises(ValueError, match="B=16"):
-        agent.observe(torch.ones((3, N_C, D)), torch.zeros(3, dtype=torch.long), torch.zeros(3), None,
-                      torch.ones(3, dtype=torch.bool), torch.ones((3, N_C), dtype=torch.bool))
+        agent.observe(
+            torch.ones((3, N_C, D)),
+            torch.zeros(3, dtype=torch.long),
+            torch.zeros(3),
+            None,
+            torch.ones(3, dtype=torch.bool),
+            torch.ones((3, N_C), dtype=torch.bool),
+        )
 
 
 def test_unknown_name_lists_the_registered_ones():

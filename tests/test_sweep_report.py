@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from video_helpers import tiny_pair_config
 
 from experiments.cli import main
 from experiments.report import RunRecord, build_tables, markdown
-from video_helpers import tiny_pair_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -23,7 +23,19 @@ def tiny_pair(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def swept(tiny_pair, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sweep")
-    rc = main(["sweep", "--pairs", str(tiny_pair), "--methods", "source-only,adversarial-only,mmir", "--seeds", "1", "--out", str(out)])
+    rc = main(
+        [
+            "sweep",
+            "--pairs",
+            str(tiny_pair),
+            "--methods",
+            "source-only,adversarial-only,mmir",
+            "--seeds",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -44,14 +56,43 @@ def test_sweep_skips_finished_runs_and_completes_interrupted_ones(swept, tiny_pa
     finished = json.loads((run / "summary.json").read_text())
     (run / "summary.json").unlink()  # as if stopped after its last checkpoint
     capsys.readouterr()
-    assert main(["sweep", "--pairs", str(tiny_pair), "--methods", "source-only,adversarial-only,mmir", "--seeds", "1", "--out", str(swept)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--pairs",
+                str(tiny_pair),
+                "--methods",
+                "source-only,adversarial-only,mmir",
+                "--seeds",
+                "1",
+                "--out",
+                str(swept),
+            ]
+        )
+        == 0
+    )
     assert "3 runs (2 already done), 0 of 1 shared stage-1 runs to do" in capsys.readouterr().out.replace("\n", " ")
     again = json.loads((run / "summary.json").read_text())
     assert again["evaluations"] == finished["evaluations"]  # resumed from the checkpoint: the same run
 
 
 def test_sweep_in_parallel_processes(tiny_pair, tmp_path):
-    rc = main(["sweep", "--pairs", str(tiny_pair), "--methods", "source-only,mmd", "--seeds", "1", "--out", str(tmp_path), "--jobs", "2"])
+    rc = main(
+        [
+            "sweep",
+            "--pairs",
+            str(tiny_pair),
+            "--methods",
+            "source-only,mmd",
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--jobs",
+            "2",
+        ]
+    )
     assert rc == 0
     for method in ("source-only", "mmd"):
         assert (tmp_path / "S-T" / method / "seed0" / "summary.json").is_file()
@@ -85,13 +126,20 @@ def test_report_errors_clearly_without_runs(tmp_path, capsys):
 
 
 def _record(method: str, pair: str, seed: int, top1: float) -> RunRecord:
-    return RunRecord(Path(f"/x/{method}/{pair}/{seed}"), method, pair, seed, top1, top1, [{"step": 1, "top1": top1}], {})
+    return RunRecord(
+        Path(f"/x/{method}/{pair}/{seed}"), method, pair, seed, top1, top1, [{"step": 1, "top1": top1}], {}
+    )
 
 
 def test_tables_mean_std_mean_column_and_bold_best():
-    records = [_record("source-only", "A→B", 0, 0.40), _record("source-only", "A→B", 1, 0.50),
-               _record("source-only", "C→B", 0, 0.30), _record("mmir", "A→B", 0, 0.60), _record("mmir", "C→B", 0, 0.20),
-               _record("supervised-target", "→B", 0, 0.90)]
+    records = [
+        _record("source-only", "A→B", 0, 0.40),
+        _record("source-only", "A→B", 1, 0.50),
+        _record("source-only", "C→B", 0, 0.30),
+        _record("mmir", "A→B", 0, 0.60),
+        _record("mmir", "C→B", 0, 0.20),
+        _record("supervised-target", "→B", 0, 0.90),
+    ]
     (table1,) = [t for t in build_tables(records) if t.number == 1]
     assert table1.pairs == ["A→B", "C→B"]
     cell = table1.cells[("source-only", "A→B")]
@@ -128,7 +176,9 @@ def test_paired_differences_on_hand_made_runs(tmp_path):
     assert low == pytest.approx(-high, abs=2e-3) and low < 0 < high
     assert bootstrap_interval(np.full(6, 0.02)) == pytest.approx((0.02, 0.02))
     # an interval that straddles zero is reported as such
-    noisy = [record("adversarial-only", s, 0.5) for s in range(4)] + [record("mmir", s, 0.5 + d) for s, d in enumerate([0.02, -0.03, 0.01, -0.01])]
+    noisy = [record("adversarial-only", s, 0.5) for s in range(4)] + [
+        record("mmir", s, 0.5 + d) for s, d in enumerate([0.02, -0.03, 0.01, -0.01])
+    ]
     (d2,) = [d for d in paired_differences(noisy) if d.control == "adversarial-only"]
     assert d2.low < 0 < d2.high and not d2.excludes_zero
 
@@ -141,8 +191,14 @@ def test_recovery_line_on_hand_made_runs(tmp_path):
 
     runs = []
     for s in range(4):
-        runs += [record("adversarial-only", s, 0.60), record("adversarial-only-clean", s, 0.70 + 0.01 * s),
-                 record("ground-truth-removal", s, 0.68)]
+        runs += [
+            record("adversarial-only", s, 0.60),
+            record("adversarial-only-clean", s, 0.70 + 0.01 * s),
+            record("ground-truth-removal", s, 0.68),
+        ]
     line = recovery_line(runs)  # loss 10-13 points, gain 8: 70% recovered, gain - loss/2 = +2.25 > 0
     assert line is not None and "recovers 70%" in line and "at least half (interval above 0)" in line
-    assert recovery_line(runs[:-3]) is not None and recovery_line([r for r in runs if r.method != "ground-truth-removal"]) is None
+    assert (
+        recovery_line(runs[:-3]) is not None
+        and recovery_line([r for r in runs if r.method != "ground-truth-removal"]) is None
+    )

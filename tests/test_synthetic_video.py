@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from video_helpers import tiny_video_root
 
 from features.data.epic import EPIC_COLUMNS, decode_jpeg, frame_path, load_split
 from features.data.synthetic_video import (
@@ -19,7 +20,6 @@ from features.data.synthetic_video import (
     generate_video_domains,
     tiny_config,
 )
-from video_helpers import tiny_video_root
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +93,20 @@ def test_flow_encoding_round_trip() -> None:
 
 def test_flow_follows_the_class_motion(tmp_path: Path) -> None:
     # No negatives, source domain: 'right' has u > 0, v ~ 0; 'down' has v > 0, u ~ 0.
-    cfg = SyntheticVideoConfig(height=32, width=32, num_classes=4, train_clips=4, test_clips=1,
-                               segments_per_video=4, min_frames=30, max_frames=30, speed=2.0,
-                               source_negative_fraction=0.0, target_negative_fraction=0.0, flow_bound=8.0)
+    cfg = SyntheticVideoConfig(
+        height=32,
+        width=32,
+        num_classes=4,
+        train_clips=4,
+        test_clips=1,
+        segments_per_video=4,
+        min_frames=30,
+        max_frames=30,
+        speed=2.0,
+        source_negative_fraction=0.0,
+        target_negative_fraction=0.0,
+        flow_bound=8.0,
+    )
     root = generate_video_domains(tmp_path, cfg)
     checked = 0
     for s in load_split("S", "train", root):

@@ -65,7 +65,9 @@ def test_source_shape_errors():
     with pytest.raises(ValueError, match=r"2-D \[num_samples, feature_dim\]"):
         ArraySource({"source": np.zeros(3), "target": np.zeros((3, 5))})
     with pytest.raises(ValueError, match=r"is_negative\['source'\] must have shape \(3,\)"):
-        ArraySource({"source": np.zeros((3, 4)), "target": np.zeros((3, 4))}, is_negative={"source": [1], "target": [0, 0, 0]})
+        ArraySource(
+            {"source": np.zeros((3, 4)), "target": np.zeros((3, 4))}, is_negative={"source": [1], "target": [0, 0, 0]}
+        )
     with pytest.raises(TypeError, match="unknown SyntheticSource parameters \\['dims'\\]"):
         SyntheticSource(dims=3)
     with pytest.raises(ValueError, match="feature_dim must be at least num_classes \\+ 3"):

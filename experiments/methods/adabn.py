@@ -19,8 +19,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @torch.no_grad()
-def adapt_batchnorm(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], modalities: Iterable[str],
-                    device: torch.device | str = "cpu", max_batches: int = 0) -> nn.Module:
+def adapt_batchnorm(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Tensor]],
+    modalities: Iterable[str],
+    device: torch.device | str = "cpu",
+    max_batches: int = 0,
+) -> nn.Module:
     """A copy of ``model`` whose BatchNorm statistics are those of ``batches`` (the model itself is untouched).
 
     :param batches: target-domain batches (dicts with one clip tensor per modality).
@@ -56,12 +61,19 @@ def adabn_hook(model: nn.Module, datasets: Mapping[str, Any], cfg: Any, device: 
 
     from experiments.distributed import CPUSyncBatchNorm, revert_sync_batchnorm
 
-    if any(isinstance(m, (nn.SyncBatchNorm, CPUSyncBatchNorm)) for m in model.modules()):  # rank 0 alone: no peers to sync with
+    if any(
+        isinstance(m, (nn.SyncBatchNorm, CPUSyncBatchNorm)) for m in model.modules()
+    ):  # rank 0 alone: no peers to sync with
         model = revert_sync_batchnorm(copy.deepcopy(model))
     # own generator: a DataLoader without one draws its seed from the global RNG, which would
     # shift training's dropout stream and make AdaBN's training differ from source-only's
-    target = DataLoader(datasets["target"], batch_size=cfg.evaluation.batch_size, shuffle=False,
-                        num_workers=cfg.data.num_workers, generator=torch.Generator().manual_seed(0))
+    target = DataLoader(
+        datasets["target"],
+        batch_size=cfg.evaluation.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
     transform = getattr(datasets["target"], "device_transform", None)  # GPU-decoded clips are finished on the device
     batches = target if transform is None else (transform(batch, device) for batch in target)
     return adapt_batchnorm(model, batches, model.modalities, device, cfg.evaluation.adabn_batches)

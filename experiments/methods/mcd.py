@@ -26,8 +26,9 @@ def classifier_discrepancy(logits_1: Tensor, logits_2: Tensor) -> Tensor:
 
 def second_heads(model: nn.Module, dropout: float) -> nn.ModuleDict:
     """C2: one ``Dropout -> Linear(d_k, classes)`` head per modality, like the model's own."""
-    return nn.ModuleDict({m: nn.Sequential(nn.Dropout(dropout), nn.Linear(d, model.num_classes))
-                          for m, d in model.feature_dims.items()})
+    return nn.ModuleDict(
+        {m: nn.Sequential(nn.Dropout(dropout), nn.Linear(d, model.num_classes)) for m, d in model.feature_dims.items()}
+    )
 
 
 def fused_logits(heads: nn.ModuleDict, features: Mapping[str, Tensor], fusion: str = "sum") -> Tensor:
@@ -36,11 +37,18 @@ def fused_logits(heads: nn.ModuleDict, features: Mapping[str, Tensor], fusion: s
     return logits / len(features) if fusion == "mean" else logits
 
 
-def mcd_losses(model: nn.Module, heads_2: nn.ModuleDict, f_src: Mapping[str, Tensor], labels: Tensor,
-               f_tgt: Mapping[str, Tensor] | None) -> tuple[Tensor, Tensor]:
+def mcd_losses(
+    model: nn.Module,
+    heads_2: nn.ModuleDict,
+    f_src: Mapping[str, Tensor],
+    labels: Tensor,
+    f_tgt: Mapping[str, Tensor] | None,
+) -> tuple[Tensor, Tensor]:
     """Source cross-entropy of both classifiers, and their discrepancy on target features (0 without them)."""
     fusion = getattr(model, "fusion", "sum")
-    cls = F.cross_entropy(model.classify(f_src).logits, labels) + F.cross_entropy(fused_logits(heads_2, f_src, fusion), labels)
+    cls = F.cross_entropy(model.classify(f_src).logits, labels) + F.cross_entropy(
+        fused_logits(heads_2, f_src, fusion), labels
+    )
     if f_tgt is None:
         return cls, torch.zeros((), device=labels.device)
     disc = classifier_discrepancy(model.classify(f_tgt).logits, fused_logits(heads_2, f_tgt, fusion))

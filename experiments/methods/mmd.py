@@ -31,16 +31,20 @@ def kernel_bandwidths(source: Tensor, target: Tensor, kernel_mul: float = 2.0, k
         base = sq.sum() / max(1, n * n - n)
         base = base.clamp_min(torch.finfo(joint.dtype).tiny)
     exponents = torch.arange(kernel_num, device=source.device, dtype=source.dtype) - kernel_num // 2
-    return base * kernel_mul ** exponents
+    return base * kernel_mul**exponents
 
 
-def mk_mmd(source: Tensor, target: Tensor, kernel_mul: float = 2.0, kernel_num: int = 5, bandwidths: Tensor | None = None) -> Tensor:
+def mk_mmd(
+    source: Tensor, target: Tensor, kernel_mul: float = 2.0, kernel_num: int = 5, bandwidths: Tensor | None = None
+) -> Tensor:
     """Biased MK-MMD^2 estimate ``mean K(s,s') + mean K(t,t') - 2 mean K(s,t)`` of ``[n_s, d]`` and ``[n_t, d]`` features.
 
     ``bandwidths`` fixes the Gaussians' ``2 sigma^2`` values (default: :func:`kernel_bandwidths`).
     """
     if source.dim() != 2 or target.dim() != 2 or source.shape[1] != target.shape[1]:
-        raise ValueError(f"mk_mmd needs [n_s, d] and [n_t, d] features, got {tuple(source.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"mk_mmd needs [n_s, d] and [n_t, d] features, got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
     if bandwidths is None:
         bandwidths = kernel_bandwidths(source, target, kernel_mul, kernel_num)
     bandwidths = torch.as_tensor(bandwidths, dtype=source.dtype, device=source.device)

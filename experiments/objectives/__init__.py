@@ -15,8 +15,9 @@ module with an :class:`Objective` subclass, a :func:`register_objective` call an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -26,6 +26,12 @@ class AdversarialObjective(Objective):
         coeff = grl_coefficient(self.schedule, self.scale, outputs.progress)
         total = torch.zeros((), device=outputs.labels.device)
         for m in outputs.modalities:
-            total = total + adversarial_loss(self.discriminators[m], outputs.source_features[m], outputs.target_features[m],
-                                             outputs.kept(m, "source"), outputs.kept(m, "target"), grl_coeff=coeff)
+            total = total + adversarial_loss(
+                self.discriminators[m],
+                outputs.source_features[m],
+                outputs.target_features[m],
+                outputs.kept(m, "source"),
+                outputs.kept(m, "target"),
+                grl_coeff=coeff,
+            )
         return {"adv": total}

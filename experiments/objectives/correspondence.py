@@ -20,7 +20,9 @@ class CorrespondenceObjective(Objective):
         if len(context.modalities) < 2:
             raise ValueError("the correspondence objective needs at least two modalities")
         head = context.shared.get("correspondence")
-        self.head = head if head is not None else CorrespondenceHead([context.feature_dims[m] for m in context.modalities])
+        self.head = (
+            head if head is not None else CorrespondenceHead([context.feature_dims[m] for m in context.modalities])
+        )
 
     def forward(self, outputs: StepOutputs) -> dict[str, Tensor]:
         total = torch.zeros((), device=outputs.labels.device)

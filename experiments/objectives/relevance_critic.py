@@ -24,10 +24,12 @@ class RelevanceCriticObjective(Objective):
     def __init__(self, context: ObjectiveContext) -> None:
         super().__init__()
         d = context.config.discriminator
-        self.critics = nn.ModuleDict({
-            m: DomainDiscriminator(context.feature_dims[m], d.hidden_dim, negative_slope=d.negative_slope)
-            for m in context.modalities
-        })
+        self.critics = nn.ModuleDict(
+            {
+                m: DomainDiscriminator(context.feature_dims[m], d.hidden_dim, negative_slope=d.negative_slope)
+                for m in context.modalities
+            }
+        )
 
     def forward(self, outputs: StepOutputs) -> dict[str, Tensor]:
         assert outputs.target_features is not None
@@ -35,6 +37,8 @@ class RelevanceCriticObjective(Objective):
         for m in outputs.modalities:
             src, tgt = outputs.source_features[m].detach(), outputs.target_features[m].detach()
             logits = self.critics[m](torch.cat([src, tgt])).reshape(-1)
-            labels = torch.cat([torch.zeros(src.shape[0], device=logits.device), torch.ones(tgt.shape[0], device=logits.device)])
+            labels = torch.cat(
+                [torch.zeros(src.shape[0], device=logits.device), torch.ones(tgt.shape[0], device=logits.device)]
+            )
             total = total + F.binary_cross_entropy_with_logits(logits.float(), labels)
         return {"critic": total}

@@ -20,8 +20,9 @@ A new policy is one module with a class satisfying :class:`Refiner` and a call o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +43,9 @@ class RefinementResult:
     negatives_present: int  # planted negatives in the batch (0 without ground truth)
     relevance: Tensor | None = None  # [B] eq. 3 relevance of every row before selection (for reports)
     p_target: Tensor | None = None  # [B] the GRL discriminator's P(target) of every row (diagnostics: its AUC)
-    loss: Tensor | None = None  # the policy's loss term for the step's backward (None: it learns otherwise or not at all)
+    loss: Tensor | None = (
+        None  # the policy's loss term for the step's backward (None: it learns otherwise or not at all)
+    )
     stats: dict[str, float] = field(default_factory=dict)  # extra per-step statistics (logged as NAME/modality/domain)
 
 
@@ -58,7 +61,9 @@ class RefinerContext:
     config: Any  # the run's RunConfig (agents, env and refinement sections)
     seed: int
     device: torch.device
-    relevance_model: nn.Module | None = None  # scores relevance for rewards instead of D^k (refinement.relevance = "critic")
+    relevance_model: nn.Module | None = (
+        None  # scores relevance for rewards instead of D^k (refinement.relevance = "critic")
+    )
 
     @property
     def scorer(self) -> nn.Module:
@@ -85,11 +90,9 @@ class Refiner(Protocol):
         """Modules the step's joint backward trains through :attr:`RefinementResult.loss` (held by the CoTrainModule)."""
         ...
 
-    def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
-        ...
+    def state_dict(self, include_replay: bool = True) -> dict[str, Any]: ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 RefinerFactory = Callable[[RefinerContext], Refiner]

@@ -32,9 +32,19 @@ def refinement_env(context: RefinerContext) -> BatchedRefinementEnv:
     if context.batch_size % env.n_c:
         raise ValueError(f"the {context.domain} half-batch ({context.batch_size}) must be a multiple of n_c={env.n_c}")
     return BatchedRefinementEnv(
-        None, discriminator=context.scorer, num_envs=context.batch_size // env.n_c, domain=context.domain, n_c=env.n_c,
-        E=env.E, tau=env.tau_s if context.domain == "source" else env.tau_t, reward=env.reward, autoreset_mode="Disabled",
-        device=context.device, copy=False, feature_dim=context.feature_dim, score_all_rows=True,
+        None,
+        discriminator=context.scorer,
+        num_envs=context.batch_size // env.n_c,
+        domain=context.domain,
+        n_c=env.n_c,
+        E=env.E,
+        tau=env.tau_s if context.domain == "source" else env.tau_t,
+        reward=env.reward,
+        autoreset_mode="Disabled",
+        device=context.device,
+        copy=False,
+        feature_dim=context.feature_dim,
+        score_all_rows=True,
     )
 
 
@@ -60,9 +70,20 @@ class AgentRefiner:
         self.discriminator, self.scorer = context.discriminator, context.scorer
         a = context.config.agents
         self.agent = make_stepwise_agent(
-            a.algorithm, n_c=env.n_c, feature_dim=context.feature_dim, device=context.device, seed=context.seed,
-            q_net=a.q_net, lr=a.lr, gamma=a.gamma, epsilon=a.epsilon, buffer_size=a.buffer_size, batch_size=a.batch_size,
-            learning_starts=a.learning_starts, target_update_interval=a.target_update_interval, loss=a.loss,
+            a.algorithm,
+            n_c=env.n_c,
+            feature_dim=context.feature_dim,
+            device=context.device,
+            seed=context.seed,
+            q_net=a.q_net,
+            lr=a.lr,
+            gamma=a.gamma,
+            epsilon=a.epsilon,
+            buffer_size=a.buffer_size,
+            batch_size=a.batch_size,
+            learning_starts=a.learning_starts,
+            target_update_interval=a.target_update_interval,
+            loss=a.loss,
         )
         self._stats: dict[str, float] | None = None
         r = context.config.refinement
@@ -73,8 +94,10 @@ class AgentRefiner:
         self.diagnostics = bool(r.diagnostics)
         if r.relabel:
             if not hasattr(self.agent, "reward_relabel"):
-                raise ConfigError(f"refinement.relabel = true needs an agent that re-scores its replay (mmir-dqn), "
-                                  f"not agents.algorithm = {a.algorithm!r}")
+                raise ConfigError(
+                    f"refinement.relabel = true needs an agent that re-scores its replay (mmir-dqn), "
+                    f"not agents.algorithm = {a.algorithm!r}"
+                )
             self.agent.reward_relabel = self.current_reward
 
     @torch.no_grad()
@@ -88,7 +111,9 @@ class AgentRefiner:
         b, d = features.shape
         s = b // self.n_c
         stats: dict[str, float] = {}
-        replayed = self.agent.replayed(self.STALENESS_ROWS) if self.diagnostics and hasattr(self.agent, "replayed") else None
+        replayed = (
+            self.agent.replayed(self.STALENESS_ROWS) if self.diagnostics and hasattr(self.agent, "replayed") else None
+        )
         if replayed is not None:  # rewards stored by earlier steps against the relevance model now
             obs_r, mask_r, actions_r, rewards_r = replayed
             stats["diag/staleness"] = staleness(rewards_r, self.current_reward(obs_r, mask_r, actions_r))
@@ -107,7 +132,9 @@ class AgentRefiner:
             obs, rewards, terminated, _, info = self.env.step(actions)
             if relevance is None and "relevance_rows" in info:
                 relevance = info["relevance_rows"].reshape(-1)
-            self.agent.observe(state, actions, rewards, None, terminated, self.env.mask, obs_masks=mask)  # the replay copies
+            self.agent.observe(
+                state, actions, rewards, None, terminated, self.env.mask, obs_masks=mask
+            )  # the replay copies
             total_reward += float(rewards.sum())
             if "is_negative" in info:
                 negatives_removed += int(info["is_negative"].sum())
@@ -128,13 +155,22 @@ class AgentRefiner:
             negatives_removed = 0
         p_target = None
         if relevance is not None and self.diagnostics:
-            diag = set_diagnostics(relevance.reshape(s, self.n_c), first_mask, greedy, chosen, negatives, self.reward_kind, self.tau)
+            diag = set_diagnostics(
+                relevance.reshape(s, self.n_c), first_mask, greedy, chosen, negatives, self.reward_kind, self.tau
+            )
             stats.update({f"diag/{k}": v for k, v in diag.items()})
             p_target = self._p_target(features, relevance)
-        return RefinementResult(keep=keep, mean_reward=total_reward / (s * self.E), removed=int((~keep).sum()),
-                                negatives_removed=negatives_removed,
-                                negatives_present=0 if is_negative is None else int(is_negative.sum()), relevance=relevance,
-                                p_target=p_target, loss=loss, stats=stats)
+        return RefinementResult(
+            keep=keep,
+            mean_reward=total_reward / (s * self.E),
+            removed=int((~keep).sum()),
+            negatives_removed=negatives_removed,
+            negatives_present=0 if is_negative is None else int(is_negative.sum()),
+            relevance=relevance,
+            p_target=p_target,
+            loss=loss,
+            stats=stats,
+        )
 
     def _p_target(self, features: Tensor, relevance: Tensor) -> Tensor:
         """The GRL discriminator's P(target) of every row (its AUC is a diagnostic also when a critic scores rewards)."""

@@ -46,8 +46,13 @@ class KeepAllRefiner(_Stateless):
 
     def refine(self, features: Tensor, is_negative: Tensor | None = None) -> RefinementResult:
         keep = torch.ones(features.shape[0], dtype=torch.bool, device=features.device)
-        return RefinementResult(keep=keep, mean_reward=0.0, removed=0, negatives_removed=0,
-                                negatives_present=0 if is_negative is None else int(is_negative.sum()))
+        return RefinementResult(
+            keep=keep,
+            mean_reward=0.0,
+            removed=0,
+            negatives_removed=0,
+            negatives_present=0 if is_negative is None else int(is_negative.sum()),
+        )
 
 
 class _SetwiseRefiner(_Stateless):
@@ -83,14 +88,26 @@ class _SetwiseRefiner(_Stateless):
         assert relevance is not None
         diag, p_target = {}, None
         if self.diagnostics:
-            diag = set_diagnostics(relevance.reshape(sets.shape[0], self.n_c), first_mask, None, ~self.env.mask, negatives,
-                                   self.env.reward_kind, self.env.tau)
+            diag = set_diagnostics(
+                relevance.reshape(sets.shape[0], self.n_c),
+                first_mask,
+                None,
+                ~self.env.mask,
+                negatives,
+                self.env.reward_kind,
+                self.env.tau,
+            )
             p_target = relevance if self.env.domain == SOURCE else 1.0 - relevance
-        return RefinementResult(keep=keep, mean_reward=total_reward / (sets.shape[0] * self.E), removed=int((~keep).sum()),
-                                negatives_removed=negatives_removed,
-                                negatives_present=0 if is_negative is None else int(is_negative.sum()), relevance=relevance,
-                                p_target=p_target if self.discriminator is self.gan_discriminator else None,
-                                stats={f"diag/{k}": v for k, v in diag.items()})
+        return RefinementResult(
+            keep=keep,
+            mean_reward=total_reward / (sets.shape[0] * self.E),
+            removed=int((~keep).sum()),
+            negatives_removed=negatives_removed,
+            negatives_present=0 if is_negative is None else int(is_negative.sum()),
+            relevance=relevance,
+            p_target=p_target if self.discriminator is self.gan_discriminator else None,
+            stats={f"diag/{k}": v for k, v in diag.items()},
+        )
 
     def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}
@@ -122,8 +139,10 @@ class GroundTruthRefiner(_Stateless):
 
     def refine(self, features: Tensor, is_negative: Tensor | None = None) -> RefinementResult:
         if is_negative is None:
-            raise ValueError("refinement.policy = 'ground-truth' needs data whose items carry 'is_negative' (planted negatives); "
-                             "this batch has none")
+            raise ValueError(
+                "refinement.policy = 'ground-truth' needs data whose items carry 'is_negative' (planted negatives); "
+                "this batch has none"
+            )
         negative = is_negative.to(features.device, torch.bool).reshape(-1)
         keep = ~negative
         n = int(negative.sum())

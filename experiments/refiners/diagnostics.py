@@ -29,8 +29,15 @@ def domain_auc(p_target_source: Tensor, p_target_target: Tensor) -> float | None
     return auc(p_target_target, p_target_source)
 
 
-def set_diagnostics(relevance: Tensor, selectable: Tensor, greedy: Tensor | None, selected: Tensor,
-                    is_negative: Tensor | None, reward: str, tau: float) -> dict[str, float]:
+def set_diagnostics(
+    relevance: Tensor,
+    selectable: Tensor,
+    greedy: Tensor | None,
+    selected: Tensor,
+    is_negative: Tensor | None,
+    reward: str,
+    tau: float,
+) -> dict[str, float]:
     """Diagnostics of one half-batch's candidate sets before the agent's first selection.
 
     :param relevance: ``[S, n_c]`` eq. 3 relevance of every row under the reward's relevance model.
@@ -55,7 +62,9 @@ def set_diagnostics(relevance: Tensor, selectable: Tensor, greedy: Tensor | None
     low = torch.where(selectable, relevance, inf).amin(-1)
     rewards = row_rewards(reward, relevance, selectable, tau)
     signs = torch.sign(rewards)
-    same = ((signs == signs.amax(-1, keepdim=True)) | ~selectable).all(-1) & ((signs == signs.amin(-1, keepdim=True)) | ~selectable).all(-1)
+    same = ((signs == signs.amax(-1, keepdim=True)) | ~selectable).all(-1) & (
+        (signs == signs.amin(-1, keepdim=True)) | ~selectable
+    ).all(-1)
     out = {
         "spread": float((high - low).mean()),
         "uniform_reward": float(same.float().mean()),
@@ -86,4 +95,3 @@ def set_diagnostics(relevance: Tensor, selectable: Tensor, greedy: Tensor | None
 def staleness(stored: Tensor, current: Tensor) -> float:
     """Share of replayed rewards whose sign the relevance model as it is now would flip."""
     return float((torch.sign(stored.float()) != torch.sign(current.float())).float().mean())
-

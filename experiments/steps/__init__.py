@@ -9,8 +9,10 @@ optimizer parameter groups of stage 2.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +66,7 @@ class StepContext:
     forward: Callable[..., Any]  # the CoTrainModule, or its DistributedDataParallel wrapper
     optimizers: Mapping[str, torch.optim.Optimizer]
     refiners: Mapping[tuple[str, str], Any]
-    autocast: Callable[[], ContextManager[Any]]
+    autocast: Callable[[], AbstractContextManager[Any]]
 
 
 class StepStrategy:
@@ -90,8 +92,9 @@ class StepStrategy:
                 m.zero_grad(set_to_none=True)
         refine = make_refine(ctx.refiners, batch) if ctx.refiners else None
         with ctx.autocast():
-            loss, terms, results = ctx.forward(batch.source, batch.labels, batch.target, stage=2, refine=refine,
-                                               progress=batch.progress)
+            loss, terms, results = ctx.forward(
+                batch.source, batch.labels, batch.target, stage=2, refine=refine, progress=batch.progress
+            )
         loss.backward()
         for opt in ctx.optimizers.values():
             opt.step()
@@ -108,8 +111,10 @@ def make_refine(refiners: Mapping[tuple[str, str], Any], batch: StepBatch) -> Ca
         results: dict[str, RefinementResult] = {}
         losses: list[Tensor] = []
         for modality in f_src:
-            for domain, feats, negative in (("source", f_src[modality], batch.source_negative),
-                                            ("target", f_tgt[modality], batch.target_negative)):
+            for domain, feats, negative in (
+                ("source", f_src[modality], batch.source_negative),
+                ("target", f_tgt[modality], batch.target_negative),
+            ):
                 refiner = refiners.get((modality, domain))
                 if refiner is None:
                     continue
@@ -143,6 +148,8 @@ def _f(t: Tensor) -> float:
 
 
 StrategyFactory = Callable[[Any, nn.Module], StepStrategy]
+
+
 def register_strategy(name: str, factory: str | StrategyFactory, overwrite: bool = False) -> None:
     """Make ``stage2.strategy = name`` train stage 2 with ``factory(config, model)``."""
     register_entry(STRATEGIES, name, factory, "step strategy", overwrite)

@@ -21,7 +21,9 @@ class MCDStrategy(StepStrategy):
         super().__init__(config, model)
         for attr in ("backbones", "heads", "feature_dims", "num_classes"):
             if not hasattr(model, attr):
-                raise ValueError(f"stage2.mcd needs a model with backbones and heads (TwoStream); {type(model).__name__} has no {attr!r}")
+                raise ValueError(
+                    f"stage2.mcd needs a model with backbones and heads (TwoStream); {type(model).__name__} has no {attr!r}"
+                )
         self.model = model
 
     def modules(self) -> dict[str, nn.Module]:
@@ -30,7 +32,9 @@ class MCDStrategy(StepStrategy):
             return {"mcd_heads": second_heads(self.model, self.config.model.dropout)}
 
     def param_groups(self, module: nn.Module) -> dict[str, list[nn.Parameter]]:
-        heads = [p for p in module.model.heads.parameters() if p.requires_grad] + list(module.extras["mcd_heads"].parameters())
+        heads = [p for p in module.model.heads.parameters() if p.requires_grad] + list(
+            module.extras["mcd_heads"].parameters()
+        )
         generator = [p for p in module.model.backbones.parameters() if p.requires_grad]
         return {"generator": generator, "classifiers": heads}
 
@@ -81,5 +85,7 @@ def _phase_b(module: nn.Module, source, labels: Tensor, target) -> Tensor:
 def _phase_c(module: nn.Module, source, labels: Tensor, target) -> Tensor:
     """Target discrepancy (G minimises it; C1, C2 are not stepped)."""
     f_tgt = module.model.extract_features(target)
-    return classifier_discrepancy(module.model.classify(f_tgt).logits,
-                                  fused_logits(module.extras["mcd_heads"], f_tgt, getattr(module.model, "fusion", "sum")))
+    return classifier_discrepancy(
+        module.model.classify(f_tgt).logits,
+        fused_logits(module.extras["mcd_heads"], f_tgt, getattr(module.model, "fusion", "sum")),
+    )

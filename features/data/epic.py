@@ -87,8 +87,16 @@ DOMAINS: dict[str, str] = {"D1": "P08", "D2": "P01", "D3": "P22"}
 
 #: The 10 columns of the MM-SADA annotation files, in order.
 EPIC_COLUMNS: tuple[str, ...] = (
-    "uid", "participant_id", "video_id", "narration", "start_timestamp", "stop_timestamp",
-    "start_frame", "stop_frame", "verb", "verb_class",
+    "uid",
+    "participant_id",
+    "video_id",
+    "narration",
+    "start_timestamp",
+    "stop_timestamp",
+    "start_frame",
+    "stop_frame",
+    "verb",
+    "verb_class",
 )
 
 #: The 8 verb classes of MM-SADA, index = ``verb_class``.
@@ -138,7 +146,9 @@ def splits_dir() -> Path:
 
 def _split_file(domain: str, split: str, directory: Path, ext: str) -> Path:
     if domain not in DOMAINS and not (directory / f"{domain}_{split}.{ext}").is_file():
-        raise ValueError(f"domain must be one of {sorted(DOMAINS)} (or have a split file in {directory}), got {domain!r}")
+        raise ValueError(
+            f"domain must be one of {sorted(DOMAINS)} (or have a split file in {directory}), got {domain!r}"
+        )
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     return directory / f"{domain}_{split}.{ext}"
@@ -214,8 +224,9 @@ def _read_pickle_rows(path: Path) -> list[dict[str, Any]]:
     try:
         import pandas as pd
     except ImportError as exc:
-        raise ImportError(f"reading {path} needs pandas (the MM-SADA pickles are DataFrames); "
-                          "use the CSV copy instead (the default)") from exc
+        raise ImportError(
+            f"reading {path} needs pandas (the MM-SADA pickles are DataFrames); use the CSV copy instead (the default)"
+        ) from exc
     frame = pd.read_pickle(path)  # the caller vouched for this file with trust_pickle=True
     frame = frame.reset_index()
     if "uid" not in frame.columns and "index" in frame.columns:
@@ -230,7 +241,9 @@ def class_counts(segments: Iterable[EpicSegment], num_classes: int = len(VERB_CL
     """Segments per ``verb_class`` as an int64 array of length ``num_classes`` (-1 labels skipped)."""
     labels = np.fromiter((s.verb_class for s in segments), dtype=np.int64)
     if (labels >= num_classes).any() or (labels < -1).any():
-        raise ValueError(f"verb_class outside [-1, {num_classes}): {np.unique(labels[(labels >= num_classes) | (labels < -1)])[:5].tolist()}")
+        raise ValueError(
+            f"verb_class outside [-1, {num_classes}): {np.unique(labels[(labels >= num_classes) | (labels < -1)])[:5].tolist()}"
+        )
     return np.bincount(labels[labels >= 0], minlength=num_classes)
 
 
@@ -478,7 +491,9 @@ class EpicClips(Dataset):
     def _stack(self, frames: list[np.ndarray], segment: EpicSegment) -> np.ndarray:
         shapes = {f.shape for f in frames}
         if len(shapes) != 1:
-            raise FrameReadError(f"clip uid={segment.uid}: frames of {segment.video_id} differ in size: {sorted(shapes)}")
+            raise FrameReadError(
+                f"clip uid={segment.uid}: frames of {segment.video_id} differ in size: {sorted(shapes)}"
+            )
         return np.stack(frames)
 
     def _read_bytes(self, path: str, uid: int) -> bytes:
@@ -508,10 +523,14 @@ class EpicClips(Dataset):
             try:
                 sizes.add(jpeg_size(data, self.decoder))
             except Exception as exc:  # decoders raise ValueError/OSError/their own types
-                raise FrameReadError(f"clip uid={segment.uid} ({self.domain}/{self.split}): unreadable JPEG {path}: {exc}") from None
+                raise FrameReadError(
+                    f"clip uid={segment.uid} ({self.domain}/{self.split}): unreadable JPEG {path}: {exc}"
+                ) from None
         if len(sizes) != 1:
-            raise FrameReadError(f"clip uid={segment.uid}: frames of {segment.video_id} differ in size: {sorted(sizes)}")
-        (height, width), = sizes
+            raise FrameReadError(
+                f"clip uid={segment.uid}: frames of {segment.video_id} differ in size: {sorted(sizes)}"
+            )
+        ((height, width),) = sizes
         return blobs, height, width
 
     # ------------------------------------------------------------------ transforms
@@ -530,7 +549,9 @@ class EpicClips(Dataset):
         left = int(rng.integers(0, width - cw + 1))
         return top, left, ch, cw
 
-    def _transform(self, frames: np.ndarray, modality: Modality, box: tuple[float, float, float, float], flip: bool) -> Tensor:
+    def _transform(
+        self, frames: np.ndarray, modality: Modality, box: tuple[float, float, float, float], flip: bool
+    ) -> Tensor:
         """uint8 ``[T, H, W, C]`` -> float ``[C, T, size, size]`` in [-1, 1].
 
         Crop, flip and resize run on uint8 (a quarter of the bytes of float; the uint8 bilinear
@@ -591,8 +612,12 @@ class EpicClips(Dataset):
                 # One bytes object per clip: the default collate passes bytes through as a list, where
                 # per-frame tensors of different lengths could not be stacked.
                 offsets = np.cumsum([0, *(len(b) for b in blobs)])
-                item[f"{modality}_jpeg"] = {"data": b"".join(blobs), "offsets": torch.from_numpy(offsets.astype(np.int64)),
-                                            "box": torch.tensor(box, dtype=torch.float64), "flip": flip}
+                item[f"{modality}_jpeg"] = {
+                    "data": b"".join(blobs),
+                    "offsets": torch.from_numpy(offsets.astype(np.int64)),
+                    "box": torch.tensor(box, dtype=torch.float64),
+                    "flip": flip,
+                }
             else:
                 item[modality] = self._transform(frames, modality, box, flip)
         return item
@@ -615,15 +640,20 @@ class EpicClips(Dataset):
         for modality in self.modalities:
             raw = batch.get(f"{modality}_jpeg")
             if raw is None:
-                raise KeyError(f"batch has no {modality}_jpeg entry: device_transform takes a collated batch of "
-                               f"decode='gpu' items (keys: {sorted(batch)})")
+                raise KeyError(
+                    f"batch has no {modality}_jpeg entry: device_transform takes a collated batch of "
+                    f"decode='gpu' items (keys: {sorted(batch)})"
+                )
             frames = self._decode_batch(raw["data"], raw["offsets"], modality, device, uids)
             boxes, flips = raw["box"].tolist(), torch.as_tensor(raw["flip"]).tolist()
-            out[modality] = torch.stack([_augment(f, modality, tuple(b), bool(fl), self.size) for f, b, fl in zip(frames, boxes, flips)])
+            out[modality] = torch.stack(
+                [_augment(f, modality, tuple(b), bool(fl), self.size) for f, b, fl in zip(frames, boxes, flips)]
+            )
         return out
 
-    def _decode_batch(self, blobs: Sequence[bytes], offsets: Tensor, modality: Modality, device: torch.device,
-                      uids: Sequence[int]) -> list[Tensor]:
+    def _decode_batch(
+        self, blobs: Sequence[bytes], offsets: Tensor, modality: Modality, device: torch.device, uids: Sequence[int]
+    ) -> list[Tensor]:
         """Per clip, uint8 ``[T, H, W, C]`` frames on ``device`` (flow: C = 2, u then v)."""
         gray = modality == "flow"
         bounds = offsets.tolist()
@@ -636,24 +666,32 @@ class EpicClips(Dataset):
             buffer = torch.frombuffer(joined, dtype=torch.uint8) if joined else torch.empty(0, dtype=torch.uint8)
             files, base = [], 0
             for data, bound in zip(blobs, bounds):
-                files += [buffer[base + bound[j]:base + bound[j + 1]] for j in range(n)]
+                files += [buffer[base + bound[j] : base + bound[j + 1]] for j in range(n)]
                 base += len(data)
             try:
                 images = decode_on_device(files, mode="GRAY" if gray else "RGB", device=device)  # [C, H, W] each
             except RuntimeError as exc:
-                _warn_once(f"nvjpeg failed ({str(exc).splitlines()[0][:200]}); decoding this batch with {self.decoder} on the CPU")
+                _warn_once(
+                    f"nvjpeg failed ({str(exc).splitlines()[0][:200]}); decoding this batch with {self.decoder} on the CPU"
+                )
             else:
-                return [_frames_from_images(images[i * n:(i + 1) * n], gray, uid) for i, uid in enumerate(uids)]
+                return [_frames_from_images(images[i * n : (i + 1) * n], gray, uid) for i, uid in enumerate(uids)]
         clips = []
         for data, bound, uid in zip(blobs, bounds, uids):
             images = []
             for j in range(n):
                 try:
-                    images.append(decode_jpeg(data[bound[j]:bound[j + 1]], gray, self.decoder))
+                    images.append(decode_jpeg(data[bound[j] : bound[j + 1]], gray, self.decoder))
                 except Exception as exc:  # decoders raise ValueError/OSError/their own types
-                    raise FrameReadError(f"clip uid={uid} ({self.domain}/{self.split}): unreadable JPEG, "
-                                         f"{modality} file {j + 1} of {n}: {exc}") from None
-            frames = np.stack(images) if not gray else np.stack([np.stack(p, axis=-1) for p in zip(images[: n // 2], images[n // 2:])])
+                    raise FrameReadError(
+                        f"clip uid={uid} ({self.domain}/{self.split}): unreadable JPEG, "
+                        f"{modality} file {j + 1} of {n}: {exc}"
+                    ) from None
+            frames = (
+                np.stack(images)
+                if not gray
+                else np.stack([np.stack(p, axis=-1) for p in zip(images[: n // 2], images[n // 2 :])])
+            )
             clips.append(torch.from_numpy(frames).to(device))
         return clips
 
@@ -672,15 +710,19 @@ def _warn_once(reason: str) -> None:
 def _nvjpeg(device: torch.device) -> Any:
     """torchvision's batched ``decode_jpeg`` when ``device`` is CUDA and torchvision is there; else None (warned)."""
     if device.type != "cuda" or not torch.cuda.is_available():
-        _warn_once(f"device {device} is not CUDA; decoding the JPEGs on the CPU in the calling process "
-                   "(the clips equal decode='cpu', without the loader workers' parallelism)")
+        _warn_once(
+            f"device {device} is not CUDA; decoding the JPEGs on the CPU in the calling process "
+            "(the clips equal decode='cpu', without the loader workers' parallelism)"
+        )
         return None
     try:
         from torchvision.io import ImageReadMode
         from torchvision.io import decode_jpeg as tv_decode_jpeg
     except ImportError:
-        _warn_once("torchvision is not installed; decoding the JPEGs on the CPU in the calling process, "
-                   "then augmenting on the device")
+        _warn_once(
+            "torchvision is not installed; decoding the JPEGs on the CPU in the calling process, "
+            "then augmenting on the device"
+        )
         return None
 
     def decode(files: list[Tensor], mode: str, device: torch.device) -> list[Tensor]:
@@ -700,8 +742,14 @@ def _frames_from_images(images: Sequence[Tensor], gray: bool, uid: int) -> Tenso
     return stacked.permute(0, 2, 3, 1)
 
 
-def _augment(frames: Tensor, modality: Modality, box: tuple[float, float, float, float], flip: bool, size: int,
-             uint8_resize: bool | None = None) -> Tensor:
+def _augment(
+    frames: Tensor,
+    modality: Modality,
+    box: tuple[float, float, float, float],
+    flip: bool,
+    size: int,
+    uint8_resize: bool | None = None,
+) -> Tensor:
     """uint8 ``[T, H, W, C]`` on any device -> float ``[C, T, size, size]`` in [-1, 1], as :meth:`EpicClips._transform`.
 
     On the CPU these are the same operations on the same layout as ``_transform`` (the uint8
@@ -725,7 +773,9 @@ def _augment(frames: Tensor, modality: Modality, box: tuple[float, float, float,
         if uint8_resize if uint8_resize is not None else x.device.type == "cpu":
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         else:
-            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).round_()
+            x = F.interpolate(
+                x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            ).round_()
     return x.permute(1, 0, 2, 3).contiguous().float().div_(127.5).sub_(1.0)  # [C, T, size, size]
 
 

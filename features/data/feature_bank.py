@@ -50,7 +50,9 @@ class FeatureBank(Dataset):
     :param uids: optional ``[N]`` int row identifiers (default ``0..N-1``); evaluation groups rows by uid.
     """
 
-    def __init__(self, features: Mapping[str, Any], labels: Any, domain: str, is_negative: Any = None, uids: Any = None) -> None:
+    def __init__(
+        self, features: Mapping[str, Any], labels: Any, domain: str, is_negative: Any = None, uids: Any = None
+    ) -> None:
         if domain not in DOMAINS:
             raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
         if not features:
@@ -70,8 +72,13 @@ class FeatureBank(Dataset):
         self.domain = domain
         self.modalities: tuple[str, ...] = tuple(self.features)
         # python scalars once: items are fetched one by one, thousands of times per run
-        self._meta = list(zip(self.labels.tolist(), self.uids.tolist(),
-                              [None] * n if self.is_negative is None else self.is_negative.tolist()))
+        self._meta = list(
+            zip(
+                self.labels.tolist(),
+                self.uids.tolist(),
+                [None] * n if self.is_negative is None else self.is_negative.tolist(),
+            )
+        )
 
     @property
     def feature_dims(self) -> dict[str, int]:
@@ -94,11 +101,14 @@ def _bank(snapshot: Any, domain: str, modalities: Sequence[str]) -> FeatureBank:
     labels = snapshot.labels(domain)
     if labels is None:
         labels = np.full(n, -1, dtype=np.int64)
-    return FeatureBank({m: snapshot.features(domain, m) for m in modalities}, labels, domain, snapshot.is_negative(domain))
+    return FeatureBank(
+        {m: snapshot.features(domain, m) for m in modalities}, labels, domain, snapshot.is_negative(domain)
+    )
 
 
-def feature_datasets_from_snapshots(train_path: str | os.PathLike[str], test_path: str | os.PathLike[str],
-                                    modalities: Sequence[str] | None = None) -> dict[str, FeatureBank]:
+def feature_datasets_from_snapshots(
+    train_path: str | os.PathLike[str], test_path: str | os.PathLike[str], modalities: Sequence[str] | None = None
+) -> dict[str, FeatureBank]:
     """``{"source", "target", "test"}`` feature banks: ``train_path``'s two domains and ``test_path``'s target domain.
 
     :param modalities: the modalities to serve (default: every modality of the training snapshot).
@@ -109,13 +119,19 @@ def feature_datasets_from_snapshots(train_path: str | os.PathLike[str], test_pat
     from features.snapshot import Snapshot, SnapshotError
 
     if not str(test_path):
-        raise FeatureFileError("(none)", "test", "no test split: name a second snapshot whose target domain is the test split")
+        raise FeatureFileError(
+            "(none)", "test", "no test split: name a second snapshot whose target domain is the test split"
+        )
     train_path, test_path = Path(train_path).expanduser(), Path(test_path).expanduser()
     snaps = {}
     for role, path in (("train", train_path), ("test", test_path)):
         if not path.is_file():
-            raise FeatureFileError(path, role, "no such snapshot file" + (" (the test split is the target domain of a second snapshot)"
-                                                                            if role == "test" else ""))
+            raise FeatureFileError(
+                path,
+                role,
+                "no such snapshot file"
+                + (" (the test split is the target domain of a second snapshot)" if role == "test" else ""),
+            )
         try:
             snaps[role] = Snapshot(path)
         except SnapshotError as err:
@@ -134,9 +150,15 @@ def _banks(train: Any, test: Any, modalities: Sequence[str] | None) -> dict[str,
     for role, snap in snaps.items():
         missing = [m for m in names if m not in snap.modalities]
         if missing:
-            raise FeatureFileError(snap.path, role, f"no features of modalities {missing}; it holds {list(snap.modalities)}")
+            raise FeatureFileError(
+                snap.path, role, f"no features of modalities {missing}; it holds {list(snap.modalities)}"
+            )
     if train.feature_dim != test.feature_dim:
-        raise FeatureFileError(test_path, "test", f"features of width {test.feature_dim}, but the training snapshot {train_path} has {train.feature_dim}")
+        raise FeatureFileError(
+            test_path,
+            "test",
+            f"features of width {test.feature_dim}, but the training snapshot {train_path} has {train.feature_dim}",
+        )
     for domain in DOMAINS:
         if train.num_rows(domain) == 0:
             raise FeatureFileError(train_path, "train", f"no {domain} rows to train on")
@@ -145,6 +167,13 @@ def _banks(train: Any, test: Any, modalities: Sequence[str] | None) -> dict[str,
         raise FeatureFileError(train_path, "train", "source rows without labels: the source domain must be labelled")
     test_labels = test.labels("target")
     if test.num_rows("target") == 0 or test_labels is None or not (test_labels >= 0).any():
-        raise FeatureFileError(test_path, "test", "no labelled target rows, so no test split (write it with target labels, "
-                               "e.g. mmir extract --split test)")
-    return {"source": _bank(train, "source", names), "target": _bank(train, "target", names), "test": _bank(test, "target", names)}
+        raise FeatureFileError(
+            test_path,
+            "test",
+            "no labelled target rows, so no test split (write it with target labels, e.g. mmir extract --split test)",
+        )
+    return {
+        "source": _bank(train, "source", names),
+        "target": _bank(train, "target", names),
+        "test": _bank(test, "target", names),
+    }

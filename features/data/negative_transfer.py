@@ -64,8 +64,9 @@ Everything is a pure function of ``(params, seed, modalities)``: :func:`generate
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,9 @@ class NegativeTransferParams:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.feature_dim <= self.classes + self.outlier_classes:
-            raise ValueError(f"feature_dim must exceed classes + outlier_classes = {self.classes + self.outlier_classes}, got {self.feature_dim}")
+            raise ValueError(
+                f"feature_dim must exceed classes + outlier_classes = {self.classes + self.outlier_classes}, got {self.feature_dim}"
+            )
         if self.outlier_placement not in OUTLIER_PLACEMENTS:
             raise ValueError(f"outlier_placement must be one of {OUTLIER_PLACEMENTS}, got {self.outlier_placement!r}")
         if self.unknown_placement not in UNKNOWN_PLACEMENTS:
@@ -122,7 +125,9 @@ class NegativeTransferParams:
         if self.unknown_placement == "between" and self.classes < 2 and self.unknown_classes:
             raise ValueError("unknown_placement = 'between' needs at least 2 classes")
         if self.contamination > 0 and (self.outlier_classes == 0 or self.unknown_classes == 0):
-            raise ValueError("contamination > 0 needs outlier_classes >= 1 and unknown_classes >= 1 (the negatives' classes)")
+            raise ValueError(
+                "contamination > 0 needs outlier_classes >= 1 and unknown_classes >= 1 (the negatives' classes)"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -154,7 +159,9 @@ class NegativeTransferData:
     features: dict[str, dict[str, np.ndarray]]  # split -> modality -> [N, d] float32
     labels: dict[str, np.ndarray]  # split -> [N] int64; target negatives -1, source negatives K..K+M-1
     is_negative: dict[str, np.ndarray]  # split -> [N] bool
-    negative_kind: dict[str, np.ndarray]  # split -> [N] "" (clean), "outlier-class", "unknown-between"/"unknown-outside"
+    negative_kind: dict[
+        str, np.ndarray
+    ]  # split -> [N] "" (clean), "outlier-class", "unknown-between"/"unknown-outside"
 
     def datasets(self, clean: bool | None = None) -> dict[str, FeatureBank]:
         """``{"source", "target", "test"}`` banks; ``clean`` (default ``params.clean``) leaves the negatives out of training."""
@@ -162,8 +169,13 @@ class NegativeTransferData:
         out: dict[str, FeatureBank] = {}
         for split, domain in (("source", "source"), ("target", "target"), ("test", "target")):
             keep = ~self.is_negative[split] if clean else np.ones(len(self.labels[split]), dtype=bool)
-            out[split] = FeatureBank({m: self.features[split][m][keep] for m in self.modalities}, self.labels[split][keep], domain,
-                                     self.is_negative[split][keep], np.flatnonzero(keep))
+            out[split] = FeatureBank(
+                {m: self.features[split][m][keep] for m in self.modalities},
+                self.labels[split][keep],
+                domain,
+                self.is_negative[split][keep],
+                np.flatnonzero(keep),
+            )
         return out
 
 
@@ -183,7 +195,7 @@ def _rotation(rng: np.random.Generator, d: int, degrees: float) -> np.ndarray:
     c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
     block = np.eye(d)
     for i in range(0, d - 1, 2):
-        block[i:i + 2, i:i + 2] = [[c, -s], [s, c]]
+        block[i : i + 2, i : i + 2] = [[c, -s], [s, c]]
     return basis @ block @ basis.T
 
 
@@ -192,7 +204,9 @@ def _balanced(rng: np.random.Generator, n: int, classes: int) -> np.ndarray:
     return rng.permutation(np.arange(n) % classes).astype(np.int64) if classes else np.zeros(n, dtype=np.int64)
 
 
-def generate_negative_transfer(params: NegativeTransferParams, seed: int, modalities: Sequence[str] = ("rgb", "flow")) -> NegativeTransferData:
+def generate_negative_transfer(
+    params: NegativeTransferParams, seed: int, modalities: Sequence[str] = ("rgb", "flow")
+) -> NegativeTransferData:
     """Sample the benchmark of the module docstring; a pure function of its arguments.
 
     Each quantity draws from its own random stream keyed by ``seed`` (and the modality's name), so
@@ -205,8 +219,11 @@ def generate_negative_transfer(params: NegativeTransferParams, seed: int, modali
         raise ValueError(f"modalities must be non-empty and distinct, got {modalities!r}")
     k, m_out, m_unk, d = p.classes, p.outlier_classes, p.unknown_classes, p.feature_dim
     n_src_neg, n_tgt_neg = p.negatives(p.source_size), p.negatives(p.target_size)
-    labels = {"source": _balanced(_rng(seed, 1), p.source_size, k), "target": _balanced(_rng(seed, 2), p.target_size, k),
-              "test": _balanced(_rng(seed, 3), p.test_size, k)}
+    labels = {
+        "source": _balanced(_rng(seed, 1), p.source_size, k),
+        "target": _balanced(_rng(seed, 2), p.target_size, k),
+        "test": _balanced(_rng(seed, 3), p.test_size, k),
+    }
     outlier_of = _balanced(_rng(seed, 4), n_src_neg, m_out)  # which outlier class each source negative belongs to
     unknown_of = _balanced(_rng(seed, 5), n_tgt_neg, m_unk)  # which unknown class each target negative belongs to
 
@@ -214,7 +231,7 @@ def generate_negative_transfer(params: NegativeTransferParams, seed: int, modali
     for mod in modalities:
         geo = _rng(seed, 10, mod)
         basis, _ = np.linalg.qr(geo.normal(size=(d, d)))
-        class_axes, style_axes, rest = basis[:, :k].T, basis[:, k:k + m_out].T, basis[:, k + m_out:]
+        class_axes, style_axes, rest = basis[:, :k].T, basis[:, k : k + m_out].T, basis[:, k + m_out :]
         means = p.separation * class_axes
         if p.outlier_placement == "style":
             outliers = means[np.arange(m_out) % k] + p.outlier_offset * style_axes
@@ -222,7 +239,9 @@ def generate_negative_transfer(params: NegativeTransferParams, seed: int, modali
             u = geo.normal(size=(m_out, d))
             outliers = p.separation * u / np.linalg.norm(u, axis=1, keepdims=True)
         if p.unknown_placement == "between":
-            pairs = np.array([geo.choice(k, size=2, replace=False) for _ in range(m_unk)], dtype=np.int64).reshape(m_unk, 2)
+            pairs = np.array([geo.choice(k, size=2, replace=False) for _ in range(m_unk)], dtype=np.int64).reshape(
+                m_unk, 2
+            )
             unknown = 0.5 * (means[pairs[:, 0]] + means[pairs[:, 1]])
         else:
             u = geo.normal(size=(m_unk, rest.shape[1])) @ rest.T
@@ -245,22 +264,32 @@ def generate_negative_transfer(params: NegativeTransferParams, seed: int, modali
         features["target"][mod] = tgt.astype(np.float32)
         features["test"][mod] = to_target(draw(means[labels["test"]], 24)).astype(np.float32)
 
-    is_negative = {"source": np.r_[np.zeros(p.source_size, bool), np.ones(n_src_neg, bool)],
-                   "target": np.r_[np.zeros(p.target_size, bool), np.ones(n_tgt_neg, bool)],
-                   "test": np.zeros(p.test_size, bool)}
+    is_negative = {
+        "source": np.r_[np.zeros(p.source_size, bool), np.ones(n_src_neg, bool)],
+        "target": np.r_[np.zeros(p.target_size, bool), np.ones(n_tgt_neg, bool)],
+        "test": np.zeros(p.test_size, bool),
+    }
     return NegativeTransferData(
-        params=p, seed=int(seed), modalities=modalities, features=features,
-        labels={"source": np.r_[labels["source"], k + outlier_of].astype(np.int64),
-                "target": np.r_[labels["target"], np.full(n_tgt_neg, OUTSIDE_CLASSES)].astype(np.int64),
-                "test": labels["test"]},
+        params=p,
+        seed=int(seed),
+        modalities=modalities,
+        features=features,
+        labels={
+            "source": np.r_[labels["source"], k + outlier_of].astype(np.int64),
+            "target": np.r_[labels["target"], np.full(n_tgt_neg, OUTSIDE_CLASSES)].astype(np.int64),
+            "test": labels["test"],
+        },
         is_negative=is_negative,
-        negative_kind={"source": np.where(is_negative["source"], "outlier-class", ""),
-                       "target": np.where(is_negative["target"], f"unknown-{p.unknown_placement}", ""),
-                       "test": np.full(p.test_size, "")},
+        negative_kind={
+            "source": np.where(is_negative["source"], "outlier-class", ""),
+            "target": np.where(is_negative["target"], f"unknown-{p.unknown_placement}", ""),
+            "test": np.full(p.test_size, ""),
+        },
     )
 
 
-def negative_transfer_datasets(params: NegativeTransferParams, seed: int, modalities: Sequence[str] = ("rgb", "flow"),
-                               clean: bool | None = None) -> dict[str, FeatureBank]:
+def negative_transfer_datasets(
+    params: NegativeTransferParams, seed: int, modalities: Sequence[str] = ("rgb", "flow"), clean: bool | None = None
+) -> dict[str, FeatureBank]:
     """``{"source", "target", "test"}`` feature banks of :func:`generate_negative_transfer` (``clean``: negatives left out)."""
     return generate_negative_transfer(params, seed, modalities).datasets(clean)

@@ -87,7 +87,20 @@ DEFAULT_FLOW_BOUND = 20.0
 #: Folder of per-video completion markers below OUT.
 MARKER_DIR = "prepared"
 #: Files taken for videos when VIDEO_DIR is scanned (no annotations): lower-case suffixes.
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
+VIDEO_EXTENSIONS: tuple[str, ...] = (
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".ts",
+    ".3gp",
+)
 #: Version of the marker's content.
 MARKER_FORMAT = 1
 #: Consecutive packets that fail to decode before the rest of a file is given up.
@@ -175,7 +188,9 @@ def resolve_flow_algorithm(name: str) -> str:
         raise ValueError(f"flow algorithm must be 'auto' or one of {FLOW_ALGORITHMS}, got {name!r}")
     if name not in available:
         hint = " (TV-L1 is in opencv-contrib-python(-headless), not in plain opencv-python)" if name == "tvl1" else ""
-        raise RuntimeError(f"flow algorithm {name!r} is not available in this OpenCV build{hint}; available: {', '.join(available) or 'none'}")
+        raise RuntimeError(
+            f"flow algorithm {name!r} is not available in this OpenCV build{hint}; available: {', '.join(available) or 'none'}"
+        )
     return name
 
 
@@ -187,7 +202,9 @@ def make_flow(name: str) -> FlowFn:
     import cv2
 
     if name == "tvl1":
-        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()  # OpenCV's defaults (tau .25, lambda .15, theta .3, 5 scales, 5 warps)
+        tvl1 = (
+            cv2.optflow.DualTVL1OpticalFlow_create()
+        )  # OpenCV's defaults (tau .25, lambda .15, theta .3, 5 scales, 5 warps)
         return lambda a, b: tvl1.calc(a, b, None)
     if name == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
@@ -293,15 +310,20 @@ class VideoReader:
                 self.decode_errors += 1
                 consecutive += 1
                 if consecutive >= MAX_CONSECUTIVE_DECODE_ERRORS:
-                    self.stopped_early = (f"decoding stopped after {self.frames} frames: {consecutive} packets in a row "
-                                          f"failed ({_one_line(exc)})")
+                    self.stopped_early = (
+                        f"decoding stopped after {self.frames} frames: {consecutive} packets in a row "
+                        f"failed ({_one_line(exc)})"
+                    )
                     return
                 continue
             consecutive = 0
             for frame in decoded:
                 width, height = output_size(frame.width, frame.height, self.size)
-                image = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA") \
-                    if (width, height) != (frame.width, frame.height) else frame.to_ndarray(format="rgb24")
+                image = (
+                    frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+                    if (width, height) != (frame.width, frame.height)
+                    else frame.to_ndarray(format="rgb24")
+                )
                 self.frames += 1
                 yield image
 
@@ -365,10 +387,19 @@ def _read_marker(path: Path) -> dict[str, Any] | None:
 
 
 def _result_from_marker(job: VideoJob, marker: dict[str, Any]) -> VideoResult:
-    return VideoResult(job.name, job.participant_id, job.video_id, "skipped", frames=int(marker["frames"]),
-                       flow_frames=int(marker["flow_frames"]), fps=float(marker["fps"]),
-                       header_frames=int(marker.get("header_frames", 0)), width=int(marker.get("width", 0)),
-                       height=int(marker.get("height", 0)), warnings=list(marker.get("warnings", [])))
+    return VideoResult(
+        job.name,
+        job.participant_id,
+        job.video_id,
+        "skipped",
+        frames=int(marker["frames"]),
+        flow_frames=int(marker["flow_frames"]),
+        fps=float(marker["fps"]),
+        header_frames=int(marker.get("header_frames", 0)),
+        width=int(marker.get("width", 0)),
+        height=int(marker.get("height", 0)),
+        warnings=list(marker.get("warnings", [])),
+    )
 
 
 def _completed(job: VideoJob, out: Path, options: PrepareOptions) -> VideoResult | None:
@@ -381,15 +412,22 @@ def _completed(job: VideoJob, out: Path, options: PrepareOptions) -> VideoResult
     try:
         source_bytes = job.source.stat().st_size
     except OSError as exc:
-        return VideoResult(job.name, job.participant_id, job.video_id, "failed", message=f"{job.name}: {_one_line(exc)}")
+        return VideoResult(
+            job.name, job.participant_id, job.video_id, "failed", message=f"{job.name}: {_one_line(exc)}"
+        )
     wanted = {**asdict(options), "source_bytes": source_bytes}
     recorded = {**done.get("options", {}), "source_bytes": done.get("source_bytes")}
     if recorded == wanted:
         return _result_from_marker(job, done)
     changed = ", ".join(f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in wanted.items() if recorded.get(k) != v)
-    return VideoResult(job.name, job.participant_id, job.video_id, "failed",
-                       message=f"{job.name}: already prepared in {out} with other options or from another file ({changed}); "
-                       "pass --force to redo it, or write to another OUT")
+    return VideoResult(
+        job.name,
+        job.participant_id,
+        job.video_id,
+        "failed",
+        message=f"{job.name}: already prepared in {out} with other options or from another file ({changed}); "
+        "pass --force to redo it, or write to another OUT",
+    )
 
 
 Report = Callable[[str, str, int], None]
@@ -399,8 +437,14 @@ def _no_report(kind: str, name: str, value: int) -> None:
     return None
 
 
-def prepare_video(job: VideoJob, out: str | os.PathLike[str], options: PrepareOptions, *, force: bool = False,
-                  report: Report | None = None) -> VideoResult:
+def prepare_video(
+    job: VideoJob,
+    out: str | os.PathLike[str],
+    options: PrepareOptions,
+    *,
+    force: bool = False,
+    report: Report | None = None,
+) -> VideoResult:
     """Decode ``job.source`` and write its RGB and flow frames and marker under ``out``; never raises
     for a bad video (the result is ``"failed"`` with a message naming the file).
 
@@ -420,11 +464,19 @@ def prepare_video(job: VideoJob, out: str | os.PathLike[str], options: PrepareOp
         for d in _frame_dirs(out, job)[:2]:  # frames without a marker are useless
             shutil.rmtree(d.parent if d.name == "u" else d, ignore_errors=True)
         reason = str(exc) if isinstance(exc, VideoError) else _one_line(exc)
-        return VideoResult(job.name, job.participant_id, job.video_id, "failed", message=f"{job.name}: {reason}",
-                           seconds=time.perf_counter() - start)
+        return VideoResult(
+            job.name,
+            job.participant_id,
+            job.video_id,
+            "failed",
+            message=f"{job.name}: {reason}",
+            seconds=time.perf_counter() - start,
+        )
 
 
-def _prepare(job: VideoJob, out: Path, options: PrepareOptions, source_bytes: int, report: Report, start: float) -> VideoResult:
+def _prepare(
+    job: VideoJob, out: Path, options: PrepareOptions, source_bytes: int, report: Report, start: float
+) -> VideoResult:
     import cv2
 
     marker = marker_path(out, job.participant_id, job.video_id)
@@ -453,8 +505,10 @@ def _prepare(job: VideoJob, out: Path, options: PrepareOptions, source_bytes: in
             if index == 1:
                 height, width = image.shape[:2]
             elif image.shape[:2] != (height, width):
-                raise ValueError(f"frame {index} is {image.shape[1]}x{image.shape[0]}, earlier frames {width}x{height} "
-                                 "(resolution changes inside a video are not supported)")
+                raise ValueError(
+                    f"frame {index} is {image.shape[1]}x{image.shape[0]}, earlier frames {width}x{height} "
+                    "(resolution changes inside a video are not supported)"
+                )
             write_jpeg(rgb_dir / _frame_name(index), image, quality)
             gray.append((index, cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)))
             if index % 2 == 0 and index >= 4:  # flow frame k = (index - 2) / 2: RGB 2k -> 2k + 2
@@ -469,7 +523,11 @@ def _prepare(job: VideoJob, out: Path, options: PrepareOptions, source_bytes: in
         if reader.decode_errors:
             warnings.append(f"{job.name}: {reader.decode_errors} damaged packet(s) skipped")
     if frames == 0:
-        details = [d for d in (reader.stopped_early, f"{reader.decode_errors} damaged packet(s)" if reader.decode_errors else "") if d]
+        details = [
+            d
+            for d in (reader.stopped_early, f"{reader.decode_errors} damaged packet(s)" if reader.decode_errors else "")
+            if d
+        ]
         raise VideoError("no frame could be decoded" + (f" ({'; '.join(details)})" if details else ""))
     if header_frames and frames != header_frames:
         warnings.append(f"{job.name}: the header claims {header_frames} frames, {frames} decoded")
@@ -481,15 +539,38 @@ def _prepare(job: VideoJob, out: Path, options: PrepareOptions, source_bytes: in
     flow_frames = len(flow_pairs(frames))
     seconds = time.perf_counter() - start
     record = {
-        "format": MARKER_FORMAT, "source": job.name, "source_bytes": source_bytes,
-        "participant_id": job.participant_id, "video_id": job.video_id, "frames": frames, "flow_frames": flow_frames,
-        "fps": fps, "header_frames": header_frames, "width": width, "height": height, "options": asdict(options),
-        "warnings": warnings, "seconds": round(seconds, 3), "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "format": MARKER_FORMAT,
+        "source": job.name,
+        "source_bytes": source_bytes,
+        "participant_id": job.participant_id,
+        "video_id": job.video_id,
+        "frames": frames,
+        "flow_frames": flow_frames,
+        "fps": fps,
+        "header_frames": header_frames,
+        "width": width,
+        "height": height,
+        "options": asdict(options),
+        "warnings": warnings,
+        "seconds": round(seconds, 3),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     # fsync: a rerun trusts the marker and skips the video
     atomic_write_text(marker, json.dumps(record, indent=1), prefix=f".{marker.name}.", fsync=True)
-    return VideoResult(job.name, job.participant_id, job.video_id, "prepared", frames=frames, flow_frames=flow_frames,
-                       fps=fps, header_frames=header_frames, width=width, height=height, seconds=seconds, warnings=warnings)
+    return VideoResult(
+        job.name,
+        job.participant_id,
+        job.video_id,
+        "prepared",
+        frames=frames,
+        flow_frames=flow_frames,
+        fps=fps,
+        header_frames=header_frames,
+        width=width,
+        height=height,
+        seconds=seconds,
+        warnings=warnings,
+    )
 
 
 # ---------------------------------------------------------------------- annotations
@@ -510,8 +591,20 @@ class Segment:
     extra: dict[str, str]
 
 
-_KNOWN = {"video", "start_frame", "stop_frame", "start_time", "stop_time", "verb_class", "verb", "narration",
-          "uid", "split", "participant_id", "video_id"}
+_KNOWN = {
+    "video",
+    "start_frame",
+    "stop_frame",
+    "start_time",
+    "stop_time",
+    "verb_class",
+    "verb",
+    "narration",
+    "uid",
+    "split",
+    "participant_id",
+    "video_id",
+}
 
 
 def _parse_time(text: str) -> float:
@@ -527,7 +620,9 @@ def _parse_time(text: str) -> float:
     return value
 
 
-def read_annotations(path: str | os.PathLike[str], *, split: str = "train") -> tuple[list[Segment], dict[str, tuple[str | None, str | None]]]:
+def read_annotations(
+    path: str | os.PathLike[str], *, split: str = "train"
+) -> tuple[list[Segment], dict[str, tuple[str | None, str | None]]]:
     """Read the input annotation CSV (format in docs/prepare-videos.md).
 
     Columns: ``video`` (file name relative to VIDEO_DIR), either ``start_frame``/``stop_frame``
@@ -548,15 +643,19 @@ def read_annotations(path: str | os.PathLike[str], *, split: str = "train") -> t
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise AnnotationError(f"cannot read annotations {path}: {_one_line(exc)}") from None
     if not header:
-        raise AnnotationError(f"{path}: empty file (expected a header row: video,start_frame,stop_frame,verb_class,...)")
+        raise AnnotationError(
+            f"{path}: empty file (expected a header row: video,start_frame,stop_frame,verb_class,...)"
+        )
     has_frames = {"start_frame", "stop_frame"} <= set(header)
     has_times = {"start_time", "stop_time"} <= set(header)
     missing = [c for c in ("video", "verb_class") if c not in header]
     if has_frames == has_times:
         what = "both" if has_frames else "neither"
         missing_pair = f"{what} of start_frame/stop_frame and start_time/stop_time"
-        raise AnnotationError(f"{path}: needs exactly one of the column pairs start_frame,stop_frame or start_time,stop_time "
-                              f"(has {missing_pair}); columns: {header}")
+        raise AnnotationError(
+            f"{path}: needs exactly one of the column pairs start_frame,stop_frame or start_time,stop_time "
+            f"(has {missing_pair}); columns: {header}"
+        )
     if missing:
         raise AnnotationError(f"{path}: missing column(s) {missing}; columns: {header}")
     segments: list[Segment] = []
@@ -569,7 +668,9 @@ def read_annotations(path: str | os.PathLike[str], *, split: str = "train") -> t
         if not any(row.values()):
             continue  # blank line
 
-        def need(column: str, parse: Callable[[str], Any], kind: str, row: dict[str, str] = row, line: int = line) -> Any:
+        def need(
+            column: str, parse: Callable[[str], Any], kind: str, row: dict[str, str] = row, line: int = line
+        ) -> Any:
             value = row.get(column, "")
             try:
                 return parse(value)
@@ -583,7 +684,9 @@ def read_annotations(path: str | os.PathLike[str], *, split: str = "train") -> t
             start = need("start_frame", int, "an integer frame number")
             stop = need("stop_frame", int, "an integer frame number")
             if not 1 <= start <= stop:
-                raise AnnotationError(f"{path}:{line}: need 1 <= start_frame <= stop_frame (1-based), got {start}, {stop}")
+                raise AnnotationError(
+                    f"{path}:{line}: need 1 <= start_frame <= stop_frame (1-based), got {start}, {stop}"
+                )
         else:
             start = need("start_time", _parse_time, "seconds or HH:MM:SS.ss")
             stop = need("stop_time", _parse_time, "seconds or HH:MM:SS.ss")
@@ -599,11 +702,25 @@ def read_annotations(path: str | os.PathLike[str], *, split: str = "train") -> t
         verb = row.get("verb") or str(verb_class)
         named = (row.get("participant_id") or None, row.get("video_id") or None)
         if video in ids and ids[video] != named:
-            raise AnnotationError(f"{path}:{line}: {video} has participant_id/video_id {named}, an earlier row {ids[video]}")
+            raise AnnotationError(
+                f"{path}:{line}: {video} has participant_id/video_id {named}, an earlier row {ids[video]}"
+            )
         ids[video] = named
-        segments.append(Segment(line, video, float(start), float(stop), has_frames, verb_class, verb,
-                                row.get("narration") or verb, uid, row_split,
-                                {k: v for k, v in row.items() if k not in _KNOWN}))
+        segments.append(
+            Segment(
+                line,
+                video,
+                float(start),
+                float(stop),
+                has_frames,
+                verb_class,
+                verb,
+                row.get("narration") or verb,
+                uid,
+                row_split,
+                {k: v for k, v in row.items() if k not in _KNOWN},
+            )
+        )
     seen: dict[int, int] = {}
     for s in segments:
         if s.uid in seen:
@@ -625,7 +742,11 @@ def _resolve_video(video_dir: Path, name: str) -> Path | None:
     if not Path(name).suffix:
         parent = path.parent
         if parent.is_dir():
-            found = [p for p in parent.iterdir() if p.is_file() and p.stem == path.name and p.suffix.lower() in VIDEO_EXTENSIONS]
+            found = [
+                p
+                for p in parent.iterdir()
+                if p.is_file() and p.stem == path.name and p.suffix.lower() in VIDEO_EXTENSIONS
+            ]
             if len(found) == 1:
                 return found[0]
     return None
@@ -637,7 +758,9 @@ def _timestamp(seconds: float) -> str:
     return f"{int(hours):02d}:{int(minutes):02d}:{secs:05.2f}"
 
 
-def _epic_rows(segments: Sequence[Segment], results: dict[str, VideoResult]) -> tuple[dict[str, list[dict[str, Any]]], list[str], int]:
+def _epic_rows(
+    segments: Sequence[Segment], results: dict[str, VideoResult]
+) -> tuple[dict[str, list[dict[str, Any]]], list[str], int]:
     """Split name -> EPIC rows for the segments of videos that are ready; warnings; rows left out."""
     rows: dict[str, list[dict[str, Any]]] = {}
     warnings: list[str] = []
@@ -652,13 +775,17 @@ def _epic_rows(segments: Sequence[Segment], results: dict[str, VideoResult]) -> 
             start, stop = int(s.start), int(s.stop)
         else:
             if result.fps <= 0:
-                warnings.append(f"line {s.line} ({s.video}): the video has no frame rate; times cannot be converted, segment left out")
+                warnings.append(
+                    f"line {s.line} ({s.video}): the video has no frame rate; times cannot be converted, segment left out"
+                )
                 left_out += 1
                 continue
             start = max(1, round(s.start * result.fps))
             stop = max(start, round(s.stop * result.fps))
         if start > total:
-            warnings.append(f"line {s.line} ({s.video}): starts at frame {start}, after the last decoded frame {total}; left out")
+            warnings.append(
+                f"line {s.line} ({s.video}): starts at frame {start}, after the last decoded frame {total}; left out"
+            )
             left_out += 1
             continue
         if stop > total:
@@ -667,12 +794,22 @@ def _epic_rows(segments: Sequence[Segment], results: dict[str, VideoResult]) -> 
         fps = result.fps if result.fps > 0 else 0.0
         start_ts = _timestamp(s.start if not s.in_frames else (start / fps if fps else 0.0))
         stop_ts = _timestamp(s.stop if not s.in_frames else (stop / fps if fps else 0.0))
-        rows.setdefault(s.split, []).append({
-            "uid": s.uid, "participant_id": result.participant_id, "video_id": result.video_id,
-            "narration": s.narration, "start_timestamp": start_ts, "stop_timestamp": stop_ts,
-            "start_frame": start, "stop_frame": stop, "verb": s.verb, "verb_class": s.verb_class,
-            "source_video": s.video, **s.extra,
-        })
+        rows.setdefault(s.split, []).append(
+            {
+                "uid": s.uid,
+                "participant_id": result.participant_id,
+                "video_id": result.video_id,
+                "narration": s.narration,
+                "start_timestamp": start_ts,
+                "stop_timestamp": stop_ts,
+                "start_frame": start,
+                "stop_frame": stop,
+                "verb": s.verb,
+                "verb_class": s.verb_class,
+                "source_video": s.video,
+                **s.extra,
+            }
+        )
     return rows, warnings, left_out
 
 
@@ -707,8 +844,9 @@ class PrepareSummary:
         return not self.failed
 
 
-def _plan(video_dir: Path, annotations: Path | None, participant: str, split: str
-          ) -> tuple[list[VideoJob], list[VideoResult], list[Segment]]:
+def _plan(
+    video_dir: Path, annotations: Path | None, participant: str, split: str
+) -> tuple[list[VideoJob], list[VideoResult], list[Segment]]:
     """Jobs to run, results of videos that cannot even start (not found), and the segments."""
     segments: list[Segment] = []
     if annotations is None:
@@ -723,11 +861,15 @@ def _plan(video_dir: Path, annotations: Path | None, participant: str, split: st
         pid = part or participant
         video_id = vid or _safe_id(Path(name).stem)
         if _safe_id(pid) != pid or _safe_id(video_id) != video_id:
-            raise AnnotationError(f"{name}: participant_id {pid!r} / video_id {video_id!r} may only hold letters, digits, '_', '-', '.'")
+            raise AnnotationError(
+                f"{name}: participant_id {pid!r} / video_id {video_id!r} may only hold letters, digits, '_', '-', '.'"
+            )
         key = (pid, video_id)
         if key in owner:
-            raise AnnotationError(f"{owner[key]} and {name} would both be written to rgb/{pid}/{video_id}: rename one, or give "
-                                  "them distinct video_id values in an annotation CSV")
+            raise AnnotationError(
+                f"{owner[key]} and {name} would both be written to rgb/{pid}/{video_id}: rename one, or give "
+                "them distinct video_id values in an annotation CSV"
+            )
         owner[key] = name
         path = _resolve_video(video_dir, name)
         if path is None:
@@ -792,15 +934,27 @@ def prepare_videos(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if _safe_id(domain) != domain:
-        raise ValueError(f"domain must be letters, digits, '_', '-' or '.' (it names {domain}_train.csv), got {domain!r}")
+        raise ValueError(
+            f"domain must be letters, digits, '_', '-' or '.' (it names {domain}_train.csv), got {domain!r}"
+        )
     if not video_dir.is_dir():
         raise FileNotFoundError(f"video folder not found: {video_dir}")
-    jobs, results, segments = _plan(video_dir, Path(annotations) if annotations is not None else None, participant, split)
+    jobs, results, segments = _plan(
+        video_dir, Path(annotations) if annotations is not None else None, participant, split
+    )
     out.mkdir(parents=True, exist_ok=True)
     console = console or Console()
     start = time.perf_counter()
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not progress)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+    )
     for r in results:
         console.print(f"[red]failed[/] {r.message}", highlight=False)
 
@@ -853,8 +1007,14 @@ def prepare_videos(
     return PrepareSummary(results, split_files, counts, left_out, warnings, time.perf_counter() - start)
 
 
-def _run_parallel(jobs: list[VideoJob], out: Path, options: PrepareOptions, workers: int,
-                  on_report: Report, finished: Callable[[VideoResult], None]) -> None:
+def _run_parallel(
+    jobs: list[VideoJob],
+    out: Path,
+    options: PrepareOptions,
+    workers: int,
+    on_report: Report,
+    finished: Callable[[VideoResult], None],
+) -> None:
     import multiprocessing as mp
     import queue as queue_mod
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -872,8 +1032,9 @@ def _run_parallel(jobs: list[VideoJob], out: Path, options: PrepareOptions, work
                     return
                 on_report(kind, name, value)
 
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init,
-                                 initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(jobs)), mp_context=ctx, initializer=_worker_init, initargs=(threads,)
+        ) as pool:
             pending = {pool.submit(_worker_run, job, str(out), options, events): job for job in jobs}
             while pending:
                 done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -883,8 +1044,13 @@ def _run_parallel(jobs: list[VideoJob], out: Path, options: PrepareOptions, work
                     try:
                         result = future.result()
                     except Exception as exc:  # noqa: BLE001 - the worker process died (e.g. killed for memory)
-                        result = VideoResult(job.name, job.participant_id, job.video_id, "failed",
-                                             message=f"{job.name}: worker failed: {_one_line(exc)}")
+                        result = VideoResult(
+                            job.name,
+                            job.participant_id,
+                            job.video_id,
+                            "failed",
+                            message=f"{job.name}: worker failed: {_one_line(exc)}",
+                        )
                     finished(result)
 
 
@@ -895,5 +1061,7 @@ def _result_line(r: VideoResult) -> str:
     if r.status == "skipped":
         return f"[dim]skipped[/] {r.name} -> {where}: already prepared ({r.frames} frames)"
     rate = r.frames / r.seconds if r.seconds > 0 else 0.0
-    return (f"[green]prepared[/] {r.name} -> {where}: {r.frames} frames {r.width}x{r.height} at {r.fps:.2f} fps, "
-            f"{r.flow_frames} flow frames, {r.seconds:.1f} s ({rate:.1f} frames/s)")
+    return (
+        f"[green]prepared[/] {r.name} -> {where}: {r.frames} frames {r.width}x{r.height} at {r.fps:.2f} fps, "
+        f"{r.flow_frames} flow frames, {r.seconds:.1f} s ({rate:.1f} frames/s)"
+    )

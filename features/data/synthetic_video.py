@@ -131,9 +131,19 @@ class SyntheticVideoConfig:
 
 def tiny_config(seed: int = 0) -> SyntheticVideoConfig:
     """A few dozen small clips for tests (non-square frames on purpose)."""
-    return SyntheticVideoConfig(height=32, width=40, num_classes=3, train_clips=6, test_clips=3,
-                                segments_per_video=3, min_frames=30, max_frames=40, seed=seed,
-                                source_negative_fraction=0.34, target_negative_fraction=0.34)
+    return SyntheticVideoConfig(
+        height=32,
+        width=40,
+        num_classes=3,
+        train_clips=6,
+        test_clips=3,
+        segments_per_video=3,
+        min_frames=30,
+        max_frames=40,
+        seed=seed,
+        source_negative_fraction=0.34,
+        target_negative_fraction=0.34,
+    )
 
 
 def encode_flow(flow: np.ndarray, bound: float) -> np.ndarray:
@@ -190,8 +200,15 @@ def _background(domain: str, height: int, width: int, rng: np.random.Generator) 
     return base + rng.normal(0, 8.0, (height, width, 1))
 
 
-def _render(clip: _Clip, domain: str, times: np.ndarray, flow_times: np.ndarray, background: np.ndarray,
-            colour: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _render(
+    clip: _Clip,
+    domain: str,
+    times: np.ndarray,
+    flow_times: np.ndarray,
+    background: np.ndarray,
+    colour: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """RGB uint8 ``[T, H, W, 3]`` at ``times`` and flow float ``[K, H, W, 2]`` (px) at ``flow_times``."""
     height, width, _ = background.shape
     radius = 0.16 * min(height, width)
@@ -246,8 +263,9 @@ def write_jpeg(path: Path, pixels: np.ndarray, quality: int) -> None:
     path.write_bytes(data)
 
 
-def _domain_clips(cfg: SyntheticVideoConfig, domain: str, n: int, negatives: int,
-                  rng: np.random.Generator) -> tuple[list[_Clip], np.ndarray]:
+def _domain_clips(
+    cfg: SyntheticVideoConfig, domain: str, n: int, negatives: int, rng: np.random.Generator
+) -> tuple[list[_Clip], np.ndarray]:
     labels = np.arange(n) % cfg.num_classes
     rng.shuffle(labels)
     is_negative = np.zeros(n, dtype=bool)
@@ -297,8 +315,11 @@ def generate_video_domains(
             continue
         rng = np.random.default_rng([cfg.seed, 0 if domain == "S" else 1])
         uid = 100000 if domain == "S" else 200000
-        palette = (np.array([[220, 60, 40], [240, 140, 30], [200, 40, 90]], dtype=np.float64) if domain == "S"
-                   else np.array([[40, 200, 90], [30, 120, 230], [20, 190, 190]], dtype=np.float64))
+        palette = (
+            np.array([[220, 60, 40], [240, 140, 30], [200, 40, 90]], dtype=np.float64)
+            if domain == "S"
+            else np.array([[40, 200, 90], [30, 120, 230], [20, 190, 190]], dtype=np.float64)
+        )
         video_no = 0
         for split, n in (("train", cfg.train_clips), ("test", cfg.test_clips)):
             fraction = cfg.source_negative_fraction if domain == "S" else cfg.target_negative_fraction
@@ -324,8 +345,15 @@ def generate_video_domains(
                     flow_ids = np.arange((block_start + 1) // 2, block_end // 2 + 1)
                     flow_ids = flow_ids[flow_ids >= 1]
                     colour = palette[int(rng.integers(len(palette)))] * rng.uniform(0.85, 1.0)
-                    rgb, flow = _render(clip, domain, (frames - start).astype(np.float64),
-                                        (2 * flow_ids - start).astype(np.float64), background, colour, rng)
+                    rgb, flow = _render(
+                        clip,
+                        domain,
+                        (frames - start).astype(np.float64),
+                        (2 * flow_ids - start).astype(np.float64),
+                        background,
+                        colour,
+                        rng,
+                    )
                     for f, image in zip(frames, rgb):
                         write_jpeg(rgb_dir / f"frame_{f:010d}.jpg", image, cfg.jpeg_quality)
                     levels = encode_flow(flow, cfg.flow_bound)
@@ -334,12 +362,21 @@ def generate_video_domains(
                         write_jpeg(v_dir / f"frame_{k:010d}.jpg", pair[..., 1], cfg.jpeg_quality)
                     label = MOTIONS.index(clip.motion) if clip.motion in MOTIONS else -1
                     verb = clip.motion if clip.motion in MOTIONS else "unseen"
-                    rows.append({
-                        "uid": uid, "participant_id": participant, "video_id": video_id,
-                        "narration": f"move {clip.motion}", "start_timestamp": _timestamp(start),
-                        "stop_timestamp": _timestamp(stop), "start_frame": start, "stop_frame": stop,
-                        "verb": verb, "verb_class": label, "is_negative": int(is_negative[i]),
-                    })
+                    rows.append(
+                        {
+                            "uid": uid,
+                            "participant_id": participant,
+                            "video_id": video_id,
+                            "narration": f"move {clip.motion}",
+                            "start_timestamp": _timestamp(start),
+                            "stop_timestamp": _timestamp(stop),
+                            "start_frame": start,
+                            "stop_frame": stop,
+                            "verb": verb,
+                            "verb_class": label,
+                            "is_negative": int(is_negative[i]),
+                        }
+                    )
                     uid += 1
                     block_start = block_end + 1
             with (root / f"{domain}_{split}.csv").open("w", newline="", encoding="utf-8") as fh:

@@ -75,8 +75,12 @@ __all__ = [
 ]
 
 WATCH = RegistryFile(
-    "seglearn", "1.2.5", "wheel", "ec6b952c85c9627050102854b372d85951563d3b990df677d7c55547e87413dd",
-    "seglearn/data/watch_dataset.npy", "watch/watch_dataset.npy",
+    "seglearn",
+    "1.2.5",
+    "wheel",
+    "ec6b952c85c9627050102854b372d85951563d3b990df677d7c55547e87413dd",
+    "seglearn/data/watch_dataset.npy",
+    "watch/watch_dataset.npy",
     member_sha256="eb122f23cdf06ef6bd6c6c5312958ec5cf9d038e2e6d457b8081662c75a42537",
 )
 #: The converted file below the cache; bump the version when the conversion changes.
@@ -141,12 +145,16 @@ def validate_watch(raw: Any, source: str = "watch data") -> WatchData:
     if columns["y"].min(initial=0) < 0 or columns["y"].max(initial=0) >= len(classes):
         raise WatchDataError(f"{source}: y must lie in [0, {len(classes)}) (one per y_labels entry)")
     if not np.isin(columns["side"], list(ARMS.values())).all():
-        raise WatchDataError(f"{source}: side must be 0 (left) or 1 (right), got {sorted(set(columns['side'].tolist()))}")
+        raise WatchDataError(
+            f"{source}: side must be 0 (left) or 1 (right), got {sorted(set(columns['side'].tolist()))}"
+        )
     signals = []
     for i, x in enumerate(xs):
         arr = np.asarray(x)
         if arr.ndim != 2 or arr.shape[1] != len(CHANNELS) or arr.dtype.kind not in "fiu":
-            raise WatchDataError(f"{source}: X[{i}] must be a numeric (n, {len(CHANNELS)}) array, got {arr.dtype} {arr.shape}")
+            raise WatchDataError(
+                f"{source}: X[{i}] must be a numeric (n, {len(CHANNELS)}) array, got {arr.dtype} {arr.shape}"
+            )
         if not np.isfinite(arr).all():
             raise WatchDataError(f"{source}: X[{i}] holds NaN or inf")
         signals.append(np.ascontiguousarray(arr, dtype=np.float32))
@@ -162,34 +170,53 @@ def _write_converted(data: WatchData, path: Path) -> None:
     lengths = np.array([len(s) for s in data.signals], dtype=np.int64)
     # the ".npz" suffix: np.savez appends one to any other name
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, version=np.int64(CONVERTED_VERSION), signals=np.concatenate(data.signals), lengths=lengths,
-                 labels=data.labels, subjects=data.subjects, sides=data.sides,
-                 classes=np.array(data.classes, dtype=str), channels=np.array(data.channels, dtype=str),
-                 source_sha256=np.array(WATCH.member_sha256 or "", dtype=str))
+        np.savez(
+            tmp,
+            version=np.int64(CONVERTED_VERSION),
+            signals=np.concatenate(data.signals),
+            lengths=lengths,
+            labels=data.labels,
+            subjects=data.subjects,
+            sides=data.sides,
+            classes=np.array(data.classes, dtype=str),
+            channels=np.array(data.channels, dtype=str),
+            source_sha256=np.array(WATCH.member_sha256 or "", dtype=str),
+        )
 
 
 def _read_converted(path: Path) -> WatchData:
     try:
         with np.load(path, allow_pickle=False) as z:
             if int(z["version"]) != CONVERTED_VERSION:
-                raise WatchDataError(f"{path}: converted with version {int(z['version'])}, expected {CONVERTED_VERSION}")
+                raise WatchDataError(
+                    f"{path}: converted with version {int(z['version'])}, expected {CONVERTED_VERSION}"
+                )
             lengths = z["lengths"]
             flat = z["signals"]
             if lengths.sum() != len(flat):
                 raise WatchDataError(f"{path}: lengths sum to {lengths.sum()} but signals has {len(flat)} rows")
             signals = tuple(np.split(flat.astype(np.float32, copy=False), np.cumsum(lengths)[:-1]))
-            raw = {"X": signals, "y": z["labels"], "subject": z["subjects"], "side": z["sides"],
-                   "y_labels": z["classes"].tolist(), "X_labels": z["channels"].tolist()}
+            raw = {
+                "X": signals,
+                "y": z["labels"],
+                "subject": z["subjects"],
+                "side": z["sides"],
+                "y_labels": z["classes"].tolist(),
+                "X_labels": z["channels"].tolist(),
+            }
     except (KeyError, ValueError, OSError) as err:
         if isinstance(err, WatchDataError):
             raise
-        raise WatchDataError(f"{path}: not a converted watch file ({type(err).__name__}: {err}); "
-                             f"delete it or run `mmir data fetch watch --force`") from err
+        raise WatchDataError(
+            f"{path}: not a converted watch file ({type(err).__name__}: {err}); "
+            f"delete it or run `mmir data fetch watch --force`"
+        ) from err
     return validate_watch(raw, str(path))
 
 
-def load_watch(cache: str | os.PathLike[str] | None = None, archive: str | os.PathLike[str] | None = None,
-               force: bool = False) -> WatchData:
+def load_watch(
+    cache: str | os.PathLike[str] | None = None, archive: str | os.PathLike[str] | None = None, force: bool = False
+) -> WatchData:
     """The watch recordings, fetched, verified and converted on first use.
 
     Reads ``<cache>/watch/watch-v1.npz`` when it exists (no pickle involved). Otherwise the pinned
@@ -224,7 +251,9 @@ def window_starts(length: int, window: int = WINDOW, hop: int | None = None) -> 
     return np.arange(0, length - window + 1, hop, dtype=np.int64)
 
 
-def split_recordings(data: WatchData, source: str, target: str, test_subjects: Sequence[int] = TEST_SUBJECTS) -> dict[str, np.ndarray]:
+def split_recordings(
+    data: WatchData, source: str, target: str, test_subjects: Sequence[int] = TEST_SUBJECTS
+) -> dict[str, np.ndarray]:
     """Recording indices of the ``source``, ``target`` (unlabelled) and ``test`` splits of a direction.
 
     ``source`` is the whole source arm, except when ``source == target`` (supervised upper bound):
@@ -238,7 +267,9 @@ def split_recordings(data: WatchData, source: str, target: str, test_subjects: S
         raise ValueError(f"no recording belongs to the test subjects {list(test_subjects)}")
     on_target = data.sides == ARMS[target]
     splits = {
-        "source": np.flatnonzero(data.sides == ARMS[source]) if source != target else np.flatnonzero(on_target & ~held_out),
+        "source": np.flatnonzero(data.sides == ARMS[source])
+        if source != target
+        else np.flatnonzero(on_target & ~held_out),
         "target": np.flatnonzero(on_target & ~held_out),
         "test": np.flatnonzero(on_target & held_out),
     }
@@ -253,7 +284,9 @@ def channel_stats(data: WatchData, recordings: Iterable[int]) -> tuple[np.ndarra
     x = np.concatenate([data.signals[i] for i in recordings]).astype(np.float64)
     std = x.std(0)
     if (std <= 0).any():
-        raise WatchDataError(f"channel(s) {[CHANNELS[c] for c in np.flatnonzero(std <= 0)]} are constant in the source data")
+        raise WatchDataError(
+            f"channel(s) {[CHANNELS[c] for c in np.flatnonzero(std <= 0)]} are constant in the source data"
+        )
     return x.mean(0), std
 
 
@@ -278,8 +311,16 @@ class WatchWindows(Dataset):
     :param window: samples per window (hop ``window // 2``).
     """
 
-    def __init__(self, data: WatchData, recordings: Sequence[int], mean: np.ndarray, std: np.ndarray,
-                 modalities: Sequence[str] = ("acc", "gyro"), role: str = "source", window: int = WINDOW) -> None:
+    def __init__(
+        self,
+        data: WatchData,
+        recordings: Sequence[int],
+        mean: np.ndarray,
+        std: np.ndarray,
+        modalities: Sequence[str] = ("acc", "gyro"),
+        role: str = "source",
+        window: int = WINDOW,
+    ) -> None:
         unknown = [m for m in modalities if m not in MODALITY_CHANNELS]
         if unknown or not modalities:
             raise ValueError(f"watch modalities are {sorted(MODALITY_CHANNELS)}, got {list(modalities)}")
@@ -318,8 +359,14 @@ class WatchWindows(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} windows")
         item: dict[str, Any] = {m: self.x[m][index] for m in self.modalities}
-        item.update(label=int(self.labels[index]), uid=int(self.uids[index]), domain=self.role,
-                    recording=int(self.recordings[index]), subject=int(self.subjects[index]), start=int(self.starts[index]))
+        item.update(
+            label=int(self.labels[index]),
+            uid=int(self.uids[index]),
+            domain=self.role,
+            recording=int(self.recordings[index]),
+            subject=int(self.subjects[index]),
+            start=int(self.starts[index]),
+        )
         return item
 
     def tensors(self) -> tuple[dict[str, Tensor], Tensor]:
@@ -327,8 +374,14 @@ class WatchWindows(Dataset):
         return dict(self.x), torch.from_numpy(self.labels)
 
 
-def watch_splits(data: WatchData, source: str, target: str, modalities: Sequence[str] = ("acc", "gyro"),
-                 window: int = WINDOW, test_subjects: Sequence[int] = TEST_SUBJECTS) -> dict[str, WatchWindows]:
+def watch_splits(
+    data: WatchData,
+    source: str,
+    target: str,
+    modalities: Sequence[str] = ("acc", "gyro"),
+    window: int = WINDOW,
+    test_subjects: Sequence[int] = TEST_SUBJECTS,
+) -> dict[str, WatchWindows]:
     """``{"source", "target", "test"}`` window datasets of a direction, standardised with source statistics."""
     splits = split_recordings(data, source, target, test_subjects)
     mean, std = channel_stats(data, splits["source"])
@@ -344,6 +397,14 @@ def summary_rows(data: WatchData, window: int = WINDOW) -> list[dict[str, Any]]:
         for subject in sorted(set(data.subjects.tolist())):
             mask = (data.sides == side) & (data.subjects == subject)
             per_class = [int(counts[mask & (data.labels == c)].sum()) for c in range(len(data.classes))]
-            rows.append({"arm": arm, "subject": int(subject), "recordings": int(mask.sum()), "windows": int(counts[mask].sum()),
-                         "per_class": per_class, "split": "test" if subject in TEST_SUBJECTS else "train"})
+            rows.append(
+                {
+                    "arm": arm,
+                    "subject": int(subject),
+                    "recordings": int(mask.sum()),
+                    "windows": int(counts[mask].sum()),
+                    "per_class": per_class,
+                    "split": "test" if subject in TEST_SUBJECTS else "train",
+                }
+            )
     return rows

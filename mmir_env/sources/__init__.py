@@ -2,7 +2,13 @@
 
 from mmir_env.sources.base import ArraySource, CandidateBatch, CandidateSource, sample_distinct_rows
 from mmir_env.sources.snapshot import SnapshotSource, write_synthetic_snapshot
-from mmir_env.sources.synthetic import OUTSIDE_CLASSES, SyntheticConfig, SyntheticDomains, SyntheticSource, generate_synthetic_domains
+from mmir_env.sources.synthetic import (
+    OUTSIDE_CLASSES,
+    SyntheticConfig,
+    SyntheticDomains,
+    SyntheticSource,
+    generate_synthetic_domains,
+)
 
 __all__ = [
     "ArraySource",

@@ -7,8 +7,9 @@ the synthetic benchmark and snapshot replay build on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -96,9 +97,13 @@ def _draw_without_replacement(rng: np.random.Generator, pool_size: int, n_sets: 
     chunk = max(1, _EXACT_CHUNK_KEYS // pool_size)
     for start in range(0, n_sets, chunk):
         keys = rng.random((min(chunk, n_sets - start), pool_size))
-        rows = np.argpartition(keys, n_c - 1, axis=1)[:, :n_c] if n_c < pool_size else np.broadcast_to(np.arange(pool_size), keys.shape)
+        rows = (
+            np.argpartition(keys, n_c - 1, axis=1)[:, :n_c]
+            if n_c < pool_size
+            else np.broadcast_to(np.arange(pool_size), keys.shape)
+        )
         order = np.argsort(np.take_along_axis(keys, rows, axis=1), axis=1)
-        out[start:start + keys.shape[0]] = np.take_along_axis(rows, order, axis=1)
+        out[start : start + keys.shape[0]] = np.take_along_axis(rows, order, axis=1)
     return out
 
 
@@ -135,7 +140,9 @@ class ArraySource:
         missing = [name for name in DOMAIN_NAMES.values() if name not in features]
         if missing:
             raise ValueError(f"features must have keys 'source' and 'target'; missing {missing}")
-        self._features = {d: _as_feature_tensor(f"features[{name!r}]", features[name]) for d, name in DOMAIN_NAMES.items()}
+        self._features = {
+            d: _as_feature_tensor(f"features[{name!r}]", features[name]) for d, name in DOMAIN_NAMES.items()
+        }
         dims = {name: self._features[d].shape[1] for d, name in DOMAIN_NAMES.items()}
         if len(set(dims.values())) != 1:
             raise ValueError(f"features of both domains must share feature_dim, got {dims}")
@@ -145,7 +152,9 @@ class ArraySource:
         self.has_ground_truth: bool = self._is_negative is not None
         self.discriminator = discriminator
 
-    def _per_domain(self, name: str, values: Mapping[str, object] | None, dtype: torch.dtype) -> dict[int, Tensor] | None:
+    def _per_domain(
+        self, name: str, values: Mapping[str, object] | None, dtype: torch.dtype
+    ) -> dict[int, Tensor] | None:
         if values is None:
             return None
         out: dict[int, Tensor] = {}

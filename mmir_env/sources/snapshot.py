@@ -72,7 +72,9 @@ class SnapshotSource:
     ) -> None:
         self.snapshot = snapshot if isinstance(snapshot, Snapshot) else Snapshot(snapshot)
         if modality not in self.snapshot.modalities:
-            raise ValueError(f"modality must be one of {self.snapshot.modalities} (stored in {self.snapshot.path}), got {modality!r}")
+            raise ValueError(
+                f"modality must be one of {self.snapshot.modalities} (stored in {self.snapshot.path}), got {modality!r}"
+            )
         if mode not in SAMPLING_MODES:
             raise ValueError(f"mode must be one of {SAMPLING_MODES}, got {mode!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 2:
@@ -89,7 +91,9 @@ class SnapshotSource:
         if mode == "epoch":
             small = {names[d]: n for d, n in self._num.items() if n < self.batch_size}
             if small:
-                raise ValueError(f"mode='epoch' needs at least batch_size={self.batch_size} clips per domain; {self.snapshot.path} has {small}")
+                raise ValueError(
+                    f"mode='epoch' needs at least batch_size={self.batch_size} clips per domain; {self.snapshot.path} has {small}"
+                )
         self._labels = {d: _tensor(self.snapshot.labels(name), torch.int64) for d, name in names.items()}
         self._is_negative = {d: _tensor(self.snapshot.is_negative(name), torch.bool) for d, name in names.items()}
         self.has_ground_truth: bool = all(v is not None for v in self._is_negative.values())
@@ -157,7 +161,9 @@ class SnapshotSource:
 
     def _next_epoch_sets(self, rng: np.random.Generator, d: int, n_sets: int, n_c: int) -> np.ndarray:
         if n_c > self.batch_size:
-            raise ValueError(f"n_c={n_c} exceeds batch_size={self.batch_size}: a batch must hold at least one candidate set")
+            raise ValueError(
+                f"n_c={n_c} exceeds batch_size={self.batch_size}: a batch must hold at least one candidate set"
+            )
         streams = self._streams[d]
         stream = streams.get(id(rng))
         if stream is None or stream.rng is not rng or stream.n_c != n_c:
@@ -217,12 +223,25 @@ def write_synthetic_snapshot(
     cfg = SyntheticConfig(**{**SyntheticConfig().to_dict(), "seed": seed, **synthetic})
     data = generate_synthetic_domains(cfg)
     rows = {name: int(data.labels[name].shape[0]) for name in ("source", "target")}
-    config = {"generator": "mmir_env.sources.snapshot.write_synthetic_snapshot", "synthetic": cfg.to_dict(), "pretrain_steps": steps}
-    with SnapshotWriter(path, feature_dim=cfg.feature_dim, num_classes=cfg.num_classes, modalities=cfg.modalities,
-                        dtype=dtype, num_rows=rows, config=config) as writer:
+    config = {
+        "generator": "mmir_env.sources.snapshot.write_synthetic_snapshot",
+        "synthetic": cfg.to_dict(),
+        "pretrain_steps": steps,
+    }
+    with SnapshotWriter(
+        path,
+        feature_dim=cfg.feature_dim,
+        num_classes=cfg.num_classes,
+        modalities=cfg.modalities,
+        dtype=dtype,
+        num_rows=rows,
+        config=config,
+    ) as writer:
         for name, n in rows.items():
             uid = np.char.add(f"{name}-", np.char.zfill(np.arange(n).astype(str), 6))
-            writer.append(name, data.features[name], label=data.labels[name], uid=uid, is_negative=data.is_negative[name])
+            writer.append(
+                name, data.features[name], label=data.labels[name], uid=uid, is_negative=data.is_negative[name]
+            )
         for modality in cfg.modalities:
             # As make_synthetic_source: seeded init, fit on the float32 pools with the same seed.
             disc = seeded_discriminator(cfg.feature_dim, seed=seed)

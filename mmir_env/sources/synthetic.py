@@ -109,7 +109,11 @@ def generate_synthetic_domains(config: SyntheticConfig | None = None) -> Synthet
         tgt_means = means[tgt_labels].copy()
         tgt_means[between] = 0.5 * (means[tgt_labels[between]] + means[partner[between]])
         tgt_means[unseen] = cfg.class_separation * unseen_axis
-        tgt = tgt_means + np.outer(tgt_axis_pos, domain_axis) + rng.normal(0.0, noise_scale, size=(cfg.num_target, cfg.feature_dim))
+        tgt = (
+            tgt_means
+            + np.outer(tgt_axis_pos, domain_axis)
+            + rng.normal(0.0, noise_scale, size=(cfg.num_target, cfg.feature_dim))
+        )
 
         features["source"][modality] = src.astype(np.float32)
         features["target"][modality] = tgt.astype(np.float32)
@@ -162,7 +166,9 @@ class SyntheticSource(ArraySource):
         if overrides:
             unknown = sorted(set(overrides) - set(SyntheticConfig.__dataclass_fields__))
             if unknown:
-                raise TypeError(f"unknown SyntheticSource parameters {unknown}; valid: {sorted(SyntheticConfig.__dataclass_fields__)}")
+                raise TypeError(
+                    f"unknown SyntheticSource parameters {unknown}; valid: {sorted(SyntheticConfig.__dataclass_fields__)}"
+                )
             cfg = SyntheticConfig(**{**cfg.to_dict(), **overrides})  # type: ignore[arg-type]
         modality = modality or cfg.modalities[0]
         if modality not in cfg.modalities:
@@ -182,4 +188,3 @@ class SyntheticSource(ArraySource):
     def negative_fraction(self) -> dict[str, float]:
         """Measured fraction of planted negatives per domain."""
         return {d: float(np.mean(self.domains.is_negative[d])) for d in ("source", "target")}
-
