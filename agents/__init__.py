@@ -7,7 +7,7 @@ from agents.dqn import RefinementDQN
 from agents.exploration import ConstantEpsilon, ExponentialEpsilon, LinearEpsilon
 from agents.heuristics import HeuristicAgent, OracleAgent, RandomAgent, selectable_rows
 from agents.qnets import CandidateSetQNet, FlatQNet
-from agents.registry import make_agent, register_agent, registered_agents
+from agents.registry import AGENTS, make_agent, register_agent, registered_agents
 from agents.sb3_adapters import CandidateSetExtractor, RefinementVecEnv
 from agents.sb3_stepwise import SB3StepwiseDQN, SB3StepwiseQRDQN
 from agents.stepwise import (
@@ -20,6 +20,7 @@ from agents.stepwise import (
 )
 
 __all__ = [
+    "AGENTS",
     "CandidateSetExtractor",
     "CandidateSetQNet",
     "ConstantEpsilon",

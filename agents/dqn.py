@@ -81,6 +81,10 @@ class RefinementDQN:
     :param tensorboard_log: folder for TensorBoard event files (SB3's argument: each ``learn`` writes
         ``tensorboard_log/<tb_log_name>_<k>``; needs ``pip install "mmir[tensorboard]"``).
     :param verbose: 1 also prints the logged table at each dump (SB3's convention).
+
+    ``last_obs`` holds the env's current observation between ``learn`` calls (SB3's ``_last_obs``:
+    batched env: the observation; single env: ``(obs, info)``); ``learn`` keeps it, None resets the
+    env on the next step.
     """
 
     def __init__(
@@ -186,7 +190,8 @@ class RefinementDQN:
         self.selections = 0  # the selection count c of the epsilon schedules
         self.updates = 0
         self._last_sync = 0
-        self._last_obs: Any = None
+        # public: agents.training_loop, which runs learn() outside this class, reads and writes it
+        self.last_obs: Any = None
         # (obs, mask, actions) -> rewards: re-scores replayed transitions at update time (co-training's
         # reward relabelling: a reward measured against an older discriminator goes stale)
         self.reward_relabel: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
@@ -396,7 +401,7 @@ class RefinementDQN:
         self.env = env
         if self.replay.indexed or getattr(getattr(env, "unwrapped", env), "pool", None) is not None:
             self.replay = self._make_replay()
-        self._last_obs = None
+        self.last_obs = None
 
     def state_dict(self, include_replay: bool = False) -> dict[str, Any]:
         """Everything needed to continue training bit-for-bit (tensors and JSON strings only)."""

@@ -10,13 +10,14 @@ An agent is anything with SB3's ``learn(total_timesteps, ...)`` and ``predict(ob
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any
+
+from features.registry import Registry
 
 AgentFactory = Callable[..., Any]
 ENTRY_POINT_GROUP = "mmir.agents"
-_REGISTRY: dict[str, AgentFactory] = {}
-_entry_points_loaded = False
+#: name -> ``factory(env, **kwargs) -> agent``; installed entry points join on the first lookup.
+AGENTS: Registry[AgentFactory] = Registry("agent", "agent", entry_point_group=ENTRY_POINT_GROUP)
 
 # Replay sizes fit memory: SB3's default 1e6 transitions of 5x1024 float32 states would be ~41 GB.
 SB3_REPLAY_SIZE = 20_000
@@ -27,46 +28,18 @@ ON_POLICY_ROLLOUT = {"ppo": 256, "maskable-ppo": 256, "a2c": 32}  # a2c: SB3's 5
 
 
 def register_agent(name: str, factory: AgentFactory, overwrite: bool = False) -> None:
-    """Register ``factory(env, **kwargs) -> agent`` under ``name``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"agent name must be a non-empty string, got {name!r}")
-    if not callable(factory):
-        raise TypeError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(f"an agent named {name!r} is already registered (pass overwrite=True to replace it)")
-    _REGISTRY[name] = factory
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = _lazy_entry_point(ep)
-
-
-def _lazy_entry_point(ep: Any) -> AgentFactory:
-    def factory(env: Any, **kwargs: Any) -> Any:
-        return ep.load()(env, **kwargs)
-
-    factory.__doc__ = f"entry point {ep.value} of group {ENTRY_POINT_GROUP}"
-    return factory
+    """Register ``factory(env, **kwargs) -> agent`` (or a ``"module:attribute"`` string naming it) under ``name``."""
+    AGENTS.register(name, factory, overwrite=overwrite)
 
 
 def registered_agents() -> list[str]:
-    """Names accepted by :func:`make_agent`, sorted."""
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    """Names accepted by :func:`make_agent`, sorted (installed entry points included)."""
+    return AGENTS.names()
 
 
 def make_agent(name: str, env: Any, **kwargs: Any) -> Any:
     """Build the agent registered as ``name`` for ``env``; an unknown name lists the registered ones."""
-    _load_entry_points()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown agent {name!r}; registered agents: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](env, **kwargs)
+    return AGENTS.resolve(name)(env, **kwargs)
 
 
 # -- built-in factories ---------------------------------------------------------------------------
@@ -86,7 +59,9 @@ def _num_envs(env: Any) -> int:
     return int(getattr(getattr(env, "unwrapped", env), "num_envs", 1) or 1)
 
 
-def _policy_kwargs(kwargs: dict[str, Any], net_arch: Any) -> dict[str, Any]:
+def sb3_policy_kwargs(kwargs: dict[str, Any], net_arch: Any) -> dict[str, Any]:
+    """SB3 ``policy_kwargs`` over candidate sets: :class:`~agents.sb3_adapters.CandidateSetExtractor` and
+    ``net_arch``, updated with (and popping) ``kwargs["policy_kwargs"]``."""
     from agents.sb3_adapters import CandidateSetExtractor
 
     policy_kwargs = {"features_extractor_class": CandidateSetExtractor, "net_arch": net_arch}
@@ -119,7 +94,7 @@ def _sb3_factory(algorithm: str) -> AgentFactory:
                 # transitions (each sampled once on average); the single env's 1 per 4 would cost
                 # QRDQN's 200-quantile loss ~30 s per 1,024-set step on a CPU core.
                 defaults.update(train_freq=1, gradient_steps=max(1, num_envs // 64))
-            policy_kwargs = _policy_kwargs(kwargs, [64])
+            policy_kwargs = sb3_policy_kwargs(kwargs, [64])
         elif algorithm in ("ppo", "a2c", "maskable-ppo"):
             from sb3_contrib import MaskablePPO
             from stable_baselines3 import A2C, PPO
@@ -130,7 +105,7 @@ def _sb3_factory(algorithm: str) -> AgentFactory:
             )
             if algorithm != "a2c":
                 defaults.update(batch_size=64, n_epochs=4)
-            policy_kwargs = _policy_kwargs(kwargs, dict(pi=[64], vf=[64]))
+            policy_kwargs = sb3_policy_kwargs(kwargs, dict(pi=[64], vf=[64]))
         else:  # pragma: no cover - closed set above
             raise KeyError(algorithm)
         params = {**defaults, "verbose": 0, **kwargs}

@@ -72,7 +72,7 @@ class SB3StepwiseAgent:
 
     :param n_c: rows per candidate set.
     :param feature_dim: d.
-    :param lr: Adam's step size (constant: SB3's progress is kept at 1.0).
+    :param lr: Adam's step size, constant (SB3 wraps a float in a ``ConstantSchedule``).
     :param gamma: discount.
     :param epsilon: a float (constant), "paper", "released" or a callable of the selection count.
     :param buffer_size: replay capacity in transitions; SB3 stores ``buffer_size // B`` steps of ``B``
@@ -114,7 +114,7 @@ class SB3StepwiseAgent:
     ) -> None:
         from stable_baselines3.common.logger import Logger
 
-        from agents.registry import _policy_kwargs
+        from agents.registry import sb3_policy_kwargs
 
         if loss not in ("mse", "huber"):
             raise ValueError(f"loss must be 'mse' or 'huber', got {loss!r}")
@@ -156,13 +156,15 @@ class SB3StepwiseAgent:
             self.model = self._sb3_class()(
                 "MlpPolicy",
                 self.env,
-                learning_rate=lr,
+                # a float: SB3's ConstantSchedule ignores the training progress, which only SB3's learn()
+                # (never called here) would advance
+                learning_rate=float(lr),
                 gamma=gamma,
                 batch_size=self.batch_size,
                 buffer_size=1,
                 learning_starts=self.learning_starts,
                 target_update_interval=self.target_update_interval,
-                policy_kwargs=_policy_kwargs({"policy_kwargs": policy_kwargs}, [64]),
+                policy_kwargs=sb3_policy_kwargs({"policy_kwargs": policy_kwargs}, [64]),
                 device=self.device,
                 seed=None,
                 verbose=0,
@@ -198,6 +200,11 @@ class SB3StepwiseAgent:
     def q_net(self) -> nn.Module:
         """The online network (SB3's ``q_net`` / ``quantile_net``)."""
         return self._online_net()
+
+    @property
+    def q_net_target(self) -> nn.Module:
+        """The target network (SB3's ``q_net_target`` / ``quantile_net_target``), synced every ``target_update_interval`` selections."""
+        return self._target_net()
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -342,7 +349,6 @@ class SB3StepwiseAgent:
             )
         if not self.ready():
             return torch.zeros((), device=self.device)
-        self.model._current_progress_remaining = 1.0  # constant learning rate
         with _numpy_global_rng(self._np_rng):
             self.model.train(gradient_steps=1, batch_size=self.batch_size)
         self.updates += 1
@@ -377,9 +383,9 @@ class SB3StepwiseAgent:
             "hyperparameters": json.dumps(self.hyperparameters),
             "policy": self.model.policy.state_dict(),
             "optimizer": self.model.policy.optimizer.state_dict(),
-            "counters": torch.tensor(
-                [self.selections, self.updates, self._last_sync, self.model._n_updates], dtype=torch.int64
-            ),
+            # the fourth counter was SB3's update count, which always equals ``updates`` (one SB3
+            # gradient step per update); kept so that the layout of saved states does not change
+            "counters": torch.tensor([self.selections, self.updates, self._last_sync, self.updates], dtype=torch.int64),
             "generator": self.generator.get_state(),
             "numpy_rng": {
                 "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
@@ -409,7 +415,7 @@ class SB3StepwiseAgent:
             )
         self.model.policy.load_state_dict(state["policy"])
         self.model.policy.optimizer.load_state_dict(state["optimizer"])
-        self.selections, self.updates, self._last_sync, self.model._n_updates = (int(v) for v in state["counters"])
+        self.selections, self.updates, self._last_sync = (int(v) for v in state["counters"][:3])
         self.generator.set_state(state["generator"])
         rng = state["numpy_rng"]
         self._np_rng.set_state(

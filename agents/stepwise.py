@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from agents.dqn import RefinementDQN
 from agents.qnets import masked_q
 from features.devices import resolve_device
+from features.registry import Registry
 
 StepwiseAgentFactory = Callable[..., "StepwiseAgent"]
 
@@ -143,23 +144,18 @@ class StepwiseRefinementDQN(RefinementDQN):
 
 
 # -- registry ---------------------------------------------------------------------------------------
-STEPWISE_AGENTS: dict[str, StepwiseAgentFactory] = {}
+#: name -> ``factory(*, n_c, feature_dim, device, seed, **hyperparameters) -> StepwiseAgent``.
+STEPWISE_AGENTS: Registry[StepwiseAgentFactory] = Registry("step-wise agent", "agents.algorithm")
 
 
 def register_stepwise_agent(name: str, factory: StepwiseAgentFactory, overwrite: bool = False) -> None:
     """Register ``factory(*, n_c, feature_dim, device, seed, **hyperparameters) -> StepwiseAgent``."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"step-wise agent name must be a non-empty string, got {name!r}")
-    if not callable(factory):
-        raise TypeError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
-    if name in STEPWISE_AGENTS and not overwrite:
-        raise ValueError(f"a step-wise agent named {name!r} is already registered (pass overwrite=True to replace it)")
-    STEPWISE_AGENTS[name] = factory
+    STEPWISE_AGENTS.register(name, factory, overwrite=overwrite)
 
 
 def registered_stepwise_agents() -> list[str]:
     """Names accepted by :func:`make_stepwise_agent`, sorted."""
-    return sorted(STEPWISE_AGENTS)
+    return STEPWISE_AGENTS.names()
 
 
 def make_stepwise_agent(
@@ -172,13 +168,8 @@ def make_stepwise_agent(
     whatever extra keywords the factory accepts. Unset ones take :data:`STEPWISE_DEFAULTS`.
     ``device`` "auto" picks CUDA when available.
     """
-    if name not in STEPWISE_AGENTS:
-        raise KeyError(
-            f"unknown step-wise agent {name!r}; registered step-wise agents: {', '.join(registered_stepwise_agents())}"
-        )
-    return STEPWISE_AGENTS[name](
-        n_c=n_c, feature_dim=feature_dim, device=resolve_device(device), seed=seed, **hyperparameters
-    )
+    factory = STEPWISE_AGENTS.resolve(name)
+    return factory(n_c=n_c, feature_dim=feature_dim, device=resolve_device(device), seed=seed, **hyperparameters)
 
 
 def _with_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:

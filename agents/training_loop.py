@@ -31,7 +31,8 @@ class LearningAgent(Protocol):
     logger: Any
     updates: int
     exploration_rate: float
-    _last_obs: Any
+    last_obs: Any
+    """The env's current observation (batched: the obs; single env: ``(obs, info)``); None: reset first."""
 
     def act(
         self, obs: Tensor, mask: Tensor | None = None, deterministic: bool = False, count: bool = True
@@ -167,7 +168,7 @@ def run_learning_loop(
     cb = as_sb3_callback(agent, callback)
     if reset_num_timesteps:
         agent.num_timesteps = 0
-        agent._last_obs = None
+        agent.last_obs = None
     target = agent.num_timesteps + total_timesteps
     batched = isinstance(getattr(agent.env, "unwrapped", agent.env), BatchedRefinementEnv)
     if cb is not None:
@@ -232,9 +233,9 @@ def _progress(enabled: bool, total: int):
 
 def _batched_step(agent: LearningAgent, log: RolloutLog) -> None:
     env = agent.env.unwrapped if hasattr(agent.env, "unwrapped") else agent.env
-    if agent._last_obs is None:
-        agent._last_obs, _ = env.reset(seed=agent.seed)
-    obs = agent._last_obs
+    if agent.last_obs is None:
+        agent.last_obs, _ = env.reset(seed=agent.seed)
+    obs = agent.last_obs
     stepping = ~env.needs_reset
     mask = env.mask.clone()
     index = env.candidate_index.clone() if agent.replay.indexed else None
@@ -259,14 +260,14 @@ def _batched_step(agent: LearningAgent, log: RolloutLog) -> None:
         log.on_step(rewards, stepping, dones, infos)
     if env.autoreset_mode.value == "Disabled" and bool(env.needs_reset.all()):
         next_obs, _ = env.reset()
-    agent._last_obs = next_obs
+    agent.last_obs = next_obs
 
 
 def _single_step(agent: LearningAgent, log: RolloutLog) -> None:
     env = agent.env
-    if agent._last_obs is None:
-        agent._last_obs = env.reset(seed=agent.seed)
-    obs, info = agent._last_obs
+    if agent.last_obs is None:
+        agent.last_obs = env.reset(seed=agent.seed)
+    obs, info = agent.last_obs
     obs_t = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=agent.device).unsqueeze(0)
     mask = info.get("action_mask")
     mask_t = rows_present(obs_t) if mask is None else torch.as_tensor(mask, device=agent.device).unsqueeze(0)
@@ -287,4 +288,4 @@ def _single_step(agent: LearningAgent, log: RolloutLog) -> None:
             flags["is_negative"] = torch.tensor([bool(next_info["is_negative"])], device=agent.device)
         one = torch.ones(1, dtype=torch.bool, device=agent.device)
         log.on_step(torch.tensor([float(reward)], device=agent.device), one, one & done, flags)
-    agent._last_obs = env.reset() if done else (next_obs, next_info)
+    agent.last_obs = env.reset() if done else (next_obs, next_info)

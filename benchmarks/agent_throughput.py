@@ -1,4 +1,4 @@
-"""DESIGN.md target 2: env steps/s of mmir-dqn on the batched env vs SB3 DQN on the single env.
+"""Performance target 2 (docs/architecture.md): env steps/s of mmir-dqn on the batched env vs SB3 DQN on the single env.
 
 Both train on the same synthetic data (mmir/SyntheticRefinement-v0 defaults: d=1024, n_c=5, E=1,
 drift 1.0) for the same number of env steps, measured side by side in one run; then both are
@@ -72,7 +72,7 @@ def main() -> None:
     oracle = evaluate_selection(OracleAgent(eval_env), eval_env, args.episodes, seed=99)
     random = evaluate_selection(RandomAgent(seed=0), eval_env, args.episodes, seed=99)
 
-    table = Table(title="Agent training throughput (DESIGN.md target 2)")
+    table = Table(title="Agent training throughput (performance target 2, docs/architecture.md)")
     for col in ("agent", "env steps", "seconds", "env steps/s", "precision", "vs oracle"):
         table.add_column(col, justify="left" if col == "agent" else "right")
     for name, seconds, stats in rows:

@@ -1,4 +1,4 @@
-"""Snapshot I/O (DESIGN.md section 6, target 3): candidate-set sampling from a snapshot vs from RAM.
+"""Snapshot I/O (performance target 3, docs/architecture.md): candidate-set sampling from a snapshot vs from RAM.
 
 Prints, in one run: random candidate-set sampling through :class:`SnapshotSource` (loaded into RAM,
 memory-mapped from the file, and plain HDF5 reads) as a ratio of sampling the same data from an

@@ -1,4 +1,4 @@
-"""Video I/O and I3D throughput (DESIGN.md section 6, targets 4 and 5), one table.
+"""Video I/O and I3D throughput (performance targets 4 and 5, docs/architecture.md), one table.
 
 Measures, in one run:
 
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_i3d:
         rows += bench_i3d(args.batch, args.iters, args.skip_compile, console)
 
-    table = Table(title="video I/O and I3D on CPU (DESIGN.md 6.4, 6.5)")
+    table = Table(title="video I/O and I3D on CPU (performance targets 4 and 5)")
     for col in ("measure", "variant", "value", "unit", "vs first row of its measure"):
         table.add_column(col, justify="right" if col in ("value", "vs first row of its measure") else "left")
     first: dict[str, float] = {}

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from experiments.config import ConfigError, RunConfig, check_data_root
-from experiments.registries import DATASETS, MODELS, register_datasets, register_model, resolve_entry
+from experiments.registries import DATASETS, MODELS, Registry, register_datasets, register_model
 
 if TYPE_CHECKING:  # annotations only: the builders import these on first use
     from features.data.epic import EpicClips
@@ -44,9 +45,9 @@ DatasetsBuilder = Callable[[RunConfig], dict[str, Any]]
 ModelBuilder = Callable[[RunConfig], nn.Module]
 
 
-def _resolve(table: dict[str, Any], key: str, what: str) -> Callable[[RunConfig], Any]:
+def _resolve(table: Registry[Any], key: str, what: str) -> Callable[[RunConfig], Any]:
     try:
-        return resolve_entry(table, key, what)
+        return table.resolve(key, what)
     except KeyError as err:
         raise ConfigError(str(err.args[0])) from None
 
@@ -57,8 +58,10 @@ def build_datasets(cfg: RunConfig) -> dict[str, Any]:
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
-    """The model of ``cfg.model.backbone`` (the caller seeds the RNG)."""
-    return _resolve(MODELS, cfg.model.backbone, "model.backbone")(cfg)
+    """The model of ``cfg.model.backbone``: random init seeded by ``cfg.seed`` (the global RNG untouched), or checkpoints."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return _resolve(MODELS, cfg.model.backbone, "model.backbone")(cfg)
 
 
 # ---------------------------------------------------------------------- data.kind

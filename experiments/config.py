@@ -1,8 +1,14 @@
 """Typed configuration of a co-training run, loaded from TOML (unknown keys rejected by name).
 
-The defaults are the paper's (section 4.1); ``experiments/configs/paper/*.toml`` pin them per domain
-pair and ``experiments/configs/reference.toml`` mirrors the authors' released code where the paper
-is silent or differs (DESIGN.md 5b).
+The defaults are the paper's (section 4.1). Presets in ``experiments/configs/`` are layers over a
+documented base per data kind (:mod:`experiments.config_layers`); ``mmir config show PRESET``
+prints every resolved key and the file it came from. ``reference.toml`` mirrors the authors'
+released code where the paper is silent or differs (docs/architecture.md, "What the paper leaves open").
+
+Each field's type says what it accepts (``Literal`` choices, numbers, lists): :func:`from_dict`
+checks types and names the key, :func:`validate` checks ranges and consistency. A method is named
+one way only: the objectives it adds (``stage2.objectives``), its step strategy
+(``stage2.strategy``) and its evaluation hooks (``evaluation.hooks``), each a registry entry.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from experiments.config_layers import CONFIG_DIR, ConfigError, Layers, apply_file
 from experiments.registries import (  # tables plug-ins extend; no config import
     DATASETS,
     EVALUATION_HOOKS,
@@ -27,30 +34,36 @@ from experiments.registries import (  # tables plug-ins extend; no config import
     STRATEGIES,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the file, the key and what was expected."""
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigError",
+    "RunConfig",
+    "from_dict",
+    "load_config",
+    "migrate_legacy",
+    "resolve_config",
+    "validate",
+]
 
 
 @dataclass
 class DataConfig:
     """Clips of two domains in the EPIC layout (``rgb/PXX/PXX_YY/frame_*.jpg``, ``flow/.../{u,v}``)."""
 
-    kind: str = "epic"  # which datasets (experiments.registries.DATASETS): "epic" layout (also the synthetic video)
+    # which datasets (experiments.registries.DATASETS): "epic" layout (also the synthetic video), "watch", ...
+    kind: str = "epic"
     root: str = ""  # folder with rgb/ and flow/; empty for configs that only describe the method
     source: str = "D2"
     target: str = "D1"
-    annotations: str = ""  # folder with DX_train.csv/DX_test.csv; empty: the MM-SADA splits, then root
+    annotations: str = ""  # folder with DX_train.csv/DX_test.csv; empty: the MM-SADA splits shipped with mmir
     frames: int = 16  # paper 4.1: 16-frame windows
     size: int = 224
     synchronised: bool = False  # RGB and flow windows drawn independently in training (MM-SADA)
     num_workers: int = 4
-    decode: str = (
-        "cpu"  # EPIC JPEGs decoded in the loader workers ("cpu") or batched on the GPU in the main process ("gpu")
-    )
-    test_features: str = ""  # data.kind = "features": the snapshot whose target domain is the test split (data.root: the training snapshot)
+    # EPIC JPEGs decoded in the loader workers ("cpu") or batched on the GPU in the main process ("gpu")
+    decode: Literal["cpu", "gpu"] = "cpu"
+    # data.kind = "features": the snapshot whose target domain is the test split (data.root: the training snapshot)
+    test_features: str = ""
 
 
 @dataclass
@@ -63,8 +76,8 @@ class ModelConfig:
     checkpoints: dict[str, str] = field(default_factory=dict)  # modality -> pytorch-i3d checkpoint
     num_classes: int = 8
     dropout: float = 0.5  # paper 4.1
-    batchnorm: str = "per-domain"  # MM-SADA: separate source and target forwards; or "joint"
-    fusion: str = "sum"  # eq. 1
+    batchnorm: Literal["per-domain", "joint"] = "per-domain"  # MM-SADA: separate source and target forwards
+    fusion: Literal["sum", "mean"] = "sum"  # eq. 1
 
 
 @dataclass
@@ -74,26 +87,22 @@ class StageConfig:
     steps: int = 4000
     batch_size: int = 96  # stage 2: split equally between source and target
     lr: float = 0.01
-    optimizer: str = "adam"  # paper; the released code used "sgd"
+    optimizer: Literal["adam", "sgd"] = "adam"  # paper; the released code used "sgd"
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-7
-    adversarial: bool = False  # L_adv (eq. 8)
-    refinement: bool = False  # agents (eq. 7) and L_adv on kept instances only
-    correspondence_weight: float = 0.0  # MM-SADA's RGB/flow correspondence loss (released code: 5.0 / 1.0)
-    mmd_weight: float = 0.0  # DAN baseline: multi-kernel MMD between source and target features per modality
-    mcd: bool = False  # MCD baseline: two classifiers, maximum classifier discrepancy (stage 2 only)
-    mcd_generator_steps: int = 4  # MCD step C: generator updates per batch (Saito et al. use 4)
-    objectives: dict[str, float] = field(
-        default_factory=dict
-    )  # more registered objectives (experiments.objectives) -> weight
-    strategy: str = "standard"  # stage-2 step strategy (experiments.steps.STRATEGIES); mcd = true selects "mcd"
+    # registered objectives (experiments.objectives) -> weight, added to L_cls (always on, eq. 1):
+    # "adversarial" (eq. 8), "correspondence" (MM-SADA), "mmd" (DAN) or a plug-in's
+    objectives: dict[str, float] = field(default_factory=dict)
+    refinement: bool = False  # refiners (the paper's agents, eq. 7) choose the rows the adversarial objective keeps
+    strategy: str = "standard"  # stage-2 step strategy (experiments.steps): "standard", "mcd" or a plug-in's
+    mcd_generator_steps: int = 4  # the "mcd" strategy's generator updates per batch (Saito et al. use 4)
 
 
 @dataclass
 class DiscriminatorConfig:
     hidden_dim: int = 128  # paper 4.1
     negative_slope: float = 0.01  # LeakyReLU (the released code used ReLU)
-    grl_schedule: str = "constant"  # or "dann": (2 / (1 + exp(-10 p)) - 1) * grl_scale
+    grl_schedule: Literal["constant", "dann"] = "constant"  # "dann": (2 / (1 + exp(-10 p)) - 1) * grl_scale
     grl_scale: float = 1.0  # released code: 0.2
 
 
@@ -101,19 +110,20 @@ class DiscriminatorConfig:
 class AgentConfig:
     """S-agents and T-agents; listing modalities switches agents on (Tables 2 and 3 are configs)."""
 
-    algorithm: str = "mmir-dqn"  # step-wise agent (agents.stepwise): mmir-dqn, dqn (SB3), qrdqn (sb3-contrib), ...
+    # step-wise agent (agents.stepwise): mmir-dqn, dqn (SB3), qrdqn (sb3-contrib), ...
+    algorithm: str = "mmir-dqn"
     # modalities with an S-/T-agent; a config file that leaves them out gets model.modalities (from_dict)
     s_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])
     t_agents: list[str] = field(default_factory=lambda: ["rgb", "flow"])
-    q_net: str = "set"  # released code: "flat"
-    epsilon: float | str = 0.5  # paper; "released": 0.01 + 0.89 exp(-c / 24000)
+    q_net: Literal["set", "flat"] = "set"  # released code: "flat"
+    epsilon: float | Literal["paper", "released"] = 0.5  # paper; "released": 0.01 + 0.89 exp(-c / 24000)
     gamma: float = 0.9
     lr: float = 1e-3
     buffer_size: int = 10_000  # released code: 200
     batch_size: int = 64
     learning_starts: int = 64
     target_update_interval: int = 48  # selections (released code)
-    loss: str = "mse"
+    loss: Literal["mse", "huber"] = "mse"
 
 
 @dataclass
@@ -122,7 +132,8 @@ class RefinementConfig:
 
     policy: str = "agent"  # agent (the paper), none, random, relevance, ground-truth, or a registered one
     learn_only: bool = False  # agents act, are rewarded and learn, but remove nothing from L_adv (a control)
-    relevance: str = "discriminator"  # the relevance model of rewards: the GRL discriminator D^k (paper) or a "critic"
+    # the relevance model of rewards: the GRL discriminator D^k (paper) or a "critic" on detached features
+    relevance: Literal["discriminator", "critic"] = "discriminator"
     relabel: bool = False  # re-score replayed transitions with the current relevance model at update time
     warmup_steps: int = 0  # stage-2 steps in which the agents learn but remove nothing
     diagnostics: bool = True  # log the refinement diagnostics every step (experiments.refiners.diagnostics)
@@ -134,13 +145,13 @@ class EnvConfig:
     E: int = 1
     tau_s: float = 0.5
     tau_t: float = 0.5
-    reward: str = "threshold"
+    reward: Literal["threshold", "rank", "margin"] = "threshold"
 
 
 @dataclass
 class SnapshotConfig:
     every: int = 0  # steps of stage 2 between snapshots; 0: only at the end
-    dtype: str = "float16"
+    dtype: Literal["float16", "float32"] = "float16"
     enabled: bool = True
 
 
@@ -150,9 +161,9 @@ class EvaluationConfig:
     last: int = 9  # report the mean of the last N evaluations (paper 4.2)
     windows: int = 5  # test clips per segment, softmax of summed logits averaged
     batch_size: int = 16
-    adabn: bool = False  # AdaBN baseline: BatchNorm statistics re-estimated on target training clips before testing
-    adabn_batches: int = 0  # target batches for those statistics; 0: the whole target training split
-    hooks: list[str] = field(default_factory=list)  # more evaluation hooks (experiments.evaluation.EVALUATION_HOOKS)
+    # registered evaluation hooks (experiments.evaluation), in order: "adabn" (AdaBN) or a plug-in's
+    hooks: list[str] = field(default_factory=list)
+    adabn_batches: int = 0  # the "adabn" hook's target batches for BatchNorm statistics; 0: the whole train split
 
 
 @dataclass
@@ -165,7 +176,7 @@ class CheckpointConfig:
 
 @dataclass
 class DistributedConfig:
-    backend: str = "auto"  # nccl on GPU, gloo on CPU
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # nccl on GPU, gloo on CPU
     sync_batchnorm: bool = False  # SyncBatchNorm: BatchNorm statistics over the global batch (under torchrun)
 
 
@@ -187,15 +198,19 @@ class FeatureBenchmarkConfig:
     separation: float = 3.0  # distance of each class mean from the origin (orthogonal class axes)
     noise: float = 1.0  # isotropic Gaussian noise per coordinate
     shift: float = 3.0  # length of the target's translation
-    rotation: float = (
-        60.0  # degrees by which the target map turns every vector (alignment can undo it, a source classifier cannot)
-    )
-    outlier_offset: float = (
-        3.0  # distance of an outlier class from its parent shared class along an axis the target lacks
-    )
-    outlier_placement: str = "style"  # "style": near-duplicates of shared classes; "random": random directions
-    unknown_placement: str = "between"  # target unknowns "between" two shared classes or "outside" them
+    # degrees by which the target map turns every vector (alignment can undo it, a source classifier cannot)
+    rotation: float = 60.0
+    # distance of an outlier class from its parent shared class along an axis the target lacks
+    outlier_offset: float = 3.0
+    # "style": near-duplicates of shared classes; "random": random directions
+    outlier_placement: Literal["style", "random"] = "style"
+    unknown_placement: Literal["between", "outside"] = "between"  # target unknowns between or outside shared classes
     clean: bool = False  # leave the planted negatives out of both training sets (the no-negative-transfer reference)
+
+
+def _stage2_defaults() -> StageConfig:
+    # the paper's stage 2 (eq. 12): L_cls + L_adv on the rows the agents keep + L_dqn
+    return StageConfig(steps=8000, batch_size=80, lr=0.001, objectives={"adversarial": 1.0}, refinement=True)
 
 
 @dataclass
@@ -207,14 +222,12 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs"
     device: str = "auto"
-    precision: str = "fp32"  # or "bf16" autocast
+    precision: Literal["fp32", "bf16"] = "fp32"  # "bf16": autocast
     plugins: list[str] = field(default_factory=list)  # .py files (relative to the TOML) or modules registering parts
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     stage1: StageConfig = field(default_factory=StageConfig)
-    stage2: StageConfig = field(
-        default_factory=lambda: StageConfig(steps=8000, batch_size=80, lr=0.001, adversarial=True, refinement=True)
-    )
+    stage2: StageConfig = field(default_factory=_stage2_defaults)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     agents: AgentConfig = field(default_factory=AgentConfig)
     refinement: RefinementConfig = field(default_factory=RefinementConfig)
@@ -232,34 +245,84 @@ class RunConfig:
         return Path(self.output_dir) / self.name
 
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.decode": ("cpu", "gpu"),
-    "model.batchnorm": ("per-domain", "joint"),
-    "model.fusion": ("sum", "mean"),
-    "stage1.optimizer": ("adam", "sgd"),
-    "stage2.optimizer": ("adam", "sgd"),
-    "discriminator.grl_schedule": ("constant", "dann"),
-    "agents.q_net": ("set", "flat"),
-    "agents.loss": ("mse", "huber"),
-    "env.reward": ("threshold", "rank", "margin"),
-    "refinement.relevance": ("discriminator", "critic"),
-    "snapshots.dtype": ("float16", "float32"),
-    "precision": ("fp32", "bf16"),
-    "distributed.backend": ("auto", "gloo", "nccl"),
-    "feature_benchmark.outlier_placement": ("style", "random"),
-    "feature_benchmark.unknown_placement": ("between", "outside"),
+# Switches of earlier versions, each now a registry entry: key -> what to write instead.
+_LEGACY = {
+    "adversarial": "{stage}.objectives = {{adversarial = 1.0}} (or leave 'adversarial' out of it)",
+    "mmd_weight": "{stage}.objectives = {{mmd = WEIGHT}}",
+    "correspondence_weight": "{stage}.objectives = {{correspondence = WEIGHT}}",
+    "mcd": '{stage}.strategy = "mcd"',
 }
 
 
+def legacy_keys(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(dotted key, what to write instead)`` for every switch of an earlier version in a config table."""
+    found = []
+    for stage in ("stage1", "stage2"):
+        section = data.get(stage)
+        if isinstance(section, dict):
+            found += [(f"{stage}.{k}", hint.format(stage=stage)) for k, hint in _LEGACY.items() if k in section]
+    if isinstance(data.get("evaluation"), dict) and "adabn" in data["evaluation"]:
+        found.append(("evaluation.adabn", 'evaluation.hooks = ["adabn"]'))
+    return found
+
+
+def migrate_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored config of an earlier version (``config.json`` of a run) in today's keys, meaning the same.
+
+    ``adversarial``, ``correspondence_weight`` and ``mmd_weight`` become objectives (in the order
+    their terms always joined the loss), ``mcd = true`` the "mcd" strategy, ``evaluation.adabn``
+    the "adabn" hook. Tables without such keys come back unchanged.
+    """
+    if not legacy_keys(data):
+        return data
+    data = json.loads(json.dumps(data))
+    for stage in ("stage1", "stage2"):
+        section = data.get(stage)
+        if not isinstance(section, dict):
+            continue
+        builtin: dict[str, float] = {}
+        if section.pop("adversarial", False):
+            builtin["adversarial"] = 1.0
+        for key, name in (("correspondence_weight", "correspondence"), ("mmd_weight", "mmd")):
+            weight = section.pop(key, 0.0)
+            if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0:
+                builtin[name] = float(weight)
+        if section.pop("mcd", False):
+            section["strategy"] = "mcd"
+        rest = section.get("objectives", {}) if isinstance(section.get("objectives", {}), dict) else {}
+        section["objectives"] = {**builtin, **{k: v for k, v in rest.items() if k not in builtin}}
+    evaluation = data.get("evaluation")
+    if isinstance(evaluation, dict) and "adabn" in evaluation:
+        hooks = list(evaluation.get("hooks", []))
+        if evaluation.pop("adabn") and "adabn" not in hooks:
+            hooks.insert(0, "adabn")
+        evaluation["hooks"] = hooks
+    return data
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    return {float: "a number", int: "an integer", str: "a string", bool: "true/false"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
 def _check_type(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` as ``annotation`` says (a number, a string, one of a Literal's choices, ...), or a ConfigError."""
     origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if isinstance(value, bool) or value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(annotation):
             try:
                 return _check_type(value, option, where)
             except ConfigError:
                 continue
-        names = " or ".join(getattr(a, "__name__", str(a)) for a in typing.get_args(annotation))
+        names = " or ".join(_type_name(a) for a in typing.get_args(annotation))
         raise ConfigError(f"{where} must be {names}, got {type(value).__name__} {value!r}")
     if origin is list:
         (item,) = typing.get_args(annotation)
@@ -326,9 +389,6 @@ def validate(config: RunConfig) -> RunConfig:
     """Check values (choices, ranges, consistency); raise :class:`ConfigError` naming the key."""
     flat = {f"{section}.{k}" if section else k: v for section, sub in _sections(config) for k, v in sub.items()}
     _check_finite(config.to_dict())
-    for key, choices in CHOICES.items():
-        if flat[key] not in choices:
-            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {flat[key]!r}")
     for key, table in (("data.kind", DATASETS), ("model.backbone", MODELS)):
         if flat[key] not in table:
             raise ConfigError(f"{key} must be one of {', '.join(sorted(table))}, got {flat[key]!r}")
@@ -375,32 +435,21 @@ def validate(config: RunConfig) -> RunConfig:
     if config.model.width <= 0:
         raise ConfigError(f"model.width must be > 0, got {config.model.width}")
     eps = config.agents.epsilon
-    if (isinstance(eps, str) and eps not in ("paper", "released")) or (
-        not isinstance(eps, str) and not 0.0 <= eps <= 1.0
-    ):
+    if not isinstance(eps, str) and not 0.0 <= eps <= 1.0:
         raise ConfigError(f"agents.epsilon must be a number in [0, 1], 'paper' or 'released', got {eps!r}")
     for name in ("stage1", "stage2"):
         stage = getattr(config, name)
-        if stage.refinement and not stage.adversarial:
+        if stage.refinement and "adversarial" not in stage.objectives:
             raise ConfigError(
-                f"{name}.refinement = true needs {name}.adversarial = true (the agents' rewards come from the discriminator)"
+                f"{name}.refinement = true needs the adversarial objective ({name}.objectives = {{adversarial = 1.0}}): "
+                "the refiners choose the rows it keeps and their rewards come from its discriminator"
             )
         if stage.lr <= 0 or stage.weight_decay < 0 or stage.momentum < 0:
             raise ConfigError(f"{name}.lr must be > 0 and {name}.weight_decay, {name}.momentum >= 0")
-    if config.stage1.adversarial or config.stage1.refinement or config.stage1.mmd_weight or config.stage1.mcd:
-        raise ConfigError(
-            "stage1 trains L_cls only (eq. 11): stage1.adversarial, refinement, mcd must be false and mmd_weight 0"
-        )
-    for name in ("stage1", "stage2"):
-        stage = getattr(config, name)
-        if stage.mmd_weight < 0 or stage.correspondence_weight < 0:
-            raise ConfigError(f"{name}.mmd_weight and {name}.correspondence_weight must be >= 0")
         if stage.mcd_generator_steps < 1:
             raise ConfigError(f"{name}.mcd_generator_steps must be >= 1, got {stage.mcd_generator_steps}")
-    if config.stage2.mcd and (config.stage2.adversarial or config.stage2.mmd_weight):
-        raise ConfigError(
-            "stage2.mcd is its own alignment (classifier discrepancy): set stage2.adversarial = false and stage2.mmd_weight = 0"
-        )
+    if config.stage1.refinement:
+        raise ConfigError("stage1 trains without refiners (eq. 11): stage1.refinement must be false")
     if config.evaluation.adabn_batches < 0:
         raise ConfigError(f"evaluation.adabn_batches must be >= 0, got {config.evaluation.adabn_batches}")
     if not 0.0 <= config.model.dropout < 1.0:
@@ -463,23 +512,34 @@ def _validate_parts(config: RunConfig) -> None:
     except PluginError as err:
         raise ConfigError(f"plugins: {err}") from None
     from agents.stepwise import registered_stepwise_agents
+    from experiments.objectives import resolve_objective
 
     for name in ("stage1", "stage2"):
         stage = getattr(config, name)
         for objective, weight in stage.objectives.items():
+            if objective == "classification":
+                raise ConfigError(f"{name}.objectives: classification (L_cls, eq. 1) is always on; leave it out")
             if objective not in OBJECTIVES:
                 raise ConfigError(
                     f"{name}.objectives names {objective!r}, which is not a registered objective; known: {', '.join(sorted(OBJECTIVES))}"
                 )
             if not weight >= 0:
                 raise ConfigError(f"{name}.objectives.{objective} must be a weight >= 0, got {weight}")
+            stages = getattr(resolve_objective(objective), "stages", (2,))
+            if int(name[-1]) not in stages:
+                raise ConfigError(
+                    f"{name}.objectives names {objective!r}, which trains in stage {' and '.join(map(str, stages))} only"
+                )
     if config.stage2.strategy not in STRATEGIES:
         raise ConfigError(
             f"stage2.strategy must be one of {', '.join(sorted(STRATEGIES))}, got {config.stage2.strategy!r}"
         )
-    if config.stage2.mcd and config.stage2.strategy not in ("standard", "mcd"):
+    from experiments.steps import resolve_strategy
+
+    if config.stage2.objectives and not getattr(resolve_strategy(config.stage2.strategy), "uses_objectives", True):
         raise ConfigError(
-            f"stage2.mcd = true is the 'mcd' strategy; stage2.strategy = {config.stage2.strategy!r} contradicts it"
+            f"stage2.strategy = {config.stage2.strategy!r} trains its own losses: stage2.objectives must be empty, "
+            f"got {config.stage2.objectives}"
         )
     if config.stage1.strategy != "standard":
         raise ConfigError(
@@ -595,40 +655,56 @@ def _names_key(message: str, key: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message) is not None
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a TOML file into a validated :class:`RunConfig`; every error names the file."""
-    path = Path(path)
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a config table, one level of sections deep (``stage2.objectives`` stays one value)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and not prefix:
+            out.update(_flat(value, f"{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _blame(err: ConfigError, layers: Layers, path: Path, overrides: dict[str, Any]) -> ConfigError:
+    """The error with the layer that set the key it names: a ``--set`` item, the file or one of its bases."""
+    named = sorted((k for k in layers.origin if _names_key(str(err), k)), key=len, reverse=True)
+    if not named:
+        return ConfigError(f"{path}: {err}")
+    key, label = named[0], layers.origin[named[0]]
+    if label == "--set":
+        return ConfigError(f"--set {_override_text(key, overrides[key])} (on {path}): {err}")
+    own = str(path.resolve()).endswith(label)
+    return ConfigError(f"{path}: {err}" if own else f"{label} (a base of {path}): {err}")
+
+
+def resolve_config(path: str | Path, overrides: dict[str, Any] | None = None) -> tuple[RunConfig, dict[str, str]]:
+    """A config file (after its bases and ``overrides``) as a validated :class:`RunConfig`, and for every
+    dotted key the layer its value came from: a file (relative to ``experiments/configs`` when it lies
+    there), ``--set`` or ``default``. Every error names the file, or the base or override to fix."""
+    path, overrides = Path(path), dict(overrides or {})
+    layers = Layers()
+    apply_file(layers, path)
+    for dotted, value in overrides.items():
+        try:
+            layers.set(dotted, value, "--set")
+        except ConfigError as err:
+            raise ConfigError(f"--set {_override_text(dotted, value)} (on {path}): {err}") from None
+    for key, hint in legacy_keys(layers.data):
+        raise _blame(ConfigError(f"{key} was removed: write {hint}"), layers, path, overrides)
+    if layers.source_is_target and isinstance(layers.data.get("data", {}), dict):
+        layers.set("data.source", layers.data.get("data", {}).get("target", DataConfig.target), "source_is_target")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"{path}: not UTF-8 text (TOML files are UTF-8): byte {err.start} cannot be decoded"
-        ) from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    if isinstance(data.get("plugins"), list):  # plugin files are relative to the TOML that names them
-        data["plugins"] = [
-            str((path.parent / p).resolve())
-            if isinstance(p, str) and p.endswith(".py") and not Path(p).is_absolute()
-            else p
-            for p in data["plugins"]
-        ]
-    for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {_override_text(dotted, value)}: {p} is not a table in {path}")
-        node[leaf] = value
-    try:
-        return validate(from_dict(RunConfig, data))
+        config = validate(from_dict(RunConfig, layers.data))
     except ConfigError as err:
-        named = [k for k in (overrides or {}) if _names_key(str(err), k)]
-        if named:  # the override is what to fix, not the file
-            raise ConfigError(f"--set {_override_text(named[0], overrides[named[0]])} (on {path}): {err}") from None
-        raise ConfigError(f"{path}: {err}") from None
+        raise _blame(err, layers, path, overrides) from None
+    origin = {key: layers.origin.get(key, "default") for key in _flat(config.to_dict())}
+    for key in ("agents.s_agents", "agents.t_agents"):
+        if origin[key] == "default":
+            origin[key] = "default (model.modalities)"
+    return config, origin
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a TOML file (and its bases) into a validated :class:`RunConfig`; every error names the file."""
+    return resolve_config(path, overrides)[0]

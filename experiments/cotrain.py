@@ -17,7 +17,8 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from experiments.builders import build_datasets
+from experiments.builders import build_datasets, build_model
 from experiments.config import RunConfig
 from experiments.cotrain_module import CoTrainModule
-from experiments.cotrain_parts import build_model, build_parts, make_optimizer
 from experiments.data_streams import StreamPosition, stream_loader
 from experiments.distributed import convert_sync_batchnorm, init_distributed, wrap_ddp
 from experiments.evaluation import evaluate
+from experiments.loop_parts import build_parts, make_optimizer
 from experiments.refinement import RefinementStats
 from experiments.refiners import Refiner
 from experiments.runs import (
@@ -93,6 +94,7 @@ class CoTrainer:
         self.evaluations: list[dict[str, float]] = []
         self.optimizers = self._make_optimizers(1)
         self.run_dir = cfg.run_dir()
+        self._streams: Iterator[StepBatch] | None = None  # the current stage's batches (made on first use)
 
     # -- the parts ------------------------------------------------------------------------------
     @property
@@ -123,9 +125,50 @@ class CoTrainer:
         self.forward = wrap_ddp(self.module, self.device, **self.parts.ddp_settings(stage))
         self._wrapped_stage = stage
 
-    def _context(self) -> StepContext:
+    def begin_stage(self, stage: int) -> None:
+        """Start ``stage`` from its first step: its optimizers and DistributedDataParallel wrapper, fresh data streams."""
+        self.stage, self.step = stage, 0
+        self.optimizers = self._make_optimizers(stage)
+        self._streams = None
+
+    def next_batch(self) -> StepBatch:
+        """The current stage's next batch on the device, continuing the run's data streams (positions are checkpointed)."""
+        if self._streams is None:
+            self._streams = self._stage1_batches() if self.stage == 1 else self._stage2_batches()
+        return next(self._streams)
+
+    def training_step(self, batch: StepBatch) -> StepLog:
+        """One optimisation step of the current stage on ``batch``, read top to bottom (docs/cotraining.md).
+
+        Stage 1 is L_cls (eq. 11); stage 2 is eq. 12: the module's forward extracts both halves'
+        features, the refiners (the S-/T-agents) select rows out of each modality's candidate sets,
+        the objectives score what is kept, and one backward trains the backbones, heads,
+        discriminators and the agents' Q-networks together. A strategy with its own step (MCD) runs
+        that instead. Does not advance :attr:`step` (:meth:`run` does, with logging and checkpoints).
+        """
+        if self.stage == 2 and self.strategy.replaces_step:
+            return self.strategy.step(self.step_context(), batch)
+        refiners = list(self.refiners.values()) if self.stage == 2 else []
+        for opt in self.optimizers.values():  # 1. clear the gradients of everything that trains
+            opt.zero_grad(set_to_none=True)
+        for refiner in refiners:
+            for net in refiner.trainable_modules():
+                net.zero_grad(set_to_none=True)
+        with self.autocast():  # 2. the forward work, inside DDP under torchrun (CoTrainModule.forward):
+            out = self.forward(batch, self.stage)  # features -> logits -> refiners' keep masks -> objectives -> sum
+        out.loss.backward()  # 3. one backward for L_cls + L_adv + L_dqn (+ the other objectives)
+        for opt in self.optimizers.values():  # 4. step the backbones, heads and discriminators
+            opt.step()
+        for refiner in refiners:  # 5. the agents' own updates (optimizer step, target sync, epsilon)
+            refiner.after_backward()
+        for key, result in out.refinement.items():  # 6. what the refiners removed, for reports
+            self.refinement_stats.add(key, result, batch.stats_labels.get(key.rpartition("/")[2]))
+        return StepLog({"loss": _f(out.loss), **{k: _f(v) for k, v in out.terms.items()}}, out.refinement)
+
+    def step_context(self) -> StepContext:
+        """What a step strategy's own step uses: the (DDP-wrapped) forward, the optimizers, the refiners, autocast."""
         return StepContext(
-            forward=self.forward, optimizers=self.optimizers, refiners=self.refiners, autocast=self._autocast
+            forward=self.forward, optimizers=self.optimizers, refiners=self.refiners, autocast=self.autocast
         )
 
     # -- training -------------------------------------------------------------------------------
@@ -153,8 +196,7 @@ class CoTrainer:
             self._run_stage1()
             if self.dist.is_main:
                 self.save_checkpoint(self.run_dir / "stage1.pt")
-            self.stage, self.step = 2, 0
-            self.optimizers = self._make_optimizers(2)
+            self.begin_stage(2)
         self._run_stage2()
         summary = self.summary()
         if self.dist.is_main:
@@ -186,50 +228,43 @@ class CoTrainer:
             batch = transform(batch, self.device)
         return {m: batch[m].to(self.device, non_blocking=True) for m in self.model.modalities}
 
-    def _run_stage1(self) -> None:
-        sc = self.cfg.stage1
-        if self.step >= sc.steps:
-            return
-        batches, sampler = self._loader("stage1", sc.batch_size, 0)
-        self.module.train()
-        while self.step < sc.steps:
+    def _stage1_batches(self) -> Iterator[StepBatch]:
+        batches, sampler = self._loader("stage1", self.cfg.stage1.batch_size, 0)
+        while True:
             batch = next(batches)
             sampler.advance()
-            for opt in self.optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss, terms, _ = self.forward(self._clips(batch), batch["label"].to(self.device), None, stage=1)
-            loss.backward()
-            for opt in self.optimizers.values():
-                opt.step()
-            self.step += 1
-            self._after_step(
-                StepLog({"loss": float(loss.detach()), **{k: float(v.detach()) for k, v in terms.items()}})
-            )
+            yield StepBatch(self._clips(batch), batch["label"].to(self.device))
 
-    def _run_stage2(self) -> None:
-        sc = self.cfg.stage2
-        half = sc.batch_size // 2
-        if self.step >= sc.steps:
-            return
+    def _stage2_batches(self) -> Iterator[StepBatch]:
+        half = self.cfg.stage2.batch_size // 2
         src_batches, src_sampler = self._loader("source", half, 1)
         tgt_batches, tgt_sampler = self._loader("target", half, 2)
-        while self.step < sc.steps:
-            self.module.train()
+        while True:
             src, tgt = next(src_batches), next(tgt_batches)
             src_sampler.advance()
             tgt_sampler.advance()
-            batch = StepBatch(
+            yield StepBatch(
                 self._clips(src),
                 src["label"].to(self.device),
                 self._clips(tgt, "target"),
                 src.get("is_negative"),
                 tgt.get("is_negative"),
-                progress=self.step / max(1, sc.steps),
+                progress=self.step / max(1, self.cfg.stage2.steps),
+                stats_labels={"source": src.get("label"), "target": tgt.get("label")},
             )
-            log = self.strategy.step(self._context(), batch)
-            for key, result in log.refinement.items():
-                self.refinement_stats.add(key, result, (src if key.endswith("/source") else tgt).get("label"))
+
+    def _run_stage1(self) -> None:
+        self.module.train()
+        while self.step < self.cfg.stage1.steps:
+            log = self.training_step(self.next_batch())
+            self.step += 1
+            self._after_step(log)
+
+    def _run_stage2(self) -> None:
+        sc = self.cfg.stage2
+        while self.step < sc.steps:
+            self.module.train()
+            log = self.training_step(self.next_batch())
             self.step += 1
             if self.dist.is_main and (self.step % self.cfg.evaluation.every == 0 or self.step == sc.steps):
                 self.evaluations.append({"step": self.step, **self.evaluate()})
@@ -275,14 +310,15 @@ class CoTrainer:
         if self.on_step is not None:
             self.on_step(self.stage, self.step, metrics)
 
-    def _autocast(self):
+    def autocast(self) -> AbstractContextManager[Any]:
+        """bf16 autocast when ``precision = "bf16"``, else a no-op context."""
         enabled = self.cfg.precision == "bf16"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """Target top-1 and mean class accuracy over the whole test split (:func:`experiments.evaluation.evaluate`)."""
-        return evaluate(self.model, self.datasets, self.cfg, self.device, self._autocast)
+        return evaluate(self.model, self.datasets, self.cfg, self.device, self.autocast)
 
     def summary(self) -> dict[str, Any]:
         last = self.evaluations[-self.cfg.evaluation.last :]
@@ -375,8 +411,7 @@ class CoTrainer:
         state = self._read_checkpoint(path)
         prefix = "model."
         self.model.load_state_dict({k[len(prefix) :]: v for k, v in state["module"].items() if k.startswith(prefix)})
-        self.stage, self.step = 2, 0
-        self.optimizers = self._make_optimizers(2)
+        self.begin_stage(2)
         torch.set_rng_state(state["torch_rng"].cpu())
 
     def load_checkpoint(self, path: Path) -> None:
@@ -390,6 +425,7 @@ class CoTrainer:
             ) from None
 
     def _load_state(self, state: dict[str, Any]) -> None:
+        self._streams = None  # the data streams continue from the checkpoint's positions
         self.stage, self.step = int(state["stage"]), int(state["step"])
         self.module.load_state_dict(state["module"])
         self.optimizers = self._make_optimizers(self.stage)
@@ -415,3 +451,7 @@ class _Features(nn.Module):
     def forward(self, clips: Tensor) -> Tensor:
         backbone = self.model.backbones[self.modality]
         return backbone.extract_features(clips) if hasattr(backbone, "extract_features") else backbone(clips)
+
+
+def _f(t: Tensor) -> float:
+    return float(t.detach())

@@ -1,33 +1,51 @@
-"""Everything that trains by gradient in co-training, as one ``nn.Module``.
+"""Everything that trains by gradient in co-training, as one ``nn.Module`` whose forward is a step's forward work.
 
 :class:`CoTrainModule` holds the model (backbones ``F^k`` and heads ``C^k``), the per-modality
 discriminators ``D^k``, the objectives' modules, the agents' Q-networks that learn through the
 step's one backward, and a step strategy's extra modules (MCD's second heads). Optimizer parameter
 groups, ``DistributedDataParallel``, ``.to(device)`` and checkpoints all derive from it.
 
-Its :meth:`~CoTrainModule.forward` does a step's forward work, so that under DDP every parameter
-that gets a gradient is used inside the wrapped forward: features of both halves (per-domain or
-joint BatchNorm), source logits, the refiners' keep masks (called back inside the forward), and the
-objectives' weighted loss terms. A step strategy whose step differs (MCD's three phases) passes a
-``closure`` that runs inside the forward instead.
+Under DDP every parameter that gets a gradient must be used inside the wrapped forward, so
+:meth:`CoTrainModule.forward` does all of a step's forward work, each piece a named method: features
+of both halves (:meth:`~CoTrainModule.extract`), source logits, the refiners' keep masks
+(:meth:`~CoTrainModule.refine`), the objectives' terms (:meth:`~CoTrainModule.loss_terms`) and
+their sum in eq. 12's order. A step strategy whose step differs (MCD's three phases) names a phase
+(``forward(batch, stage, phase="...")``) that the strategy's :meth:`forward_phase` computes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from experiments.objectives import Objective, StepOutputs
-from experiments.refiners import RefinementResult
+from experiments.refiners import RefinementResult, Refiner
+from experiments.refiners.diagnostics import domain_auc
+from experiments.steps import StepBatch, StepStrategy
 
-# (f_src, f_tgt) -> (keep masks, results keyed "modality/domain", loss terms of learning refiners)
-RefineFn = Callable[
-    [dict[str, Tensor], dict[str, Tensor]],
-    tuple[dict[tuple[str, str], Tensor], dict[str, RefinementResult], list[Tensor]],
-]
+PAPER_TERMS = ("cls", "adv", "dqn")  # eq. 12: L_cls + L_adv + L_dqn, summed first and in this order
+
+
+@dataclass
+class Refined:
+    """What the refiners did to one batch: keep masks per (modality, domain), their results and loss terms."""
+
+    keep: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+    results: dict[str, RefinementResult] = field(default_factory=dict)
+    losses: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class StepOutput:
+    """A step's forward result: the total loss, every term, and the refiners' results keyed ``modality/domain``."""
+
+    loss: Tensor
+    terms: dict[str, Tensor]
+    refinement: dict[str, RefinementResult]
 
 
 class CoTrainModule(nn.Module):
@@ -35,7 +53,7 @@ class CoTrainModule(nn.Module):
 
     :param model: modality-keyed model with ``modalities``, ``extract_features`` and ``classify``.
     :param discriminators: modality -> D^k (shared by the adversarial objective, the refiners' rewards, snapshots).
-    :param objectives: name -> objective, in the order their terms are summed.
+    :param objectives: name -> objective, in the order their terms join the graph.
     :param weights: stage (1, 2) -> objective name -> weight; a weight of 0 (or none) skips the objective in that stage.
     :param per_domain_bn: separate source and target forwards (per-domain BatchNorm statistics, MM-SADA) or one joint forward.
     """
@@ -56,55 +74,66 @@ class CoTrainModule(nn.Module):
         self.extras = nn.ModuleDict()  # modules of a step strategy (MCD's second heads)
         self.weights = {int(s): dict(w) for s, w in weights.items()}
         self.per_domain_bn = bool(per_domain_bn)
+        # not modules: policies with replay buffers and RNG; their trainable networks are in self.agents
+        self.refiners: dict[tuple[str, str], Refiner] = {}
+        self.strategy: StepStrategy | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.model.modalities)
-
-    def extract(
-        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor] | None
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-        """Features of both halves: separate forwards (per-domain BatchNorm) or one joint forward."""
-        return extract(self.model, source, target, self.per_domain_bn)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter the loop's optimizers step (the agents' Q-networks have their own)."""
         agent_params = {id(p) for p in self.agents.parameters()}
         return [p for p in self.parameters() if p.requires_grad and id(p) not in agent_params]
 
-    def forward(
-        self,
-        source: Mapping[str, Tensor],
-        labels: Tensor | None = None,
-        target: Mapping[str, Tensor] | None = None,
-        *,
-        stage: int = 2,
-        refine: RefineFn | None = None,
-        progress: float = 0.0,
-        closure: Callable[..., Any] | None = None,
-    ) -> Any:
-        """One step's forward: ``(total loss, {term: tensor}, {"modality/domain": RefinementResult})``.
-
-        With ``closure``, returns ``closure(self, source, labels, target)`` instead (a step strategy's
-        own forward work, still inside DistributedDataParallel's forward).
-        """
-        if closure is not None:
-            return closure(self, source, labels, target)
-        assert labels is not None
-        f_src, f_tgt = self.extract(source, target)
+    def forward(self, batch: StepBatch, stage: int = 2, phase: str | None = None) -> Any:
+        """One step's forward work: a :class:`StepOutput` (or, with ``phase``, the strategy's phase loss)."""
+        if phase is not None:
+            assert self.strategy is not None
+            return self.strategy.forward_phase(phase, self, batch)
+        f_src, f_tgt = self.extract(batch.source, batch.target if stage == 2 else None)  # F^k of both halves
+        logits = self.model.classify(f_src).logits  # C^k, fused (eq. 1)
         outputs = StepOutputs(
-            self.modalities,
-            f_src,
-            f_tgt,
-            self.model.classify(f_src).logits,
-            labels,
-            progress=progress,
-            classify=self.model.classify,
+            self.modalities, f_src, f_tgt, logits, batch.labels, progress=batch.progress, classify=self.model.classify
         )
-        results: dict[str, RefinementResult] = {}
-        refiner_losses: list[Tensor] = []
-        if refine is not None and f_tgt is not None:
-            outputs.keep, results, refiner_losses = refine(f_src, f_tgt)
+        refined = self.refine(f_src, f_tgt, batch) if stage == 2 and self.refiners else None  # keep masks
+        if refined is not None:
+            outputs.keep = refined.keep
+        terms = self.loss_terms(outputs, stage)  # L_cls, L_adv on the kept rows, the other objectives
+        if refined is not None:
+            terms["dqn"] = (1.0, _sum(refined.losses, batch.labels.device))  # the agents' TD losses (eq. 7)
+        total = _weighted_sum(terms)
+        return StepOutput(total, {k: v for k, (_, v) in terms.items()}, refined.results if refined else {})
+
+    def extract(
+        self, source: Mapping[str, Tensor], target: Mapping[str, Tensor] | None
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        """Features of both halves: separate forwards (per-domain BatchNorm statistics, MM-SADA) or one joint forward."""
+        return extract(self.model, source, target, self.per_domain_bn)
+
+    def refine(self, f_src: dict[str, Tensor], f_tgt: dict[str, Tensor] | None, batch: StepBatch) -> Refined:
+        """Every refiner on its half-batch of one modality (features detached inside): keep masks, results, losses."""
+        assert f_tgt is not None, "refinement needs the target half (stage 2)"
+        out = Refined()
+        for modality in f_src:
+            for domain, feats, negative in (
+                ("source", f_src[modality], batch.source_negative),
+                ("target", f_tgt[modality], batch.target_negative),
+            ):
+                refiner = self.refiners.get((modality, domain))
+                if refiner is None:
+                    continue
+                result = refiner.refine(feats, negative)
+                out.results[f"{modality}/{domain}"] = result
+                out.keep[(modality, domain)] = result.keep
+                if result.loss is not None:
+                    out.losses.append(result.loss)
+            add_domain_aucs(out.results.get(f"{modality}/source"), out.results.get(f"{modality}/target"))
+        return out
+
+    def loss_terms(self, outputs: StepOutputs, stage: int) -> dict[str, tuple[float, Tensor]]:
+        """``term -> (weight, value)`` of the objectives that train in ``stage``, in the order they join the graph."""
         weights = self.weights.get(stage, {})
         terms: dict[str, tuple[float, Tensor]] = {}
         for name, objective in self.objectives.items():
@@ -113,18 +142,19 @@ class CoTrainModule(nn.Module):
                 continue
             for term, value in objective(outputs).items():
                 terms[term] = (w, value)
-        if refine is not None:
-            dqn = torch.zeros((), device=labels.device)
-            for loss in refiner_losses:
-                dqn = dqn + loss
-            terms["dqn"] = (1.0, dqn)
-        total = _weighted_sum(terms)
-        return total, {k: v for k, (_, v) in terms.items()}, results
+        return terms
+
+
+def _sum(losses: list[Tensor], device: torch.device) -> Tensor:
+    total = torch.zeros((), device=device)
+    for loss in losses:
+        total = total + loss
+    return total
 
 
 def _weighted_sum(terms: Mapping[str, tuple[float, Tensor]]) -> Tensor:
-    """Eq. 9/12 in the paper's order: L_cls + L_adv + L_dqn + the other terms (fixes the printed total's rounding)."""
-    order = [k for k in ("cls", "adv", "dqn") if k in terms] + [k for k in terms if k not in ("cls", "adv", "dqn")]
+    """Eq. 9/12 in the paper's order (L_cls + L_adv + L_dqn), then the other terms: fixes the logged total's rounding."""
+    order = [k for k in PAPER_TERMS if k in terms] + [k for k in terms if k not in PAPER_TERMS]
     total: Tensor | None = None
     for key in order:
         w, value = terms[key]
@@ -132,6 +162,20 @@ def _weighted_sum(terms: Mapping[str, tuple[float, Tensor]]) -> Tensor:
         total = term if total is None else total + term
     assert total is not None, "no loss term: the classification objective is always configured"
     return total
+
+
+def add_domain_aucs(source: RefinementResult | None, target: RefinementResult | None) -> None:
+    """A modality's batch AUC, source vs target, of the GRL discriminator (``disc_auc``) and of the rewards'
+    relevance model (``relevance_auc``), logged under both of its agents (a diagnostic: near 0.5 the rewards are noise)."""
+    if source is None or target is None or source.relevance is None or target.relevance is None:
+        return
+    if not any(k.startswith("diag/") for k in source.stats):  # refinement.diagnostics = false
+        return
+    values = {"diag/relevance_auc": domain_auc(source.relevance, 1.0 - target.relevance)}
+    if source.p_target is not None and target.p_target is not None:
+        values["diag/disc_auc"] = domain_auc(source.p_target, target.p_target)
+    for result in (source, target):
+        result.stats.update({k: v for k, v in values.items() if v is not None})
 
 
 def extract(

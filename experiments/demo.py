@@ -121,7 +121,8 @@ def run_demo(
                 method.name,
                 method.label or method.name.lower(),
             )  # the method label of experiments.methods
-            cfg.stage2.adversarial, cfg.stage2.refinement = method.adversarial, method.refinement
+            cfg.stage2.objectives = {"adversarial": 1.0} if method.adversarial else {}
+            cfg.stage2.refinement = method.refinement
             if method.design:
                 apply_design(cfg, method.design)
             cfg.snapshots.enabled = snapshot and method.refinement

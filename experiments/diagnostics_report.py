@@ -189,7 +189,7 @@ def write_diagnostics_plot(records: list[Any], out: Path) -> Path | None:
     """``diagnostics.png``: agreement, precision, discriminator AUC and staleness over stage 2, one line per method."""
     import matplotlib
 
-    from experiments.report import _smooth
+    from experiments.report import smooth
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -216,8 +216,8 @@ def write_diagnostics_plot(records: list[Any], out: Path) -> Path | None:
             stacked = np.stack([s[:n] for s in runs])
             mean = np.array([_nanmean(list(column)) for column in stacked.T])
             window = max(1, min(10, n // 10))
-            smooth = _smooth(mean, window)
-            ax.plot(np.arange(len(smooth)) + window, smooth, label=method)
+            smoothed = smooth(mean, window)
+            ax.plot(np.arange(len(smoothed)) + window, smoothed, label=method)
         ax.set(title=title, xlabel="stage-2 step (moving average)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)

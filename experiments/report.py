@@ -413,7 +413,7 @@ def _metrics(record: RunRecord) -> list[dict[str, Any]]:
     return [json.loads(line) for line in record.metrics_path.read_text().splitlines() if line.strip()]
 
 
-def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
     if len(values) < window or window < 2:
         return values
     kernel = np.ones(window) / window
@@ -474,7 +474,7 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
                 steps = np.array([x["step"] for x in rows], dtype=float)
                 window = max(1, min(10, len(rows) // 10))
                 curves.setdefault(key, []).append(
-                    (_title(m), steps[window - 1 :] if window > 1 else steps, _smooth(values, window))
+                    (_title(m), steps[window - 1 :] if window > 1 else steps, smooth(values, window))
                 )
     if curves:
         ncols = min(3, len(curves))
@@ -502,8 +502,8 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
                 reward = np.array([x.get(f"reward/{key}", np.nan) for x in rows], dtype=float)
                 rate = np.array([x.get(f"removal_rate/{key}", np.nan) for x in rows], dtype=float)
                 label = f"{_title(r.method)} s{r.seed} {key}"
-                axes[0][0].plot(_smooth(reward, 10), label=label, alpha=0.8)
-                axes[0][1].plot(_smooth(rate, 10), label=label, alpha=0.8)
+                axes[0][0].plot(smooth(reward, 10), label=label, alpha=0.8)
+                axes[0][1].plot(smooth(rate, 10), label=label, alpha=0.8)
         axes[0][0].set(
             title=f"Agents' mean reward (eq. 4), {pairs[0]}", xlabel="stage-2 step (smoothed)", ylabel="mean reward"
         )

@@ -4,7 +4,7 @@ The ``state_dict`` keys, their order and shapes match that port exactly, so its 
 ``rgb_imagenet.pt`` (``in_channels=3``) and ``flow_imagenet.pt`` (``in_channels=2``) load strictly by
 name through :meth:`InceptionI3d.from_checkpoint`. Paper section 4.1 uses it as ``F^rgb`` and ``F^flow``.
 
-Faithfulness notes (``../shared/data/i3d_state_dict_keys.json`` records the facts checked in the tests):
+Faithfulness notes (``tests/data/i3d_state_dict_keys.json`` records the port's facts the tests check):
 
 - TensorFlow "SAME" padding, computed from the input size at run time; when the total padding is odd
   the extra pixel goes at the end (TF convention).
@@ -442,5 +442,5 @@ class InceptionI3d(nn.Module):
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of parameter elements (the "total parameters" the issue asks to report)."""
+    """Number of parameter elements (comparable with the port's total, e.g. 12,697,264 for 400 RGB classes)."""
     return sum(p.numel() for p in model.parameters())

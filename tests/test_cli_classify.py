@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from video_helpers import TEST_DATA
 
 from experiments.cli import main
-from features.data.shared import shared_data_dir
 from features.i3d import InceptionI3d
 from features.pretrained import fetch_kinetics_i3d
 
 
 @pytest.fixture(scope="module")
 def cricket_gif() -> Path:
-    return shared_data_dir() / "kinetics_i3d" / "v_CricketShot_g04_c01_rgb.gif"
+    return TEST_DATA / "kinetics_i3d" / "v_CricketShot_g04_c01_rgb.gif"
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def test_plug_in_example_runs_and_the_bandit_learns(capsys):
     assert precision["linear-bandit"] > 2 * precision["random"]
     from agents import registry
 
-    registry._REGISTRY.pop("linear-bandit", None)
+    registry.AGENTS.pop("linear-bandit", None)
 
 
 def test_sb3_example_runs():

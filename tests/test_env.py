@@ -1,4 +1,4 @@
-"""The environment contract of DESIGN.md section 3."""
+"""The environment contract (docs/architecture.md, "The environment contract")."""
 
 from __future__ import annotations
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from video_helpers import shared_data_or_skip, tiny_video_root
+from video_helpers import TEST_DATA, tiny_video_root
 
-from features.data import SHARED_DATA_ENV, find_shared_data, shared_data_dir
+from features.data import epic
 from features.data.epic import (
     DOMAINS,
     EPIC_COLUMNS,
@@ -21,6 +23,7 @@ from features.data.epic import (
     class_counts,
     clip_windows,
     load_split,
+    splits_dir,
 )
 
 # Counts per domain/split/class of the MM-SADA files (verb classes 0..7), checked against the files.
@@ -42,8 +45,7 @@ def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------- split files
 @pytest.mark.parametrize(("domain", "split"), sorted(EXPECTED_COUNTS))
 def test_mmsada_split_counts(domain: str, split: str) -> None:
-    directory = shared_data_or_skip() / "epic_mmsada_splits"
-    segments = load_split(domain, split, directory)
+    segments = load_split(domain, split)
     assert class_counts(segments).tolist() == EXPECTED_COUNTS[(domain, split)]
     assert {s.participant_id for s in segments} == {DOMAINS[domain]}
     assert all(s.video_id.startswith(DOMAINS[domain] + "_") for s in segments)
@@ -51,14 +53,32 @@ def test_mmsada_split_counts(domain: str, split: str) -> None:
     assert len({s.uid for s in segments}) == len(segments)
 
 
-def test_default_split_dir_is_the_shared_one() -> None:
-    shared_data_or_skip()
+def test_default_split_dir_is_the_package_copy_with_its_notice() -> None:
+    """The splits ship inside the package, beside the module, with their origin and licence."""
+    directory = splits_dir()
+    assert directory == Path(epic.__file__).resolve().parent / "epic_splits"
+    assert sorted(p.name for p in directory.glob("*.csv")) == [
+        f"{d}_{s}.csv" for d in DOMAINS for s in ("test", "train")
+    ]
+    assert not list(directory.glob("*.pkl"))  # CSV only: unpickling runs code
+    notice = (directory / "NOTICE").read_text()
+    assert "MM-SADA_Domain_Adaptation_Splits" in notice and "creativecommons.org/licenses/by-nc/4.0" in notice
     assert len(load_split("D1", "test")) == 435
 
 
+def test_split_files_and_notice_are_declared_package_data_and_licence_files() -> None:
+    """A wheel carries only what pyproject.toml declares: every split file and the NOTICE must match a pattern."""
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["features"]
+    package = root / "features"
+    shipped = [p.relative_to(package).as_posix() for p in splits_dir().iterdir()]
+    assert shipped and all(any(fnmatch.fnmatch(name, pat) for pat in patterns) for name in shipped), (shipped, patterns)
+    assert "features/data/epic_splits/NOTICE" in project["project"]["license-files"]
+
+
 def test_pickles_need_trust(tmp_path: Path) -> None:
-    directory = shared_data_or_skip() / "epic_mmsada_splits"
-    shutil.copy(directory / "D1_test.pkl", tmp_path / "D1_test.pkl")
+    shutil.copy(TEST_DATA / "epic_mmsada_splits" / "D1_test.pkl", tmp_path / "D1_test.pkl")
     with pytest.raises(FileNotFoundError, match="trust_pickle=True"):
         load_split("D1", "test", tmp_path)
     try:
@@ -68,7 +88,7 @@ def test_pickles_need_trust(tmp_path: Path) -> None:
             load_split("D1", "test", tmp_path, trust_pickle=True)
     else:
         from_pickle = load_split("D1", "test", tmp_path, trust_pickle=True)
-        from_csv = load_split("D1", "test", directory)
+        from_csv = load_split("D1", "test")
         assert [(s.uid, s.start_frame, s.verb_class) for s in from_pickle] == [
             (s.uid, s.start_frame, s.verb_class) for s in from_csv
         ]
@@ -86,14 +106,6 @@ def test_bad_split_files_are_named(tmp_path: Path) -> None:
         load_split("D1", "val", tmp_path)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="domain must be one of"):
         load_split("D9", "train", tmp_path)
-
-
-def test_shared_data_locator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path))
-    assert find_shared_data() == tmp_path and shared_data_dir() == tmp_path
-    monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path / "absent"))
-    with pytest.raises(FileNotFoundError, match=SHARED_DATA_ENV):
-        find_shared_data()
 
 
 # ---------------------------------------------------------------------- sampling

@@ -40,7 +40,7 @@ def test_full_width_shapes_match_port(in_channels: int) -> None:
     x = torch.randn(ref["input_shape"])
     with torch.no_grad():
         end_points = model.end_point_features(x)
-        pooled = model._avg_pool(end_points["Mixed_5c"])
+        pooled = model.extract_features(x, flatten=False)  # the pooled Mixed_5c map, [B, C, T', 1, 1]
         logits = model.logits(pooled).squeeze(3).squeeze(3)
     table = ref[f"end_point_output_shapes_for_input_1x{in_channels}x16x224x224"]
     for entry in table[:-1]:

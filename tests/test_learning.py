@@ -1,4 +1,4 @@
-"""Learning on mmir/SyntheticRefinement-v0 defaults (slow: CI runs it; measured numbers in the issue note)."""
+"""Learning on mmir/SyntheticRefinement-v0 defaults (slow: CI runs it): agents against the oracle and random selection."""
 
 from __future__ import annotations
 

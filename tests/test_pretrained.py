@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from video_helpers import TEST_DATA
 
-from features.data.shared import shared_data_dir
 from features.i3d import CheckpointMismatchError, InceptionI3d
 from features.pretrained import (
     KINETICS_I3D_RGB_SOURCE,
@@ -41,7 +41,7 @@ from features.video_decode import (
 
 @pytest.fixture(scope="module")
 def kinetics_dir() -> Path:
-    return shared_data_dir() / "kinetics_i3d"
+    return TEST_DATA / "kinetics_i3d"
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_batchnorm_statistics_match_the_clip(cricket: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- conversion
 def test_conversion_covers_every_key_with_equal_shapes(flax_ckpt: dict[str, Any], kinetics_dir: Path) -> None:
     state = convert_flax_i3d(flax_ckpt)
-    reference = json.loads((kinetics_dir.parent / "i3d_state_dict_keys.json").read_text())["models"]["in_channels=3"]
+    reference = json.loads((TEST_DATA / "i3d_state_dict_keys.json").read_text())["models"]["in_channels=3"]
     expected = [(e["key"], tuple(e["shape"])) for e in reference["state_dict"]]
     assert len(expected) == reference["num_state_dict_entries"] == 344
     assert [(k, tuple(v.shape)) for k, v in state.items()] == expected

@@ -1,4 +1,4 @@
-"""Issue 14: the refinement diagnostics on hand-made batches, and the refinement designs' wiring."""
+"""The refinement diagnostics on hand-made batches, and the refinement designs' wiring."""
 
 from __future__ import annotations
 

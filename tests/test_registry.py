@@ -1,8 +1,11 @@
-"""Every registered algorithm trains on a small synthetic env; plug-ins by name and entry point."""
+"""Every registered algorithm trains on a small synthetic env; plug-ins by name and entry point; the Registry table."""
 
 from __future__ import annotations
 
+import os.path
+import pickle
 import warnings
+from importlib import metadata
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from agents.registry import make_agent, register_agent, registered_agents
 from agents.sb3_adapters import RefinementVecEnv
+from features.registry import Registry, UnknownNameError
 from mmir_env import InstanceRefinementEnv
 from mmir_env.batched import BatchedRefinementEnv
 
@@ -42,32 +46,129 @@ def test_every_algorithm_trains_and_predicts_valid_actions(small_source, name):
 
 
 def test_unknown_agent_lists_registered_ones(small_env):
-    with pytest.raises(KeyError, match="unknown agent 'sac'; registered agents: a2c, dqn, maskable-ppo, mmir-dqn"):
+    with pytest.raises(KeyError, match="agent 'sac' is not known; choose one of a2c, dqn, maskable-ppo, mmir-dqn"):
         make_agent("sac", small_env)
 
 
 def test_register_user_agent_and_refuse_silent_overwrite(small_env):
     from agents.heuristics import RandomAgent
+    from agents.registry import AGENTS
 
     register_agent("my-random", lambda env, **kw: RandomAgent(env, seed=kw.get("seed")))
-    assert "my-random" in registered_agents()
-    assert isinstance(make_agent("my-random", small_env, seed=1), RandomAgent)
-    with pytest.raises(ValueError, match="already registered"):
-        register_agent("my-random", lambda env, **kw: None)
+    try:
+        assert "my-random" in registered_agents()
+        assert isinstance(make_agent("my-random", small_env, seed=1), RandomAgent)
+        with pytest.raises(ValueError, match="already registered"):
+            register_agent("my-random", lambda env, **kw: None)
+    finally:
+        AGENTS.pop("my-random")
 
 
 def test_entry_point_plugins_are_discovered(monkeypatch, small_env):
-    from importlib import metadata
-
     import agents.registry as registry
+    import features.registry
 
     ep = metadata.EntryPoint(name="ep-random", value="agents.heuristics:RandomAgent", group=registry.ENTRY_POINT_GROUP)
-    monkeypatch.setattr(registry, "entry_points", lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    assert "ep-random" in registry.registered_agents()
+    monkeypatch.setattr(
+        features.registry, "entry_points", lambda group: [ep] if group == registry.ENTRY_POINT_GROUP else []
+    )
+    fresh = Registry(
+        "agent", "agent", {"random": "agents.heuristics:RandomAgent"}, entry_point_group=registry.ENTRY_POINT_GROUP
+    )
+    monkeypatch.setattr(registry, "AGENTS", fresh)
+    assert registry.registered_agents() == ["ep-random", "random"]
     agent = registry.make_agent("ep-random", small_env)
     assert type(agent).__name__ == "RandomAgent"
+
+
+# -- the Registry table ---------------------------------------------------------------------------
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def test_registry_registers_refuses_taken_names_and_replaces_on_purpose():
+    table: Registry = Registry("widget", "model.widget", {"b": _double})
+    table.register("a", len)
+    assert list(table) == table.names() == ["a", "b"] and len(table) == 2
+    assert "a" in table and "c" not in table and 3 not in table
+    with pytest.raises(ValueError, match="a widget named 'a' is already registered"):
+        table.register("a", _double)
+    table.register("a", _double, overwrite=True)
+    assert table.resolve("a") is _double
+    assert table.pop("a") is _double and "a" not in table and table.pop("a") is None
+
+
+@pytest.mark.parametrize(
+    "name, entry, error, message",
+    [
+        ("", len, ValueError, "widget name must be a non-empty string"),
+        (3, len, ValueError, "widget name must be a non-empty string"),
+        ("x", "no_colon", ValueError, "'module:attribute'"),
+        ("x", 42, TypeError, "must be callable"),
+    ],
+)
+def test_registry_rejects_bad_names_and_entries(name, entry, error, message):
+    with pytest.raises(error, match=message):
+        Registry("widget", "model.widget").register(name, entry)
+
+
+def test_registry_imports_a_lazy_entry_once_on_first_use():
+    table: Registry = Registry("widget", "model.widget", {"join": "os.path:join", "bad": "os.path:no_such_thing"})
+    assert table.resolve("join") is os.path.join
+    assert "join" in repr(table)
+    with pytest.raises(ImportError, match="widget 'bad' is 'os.path:no_such_thing', which does not import"):
+        table.resolve("bad")
+
+
+def test_registry_unknown_name_names_the_key_and_the_choices():
+    table: Registry = Registry("widget", "model.widget", {"b": _double, "a": len})
+    with pytest.raises(UnknownNameError) as err:
+        table.resolve("c")
+    assert str(err.value) == "model.widget 'c' is not known; choose one of a, b"
+    assert isinstance(err.value, KeyError) and err.value.choices == ("a", "b") and err.value.key == "model.widget"
+    with pytest.raises(KeyError, match="stage1.widget 'c' is not known"):
+        table.resolve("c", key="stage1.widget")
+    assert str(pickle.loads(pickle.dumps(err.value))) == str(err.value)
+
+
+def test_registry_entry_points_join_on_first_lookup_and_code_wins(monkeypatch):
+    import features.registry
+
+    eps = [
+        metadata.EntryPoint(name="a", value="os.path:basename", group="g"),
+        metadata.EntryPoint(name="j", value="os.path:join", group="g"),
+    ]
+    calls = []
+    monkeypatch.setattr(features.registry, "entry_points", lambda group: calls.append(group) or eps)
+    table: Registry = Registry("widget", "widget", {"a": len}, entry_point_group="g")
+    assert calls == []  # nothing is loaded before a lookup
+    assert table.names() == ["a", "j"] and calls == ["g"]
+    assert table.resolve("a") is len and table.resolve("j") is os.path.join
+    assert len(table) == 2 and calls == ["g"]  # loaded once
+
+
+def test_every_built_in_entry_imports():
+    """A moved module breaks its lazy "module:attribute" entry only on first use: resolve them all here."""
+    from agents.registry import AGENTS
+    from agents.stepwise import STEPWISE_AGENTS
+    from experiments import registries
+
+    tables = [registries.DATASETS, registries.MODELS, registries.OBJECTIVES, registries.REFINERS]
+    for table in [*tables, registries.STRATEGIES, registries.EVALUATION_HOOKS, AGENTS, STEPWISE_AGENTS]:
+        for name in table:
+            assert callable(table.resolve(name)), (table.what, name)
+
+
+def test_experiment_tables_are_registries_with_their_config_keys():
+    from experiments import registries
+
+    assert registries.REFINERS.key == "refinement.policy" and "agent" in registries.REFINERS
+    with pytest.raises(KeyError, match="refinement.policy 'nope' is not known; choose one of agent, ground-truth"):
+        registries.REFINERS.resolve("nope")
+    with pytest.raises(ValueError, match="a refiner named 'none' is already registered"):
+        registries.REFINERS.register("none", len)
+    with pytest.raises(ValueError, match="already registered"):
+        registries.register_datasets("epic", len)
 
 
 @pytest.mark.parametrize("name", ["ppo", "maskable-ppo", "dqn"])

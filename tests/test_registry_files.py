@@ -1,4 +1,4 @@
-"""The restricted unpickler and checksum-verified registry fetching (issue 7 acceptance)."""
+"""The restricted unpickler and checksum-verified registry fetching: fetched files must match their checksums, and unpickling them calls no arbitrary code."""
 
 from __future__ import annotations
 

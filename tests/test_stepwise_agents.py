@@ -240,8 +240,8 @@ def test_sb3_target_network_syncs_every_target_update_interval_selections(name):
     gen = torch.Generator().manual_seed(9)
 
     def synced() -> bool:
-        online = agent._online_net().state_dict()
-        target = agent._target_net().state_dict()
+        online = agent.q_net.state_dict()
+        target = agent.q_net_target.state_dict()
         return all(torch.equal(online[k], target[k]) for k in online)
 
     assert synced()
@@ -300,9 +300,9 @@ def test_unknown_name_lists_the_registered_ones():
 def test_register_stepwise_agent_refuses_duplicates_unless_overwrite():
     with pytest.raises(ValueError, match="already registered"):
         register_stepwise_agent("dqn", lambda **kw: None)
-    register_stepwise_agent("test-custom", STEPWISE_AGENTS["mmir-dqn"])
+    register_stepwise_agent("test-custom", STEPWISE_AGENTS.resolve("mmir-dqn"))
     try:
-        register_stepwise_agent("test-custom", STEPWISE_AGENTS["dqn"], overwrite=True)
+        register_stepwise_agent("test-custom", STEPWISE_AGENTS.resolve("dqn"), overwrite=True)
         assert not make(name="test-custom").joint_loss
     finally:
         STEPWISE_AGENTS.pop("test-custom", None)

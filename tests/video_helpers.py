@@ -8,22 +8,13 @@ from typing import Any
 
 import pytest
 
-from features.data.shared import find_shared_data
-
-
-def shared_data_or_skip() -> Path:
-    """The shared data folder, or skip naming where it was looked for."""
-    path = find_shared_data()
-    if path is None:
-        pytest.skip("shared data absent: neither $MMIR_SHARED_DATA nor <repo>/../shared/data exists")
-    return path
+#: Files the tests read (origin and licence of each: tests/data/README.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def i3d_reference(in_channels: int) -> dict[str, Any]:
-    """Facts about the pytorch-i3d port for ``in_channels`` from ``i3d_state_dict_keys.json``."""
-    path = shared_data_or_skip() / "i3d_state_dict_keys.json"
-    if not path.is_file():
-        pytest.skip(f"{path} absent")
+    """Facts about the pytorch-i3d port for ``in_channels`` from ``tests/data/i3d_state_dict_keys.json``."""
+    path = TEST_DATA / "i3d_state_dict_keys.json"
     return json.loads(path.read_text())["models"][f"in_channels={in_channels}"]
 
 

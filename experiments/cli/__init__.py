@@ -19,6 +19,7 @@ __all__ = ["COMMANDS", "CLIError", "add_registry_fetch_options", "build_parser",
 COMMANDS: tuple[str, ...] = (
     "demo",
     "train",
+    "config",
     "sweep",
     "report",
     "study",

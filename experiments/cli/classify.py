@@ -10,7 +10,7 @@ from typing import Any
 
 EXAMPLES = """\
 examples:
-  mmir classify ../shared/data/kinetics_i3d/v_CricketShot_g04_c01_rgb.gif     # -> playing cricket
+  mmir classify tests/data/kinetics_i3d/v_CricketShot_g04_c01_rgb.gif     # -> playing cricket (in a clone)
   mmir classify my_clip.mp4 --top 10 --frames 64
   mmir classify my_clip.mp4 --weights my_finetuned_rgb.pt --labels my_classes.txt
 """

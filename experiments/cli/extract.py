@@ -12,7 +12,7 @@ EXAMPLES = """\
 examples:
   # the procedurally generated domains (S -> T), a tiny random-init model on CPU
   mmir extract data/synthetic --source S --target T --split train --out synth_train.h5 --width 0.25 --size 64
-  # EPIC-Kitchens D1 -> D2 with the public pytorch-i3d weights (split files from ../shared/data)
+  # EPIC-Kitchens D1 -> D2 with the public pytorch-i3d weights (the MM-SADA split files ship with mmir)
   mmir extract /data/epic --source D1 --target D2 --split test --out d1_d2_test.h5 \\
       --rgb-ckpt rgb_imagenet.pt --flow-ckpt flow_imagenet.pt --windows 5 --device cuda
 """
@@ -48,7 +48,7 @@ def register(sub: Any) -> None:
         default=None,
         metavar="DIR",
         help="folder of {DOMAIN}_{split}.csv split files (default: DATA_ROOT when it has them, "
-        "else the shared MM-SADA splits ../shared/data/epic_mmsada_splits or $MMIR_SHARED_DATA)",
+        "else, for D1/D2/D3, the MM-SADA splits shipped with mmir in features/data/epic_splits)",
     )
     p.add_argument(
         "--width",
@@ -122,8 +122,7 @@ def _split_names(directory: Path, split: str) -> set[str]:
 def _annotation_dir(domain: str, split: str, root: Path, annotations: Path | None) -> Path:
     """Folder holding ``{domain}_{split}.csv``; raises ``CLIError`` naming what is available."""
     from experiments.cli.common import CLIError
-    from features.data.epic import DOMAINS
-    from features.data.shared import find_shared_data
+    from features.data.epic import DOMAINS, splits_dir
 
     if annotations is not None:
         if not annotations.is_dir():
@@ -131,21 +130,18 @@ def _annotation_dir(domain: str, split: str, root: Path, annotations: Path | Non
         candidates = [annotations]
     else:
         candidates = [root]
-        try:
-            shared = find_shared_data()
-        except FileNotFoundError as err:  # $MMIR_SHARED_DATA set to a missing folder
-            raise CLIError(str(err)) from None
-        if shared is not None and domain in DOMAINS:
-            candidates.append(shared / "epic_mmsada_splits")
+        if domain in DOMAINS:
+            candidates.append(splits_dir())
     for directory in candidates:
         if (directory / f"{domain}_{split}.csv").is_file():
             return directory
     known = sorted(set(DOMAINS) | set().union(*(_split_names(d, split) for d in candidates)))
     if domain in DOMAINS:
-        raise CLIError(
-            f"no split file {domain}_{split}.csv in {', '.join(map(str, candidates))}: pass --annotations DIR "
-            "or set $MMIR_SHARED_DATA to the folder holding epic_mmsada_splits/"
+        # without --annotations the package's own copy was looked at too: only a broken install lacks it
+        hint = (
+            "check --annotations DIR" if annotations is not None else "the installed package lacks them: reinstall mmir"
         )
+        raise CLIError(f"no split file {domain}_{split}.csv in {', '.join(map(str, candidates))}: {hint}")
     raise CLIError(
         f"unknown domain {domain!r}: no {domain}_{split}.csv in {', '.join(map(str, candidates))}; "
         f"known domains: {', '.join(known)}"

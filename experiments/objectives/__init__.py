@@ -7,10 +7,12 @@ once. Parameters an objective owns (a discriminator, a correspondence head) live
 :class:`~experiments.cotrain_module.CoTrainModule`, so optimizers, DistributedDataParallel and
 checkpoints see them without any list kept by hand.
 
-Built in: ``classification`` (eq. 1), ``adversarial`` (eq. 8 on the kept rows), ``mmd`` (DAN's
-MK-MMD), ``correspondence`` (MM-SADA's self-supervised RGB/flow correspondence). A new method is one
-module with an :class:`Objective` subclass, a :func:`register_objective` call and a TOML entry
-``[stage2.objectives] NAME = WEIGHT`` (docs/add-your-own-method.md).
+Built in, one module each with its maths: ``classification`` (eq. 1, always on), ``adversarial``
+(eq. 8 on the kept rows), ``correspondence`` (MM-SADA's self-supervised RGB/flow correspondence),
+``mmd`` (DAN's MK-MMD), ``relevance-critic``. A built-in is registered exactly as a plug-in is: a
+module with an :class:`Objective` subclass, a registry entry and a TOML overlay
+``[stage2] objectives = {NAME = WEIGHT}`` (docs/add-your-own-method.md). Their terms join the graph
+in registration order (the built-ins in eq. 12's order, then plug-ins).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from experiments.registries import OBJECTIVES, register_entry, resolve_entry
+from experiments.registries import OBJECTIVES
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveContext", "StepOutputs", "build_objective", "register_objective"]
 
@@ -83,7 +85,6 @@ class ObjectiveContext:
     feature_dims: Mapping[str, int]
     config: Any  # RunConfig
     discriminators: nn.ModuleDict
-    shared: dict[str, nn.Module] = field(default_factory=dict)  # e.g. the correspondence head
 
 
 ObjectiveFactory = Callable[[ObjectiveContext], Objective]
@@ -91,11 +92,11 @@ ObjectiveFactory = Callable[[ObjectiveContext], Objective]
 
 def register_objective(name: str, factory: str | ObjectiveFactory, overwrite: bool = False) -> None:
     """Make ``[stage2.objectives] name = weight`` add ``factory(context)``'s terms to the loss."""
-    register_entry(OBJECTIVES, name, factory, "objective", overwrite)
+    OBJECTIVES.register(name, factory, overwrite=overwrite)
 
 
 def resolve_objective(name: str) -> ObjectiveFactory:
-    return resolve_entry(OBJECTIVES, name, "objective")
+    return OBJECTIVES.resolve(name, "objective")
 
 
 def build_objective(name: str, context: ObjectiveContext) -> Objective:

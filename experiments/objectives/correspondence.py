@@ -6,10 +6,30 @@ On the source half in stage 1, on both halves in stage 2 (Munro & Damen, CVPR 20
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn import functional as F
 
-from experiments.losses import CorrespondenceHead
 from experiments.objectives import Objective, ObjectiveContext, StepOutputs
+
+
+class CorrespondenceHead(nn.Module):
+    """MM-SADA's self-supervised head: do these RGB and flow features come from the same clip?
+
+    Positives are aligned pairs; negatives pair each clip's first-modality features with another
+    clip's second-modality features (a roll by one within the batch).
+    """
+
+    def __init__(self, feature_dims: list[int], hidden_dim: int = 100) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(sum(feature_dims), hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        """Binary cross-entropy over aligned and shuffled pairs of ``features`` (one tensor per modality)."""
+        aligned = torch.cat(features, dim=1)
+        shuffled = torch.cat([features[0], *(f.roll(1, dims=0) for f in features[1:])], dim=1)
+        logits = self.net(torch.cat([aligned, shuffled])).squeeze(-1)
+        labels = torch.cat([torch.ones(aligned.shape[0]), torch.zeros(shuffled.shape[0])]).to(logits.device)
+        return F.binary_cross_entropy_with_logits(logits, labels)
 
 
 class CorrespondenceObjective(Objective):
@@ -19,10 +39,7 @@ class CorrespondenceObjective(Objective):
         super().__init__()
         if len(context.modalities) < 2:
             raise ValueError("the correspondence objective needs at least two modalities")
-        head = context.shared.get("correspondence")
-        self.head = (
-            head if head is not None else CorrespondenceHead([context.feature_dims[m] for m in context.modalities])
-        )
+        self.head = CorrespondenceHead([context.feature_dims[m] for m in context.modalities])
 
     def forward(self, outputs: StepOutputs) -> dict[str, Tensor]:
         total = torch.zeros((), device=outputs.labels.device)

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from experiments.registries import REFINERS, register_entry, resolve_entry
+from experiments.registries import REFINERS
 
 __all__ = ["REFINERS", "Refiner", "RefinerContext", "RefinementResult", "build_refiner", "register_refiner"]
 
@@ -100,11 +100,11 @@ RefinerFactory = Callable[[RefinerContext], Refiner]
 
 def register_refiner(name: str, factory: str | RefinerFactory, overwrite: bool = False) -> None:
     """Make ``refinement.policy = name`` build its refiners with ``factory(context)``."""
-    register_entry(REFINERS, name, factory, "refiner", overwrite)
+    REFINERS.register(name, factory, overwrite=overwrite)
 
 
 def resolve_refiner(name: str) -> RefinerFactory:
-    return resolve_entry(REFINERS, name, "refinement.policy")
+    return REFINERS.resolve(name, "refinement.policy")
 
 
 def build_refiner(name: str, context: RefinerContext) -> Refiner:

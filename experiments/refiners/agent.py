@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.stepwise import make_stepwise_agent
-from experiments.config import ConfigError
+from experiments.config_layers import ConfigError
 from experiments.refiners import RefinementResult, RefinerContext
 from experiments.refiners.diagnostics import set_diagnostics, staleness
 from mmir_env.batched import BatchedRefinementEnv

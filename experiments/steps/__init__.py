@@ -18,10 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from experiments.refiners import RefinementResult
-from experiments.refiners.diagnostics import domain_auc
-from experiments.registries import STRATEGIES, register_entry, resolve_entry
+from experiments.registries import STRATEGIES
 
-__all__ = ["STRATEGIES", "StepBatch", "StepLog", "StepStrategy", "build_strategy", "register_strategy"]
+__all__ = [
+    "STRATEGIES",
+    "StepBatch",
+    "StepLog",
+    "StepStrategy",
+    "build_strategy",
+    "register_strategy",
+    "resolve_strategy",
+]
 
 
 @dataclass
@@ -34,6 +41,8 @@ class StepBatch:
     source_negative: Tensor | None = None
     target_negative: Tensor | None = None
     progress: float = 0.0  # position in the stage, [0, 1)
+    # the raw labels of both halves, for the refinement statistics of reports only: never passed to a loss
+    stats_labels: dict[str, Tensor | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,14 +72,25 @@ class StepLog:
 class StepContext:
     """What a strategy's step may use: the (possibly DDP-wrapped) forward, the optimizers, the refiners."""
 
-    forward: Callable[..., Any]  # the CoTrainModule, or its DistributedDataParallel wrapper
+    forward: Callable[
+        ..., Any
+    ]  # the CoTrainModule, or its DistributedDataParallel wrapper: forward(batch, stage, phase)
     optimizers: Mapping[str, torch.optim.Optimizer]
     refiners: Mapping[tuple[str, str], Any]
     autocast: Callable[[], AbstractContextManager[Any]]
 
 
 class StepStrategy:
-    """Standard stage-2 step; subclasses override what differs (see ``experiments/steps/mcd.py``)."""
+    """How stage 2 trains: the standard step, or a subclass whose step differs (``experiments/steps/mcd.py``).
+
+    The standard strategy adds nothing: :meth:`experiments.cotrain.CoTrainer.training_step` runs the
+    standard step. A subclass with ``replaces_step = True`` trains stage 2 with its own :meth:`step`,
+    whose forward work runs inside the (DDP-wrapped) module through named phases
+    (``ctx.forward(batch, 2, phase=NAME)`` -> :meth:`forward_phase`).
+    """
+
+    replaces_step = False  # True: :meth:`step` trains stage 2 instead of the standard step
+    uses_objectives = True  # False: the strategy trains its own losses; stage2.objectives must be empty
 
     def __init__(self, config: Any, model: nn.Module) -> None:
         self.config = config
@@ -84,67 +104,12 @@ class StepStrategy:
         return {"main": module.trainable_parameters()}
 
     def step(self, ctx: StepContext, batch: StepBatch) -> StepLog:
-        """Zero gradients, forward (with refinement), one backward, step every optimizer and the refiners."""
-        for opt in ctx.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        for refiner in ctx.refiners.values():
-            for m in refiner.trainable_modules():
-                m.zero_grad(set_to_none=True)
-        refine = make_refine(ctx.refiners, batch) if ctx.refiners else None
-        with ctx.autocast():
-            loss, terms, results = ctx.forward(
-                batch.source, batch.labels, batch.target, stage=2, refine=refine, progress=batch.progress
-            )
-        loss.backward()
-        for opt in ctx.optimizers.values():
-            opt.step()
-        for refiner in ctx.refiners.values():
-            refiner.after_backward()
-        return StepLog({"loss": _f(loss), **{k: _f(v) for k, v in terms.items()}}, results)
+        """A stage-2 step of a strategy with ``replaces_step = True``."""
+        raise NotImplementedError(f"{type(self).__name__} trains with the standard step")
 
-
-def make_refine(refiners: Mapping[tuple[str, str], Any], batch: StepBatch) -> Callable[..., Any]:
-    """The callback the CoTrainModule's forward calls with both halves' features: keep masks, results, loss terms."""
-
-    def refine(f_src: dict[str, Tensor], f_tgt: dict[str, Tensor]):
-        keep: dict[tuple[str, str], Tensor] = {}
-        results: dict[str, RefinementResult] = {}
-        losses: list[Tensor] = []
-        for modality in f_src:
-            for domain, feats, negative in (
-                ("source", f_src[modality], batch.source_negative),
-                ("target", f_tgt[modality], batch.target_negative),
-            ):
-                refiner = refiners.get((modality, domain))
-                if refiner is None:
-                    continue
-                result = refiner.refine(feats, negative)
-                results[f"{modality}/{domain}"] = result
-                keep[(modality, domain)] = result.keep
-                if result.loss is not None:
-                    losses.append(result.loss)
-            add_domain_aucs(results.get(f"{modality}/source"), results.get(f"{modality}/target"))
-        return keep, results, losses
-
-    return refine
-
-
-def add_domain_aucs(source: RefinementResult | None, target: RefinementResult | None) -> None:
-    """A modality's batch AUC, source vs target, of the GRL discriminator (``disc_auc``) and of the rewards'
-    relevance model (``relevance_auc``), logged under both of its agents (a diagnostic: near 0.5 the rewards are noise)."""
-    if source is None or target is None or source.relevance is None or target.relevance is None:
-        return
-    if not any(k.startswith("diag/") for k in source.stats):  # refinement.diagnostics = false
-        return
-    values = {"diag/relevance_auc": domain_auc(source.relevance, 1.0 - target.relevance)}
-    if source.p_target is not None and target.p_target is not None:
-        values["diag/disc_auc"] = domain_auc(source.p_target, target.p_target)
-    for result in (source, target):
-        result.stats.update({k: v for k, v in values.items() if v is not None})
-
-
-def _f(t: Tensor) -> float:
-    return float(t.detach())
+    def forward_phase(self, phase: str, module: nn.Module, batch: StepBatch) -> Tensor:
+        """The forward work of one phase of :meth:`step`, inside the module's forward."""
+        raise NotImplementedError(f"{type(self).__name__} has no phase {phase!r}")
 
 
 StrategyFactory = Callable[[Any, nn.Module], StepStrategy]
@@ -152,8 +117,12 @@ StrategyFactory = Callable[[Any, nn.Module], StepStrategy]
 
 def register_strategy(name: str, factory: str | StrategyFactory, overwrite: bool = False) -> None:
     """Make ``stage2.strategy = name`` train stage 2 with ``factory(config, model)``."""
-    register_entry(STRATEGIES, name, factory, "step strategy", overwrite)
+    STRATEGIES.register(name, factory, overwrite=overwrite)
+
+
+def resolve_strategy(name: str) -> StrategyFactory:
+    return STRATEGIES.resolve(name, "stage2.strategy")
 
 
 def build_strategy(name: str, config: Any, model: nn.Module) -> StepStrategy:
-    return resolve_entry(STRATEGIES, name, "stage2.strategy")(config, model)
+    return resolve_strategy(name)(config, model)

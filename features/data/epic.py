@@ -1,17 +1,18 @@
 """EPIC-Kitchens domains D1/D2/D3 as split by MM-SADA: annotation loading, clip sampling, transforms.
 
-Layout on disk (DESIGN.md section 5), frame numbers 1-based::
+Layout on disk (docs/architecture.md, "Files and formats"), frame numbers 1-based::
 
     root/rgb/P08/P08_01/frame_0000000001.jpg
     root/flow/P08/P08_01/u/frame_0000000001.jpg
     root/flow/P08/P08_01/v/frame_0000000001.jpg
 
-Sampling (MM-SADA, DESIGN.md 5b). Annotations give RGB frames at 60 fps; flow frames are at half that
-rate, flow frame ``k`` ~ RGB frame ``2k``. A clip is 16 RGB frames with stride 2 (a 31-frame span)
-and 16 *consecutive* flow frames (the same ~0.5 s). In training one window per segment is drawn
-uniformly, independently for RGB and flow (``synchronised=True`` aligns the flow window on the RGB
-one); at test ``test_clips`` (5) evenly spaced windows per segment, flow aligned on RGB. Segments
-shorter than a window repeat their edge frames (some EPIC segments are 30 frames long).
+Sampling (MM-SADA; docs/architecture.md, "What the paper leaves open"). Annotations give RGB frames
+at 60 fps; flow frames are at half that rate, flow frame ``k`` ~ RGB frame ``2k``. A clip is 16 RGB
+frames with stride 2 (a 31-frame span) and 16 *consecutive* flow frames (the same ~0.5 s). In
+training one window per segment is drawn uniformly, independently for RGB and flow
+(``synchronised=True`` aligns the flow window on the RGB one); at test ``test_clips`` (5) evenly
+spaced windows per segment, flow aligned on RGB. Segments shorter than a window repeat their edge
+frames (some EPIC segments are 30 frames long).
 
 Transforms: frames are scaled to [-1, 1] (``x / 127.5 - 1``, what the pytorch-i3d weights expect;
 flow JPEGs store 128 as zero motion). Training: multi-scale crop (TSN style: height and width each a
@@ -56,8 +57,6 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from features.data.shared import shared_data_dir
-
 __all__ = [
     "CLIP_FRAMES",
     "DECODE_MODES",
@@ -66,6 +65,7 @@ __all__ = [
     "FLOW_FRAMES_PER_RGB",
     "MULTISCALE_SCALES",
     "RGB_STRIDE",
+    "SPLITS_DIR",
     "VERB_CLASSES",
     "DecodeFallbackWarning",
     "EpicClips",
@@ -139,9 +139,14 @@ class EpicSegment:
 
 
 # ---------------------------------------------------------------------- split files
+#: The MM-SADA split files shipped with the package (origin and licence: ``epic_splits/NOTICE``).
+#: A folder beside this module, so an installed wheel finds them as a source checkout does.
+SPLITS_DIR = Path(__file__).resolve().parent / "epic_splits"
+
+
 def splits_dir() -> Path:
-    """``<shared data>/epic_mmsada_splits`` (see :func:`features.data.shared_data_dir`)."""
-    return shared_data_dir() / "epic_mmsada_splits"
+    """The folder of the MM-SADA split files ``D{1,2,3}_{train,test}.csv`` shipped with the package."""
+    return SPLITS_DIR
 
 
 def _split_file(domain: str, split: str, directory: Path, ext: str) -> Path:
@@ -173,7 +178,8 @@ def load_split(
     :param domain: ``"D1"``, ``"D2"``, ``"D3"`` (or the name of any split file in ``directory``, as
         the synthetic domains write them).
     :param split: ``"train"`` or ``"test"``.
-    :param directory: folder of split files; default the shared ``epic_mmsada_splits``.
+    :param directory: folder of split files; default the MM-SADA splits shipped with the package
+        (:func:`splits_dir`).
     :param trust_pickle: read the original pandas pickle instead of the CSV. Unpickling runs code
         from the file, so this is never the default; it also needs pandas installed.
     """
@@ -338,8 +344,8 @@ class EpicClips(Dataset):
     :param split: which annotation file to read, ``"train"`` or ``"test"``.
     :param mode: ``"train"`` (random windows + augmentation) or ``"test"`` (evenly spaced windows,
         centre crop); defaults to ``split``.
-    :param splits: folder of split files (default: the shared MM-SADA splits, or ``root`` when it
-        holds ``{domain}_{split}.csv``).
+    :param splits: folder of split files (default: ``root`` when it holds ``{domain}_{split}.csv``,
+        else the MM-SADA splits shipped with the package, :func:`splits_dir`).
     :param modalities: which of ``("rgb", "flow")`` to load.
     :param size: output side (224 for I3D on EPIC; tests use e.g. 64).
     :param num_frames: frames per clip (16).

@@ -1,4 +1,4 @@
-"""Sweeps keyed on their runs' settings, cluster sweeps through submitit, TensorBoard and plain logs (issue 15, defects 3 and 6)."""
+"""Sweeps keyed on their runs' settings, cluster sweeps through submitit, TensorBoard and plain logs."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def sweep(pair: Path, out: Path, *extra: str) -> int:
     )
 
 
-# ---- defect 3: a sweep is keyed on its runs' resolved configs ------------------------------------------
+# ---- a sweep is keyed on its runs' resolved configs ----------------------------------------------------
 
 
 def test_sweep_with_changed_settings_refuses_instead_of_counting_old_runs_done(tiny_pair, tmp_path, capsys):
@@ -173,7 +173,7 @@ def test_sweep_launcher_slurm_passes_resources_to_submitit_and_needs_sbatch(tiny
     assert (tmp_path / "S-T" / "source-only" / "seed0" / "summary.json").is_file()
 
 
-# ---- defect 6: TensorBoard and plain logs ----------------------------------------------------------------
+# ---- TensorBoard and plain logs --------------------------------------------------------------------------
 
 
 def test_train_writes_every_numeric_metric_as_tensorboard_scalars_and_plain_log_lines(tiny_pair, tmp_path, capsys):

@@ -2,7 +2,7 @@
 
 An evaluation hook maps the trained model to the model that is tested (``adabn``: a copy with the
 target training clips' BatchNorm statistics, Li et al. 2017). Hooks are registered by name and
-chosen by the config (``evaluation.adabn = true`` selects ``adabn``; ``evaluation.hooks`` lists more).
+chosen by the config: ``evaluation.hooks = ["adabn"]`` (:mod:`experiments.evaluation.adabn`) or a plug-in's.
 """
 
 from __future__ import annotations
@@ -16,26 +16,23 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from experiments.registries import EVALUATION_HOOKS, register_entry, resolve_entry
+from experiments.registries import EVALUATION_HOOKS
 
 EvaluationHook = Callable[[nn.Module, Mapping[str, Any], Any, torch.device], nn.Module]
 
 
 def register_evaluation_hook(name: str, hook: str | EvaluationHook, overwrite: bool = False) -> None:
     """Make ``evaluation.hooks = [name]`` test ``hook(model, datasets, cfg, device)`` instead of the model."""
-    register_entry(EVALUATION_HOOKS, name, hook, "evaluation hook", overwrite)
+    EVALUATION_HOOKS.register(name, hook, overwrite=overwrite)
 
 
 def _resolve(name: str) -> EvaluationHook:
-    return resolve_entry(EVALUATION_HOOKS, name, "evaluation.hooks")
+    return EVALUATION_HOOKS.resolve(name, "evaluation.hooks")
 
 
 def configured_hooks(cfg: Any) -> list[str]:
-    """The hooks a config selects, in order."""
-    names = list(cfg.evaluation.hooks)
-    if cfg.evaluation.adabn and "adabn" not in names:
-        names.insert(0, "adabn")
-    return names
+    """The hooks a config selects, in order (``evaluation.hooks``)."""
+    return list(cfg.evaluation.hooks)
 
 
 @torch.no_grad()

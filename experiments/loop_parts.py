@@ -1,5 +1,7 @@
 """Config -> the co-training loop's parts: the CoTrainModule, its objectives, the refiners, the step strategy.
 
+(Datasets and models come from :mod:`experiments.builders`.)
+
 Every part is looked up by name in its registry (:data:`experiments.objectives.OBJECTIVES`,
 :data:`experiments.refiners.REFINERS`, :data:`experiments.steps.STRATEGIES`,
 :data:`agents.stepwise.STEPWISE_AGENTS`), so a new method, refinement policy or RL algorithm is a
@@ -19,9 +21,9 @@ from torch import nn
 
 from experiments.config import ConfigError, RunConfig
 from experiments.cotrain_module import CoTrainModule
-from experiments.losses import CorrespondenceHead
 from experiments.objectives import ObjectiveContext, build_objective
 from experiments.refiners import Refiner, RefinerContext, build_refiner
+from experiments.registries import OBJECTIVES
 from experiments.steps import StepStrategy, build_strategy
 from features.domain_discriminator import DomainDiscriminator
 from features.domains import DOMAINS
@@ -44,17 +46,8 @@ class Parts:
         replay fills) or when the strategy's phases train different parts (MCD): then
         ``find_unused_parameters``, which traces the graph every step.
         """
-        dynamic = stage == 2 and (len(self.module.agents) > 0 or type(self.strategy) is not StepStrategy)
+        dynamic = stage == 2 and (len(self.module.agents) > 0 or self.strategy.replaces_step)
         return {"static_graph": not dynamic, "find_unused_parameters": dynamic}
-
-
-def build_model(cfg: RunConfig) -> nn.Module:
-    """The config's model (``model.backbone``; random init seeded by ``cfg.seed``, or checkpoints)."""
-    from experiments import builders
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        return builders.build_model(cfg)
 
 
 def make_optimizer(
@@ -67,25 +60,17 @@ def make_optimizer(
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
 
-def strategy_name(cfg: RunConfig) -> str:
-    return "mcd" if cfg.stage2.mcd else cfg.stage2.strategy
-
-
 def objective_weights(cfg: RunConfig) -> dict[int, dict[str, float]]:
-    """Stage -> objective name -> weight, in the order their terms are summed (eq. 9/12 first)."""
+    """Stage -> objective name -> weight: classification (eq. 1, always on) and the stage's ``objectives``.
+
+    ``refinement.relevance = "critic"`` adds the relevance critic in stage 2: its BCE trains only the
+    critic (features detached), whose relevance scores the refiners' rewards.
+    """
     weights: dict[int, dict[str, float]] = {}
     for stage, sc in ((1, cfg.stage1), (2, cfg.stage2)):
-        w = {"classification": 1.0}
-        if sc.adversarial:
-            w["adversarial"] = 1.0
-        if sc.correspondence_weight > 0:
-            w["correspondence"] = sc.correspondence_weight
-        if sc.mmd_weight > 0:
-            w["mmd"] = sc.mmd_weight
-        for name, value in sc.objectives.items():
-            w[name] = float(value)
+        w = {"classification": 1.0, **{name: float(value) for name, value in sc.objectives.items()}}
         if stage == 2 and sc.refinement and cfg.refinement.relevance == "critic":
-            w.setdefault("relevance-critic", 1.0)  # the critic's BCE trains only the critic (features detached)
+            w.setdefault("relevance-critic", 1.0)
         weights[stage] = w
     return weights
 
@@ -120,9 +105,8 @@ def build_parts(cfg: RunConfig, model: nn.Module, datasets: Mapping[str, Any], d
     modalities = tuple(model.modalities)
     dims = model.feature_dims
     weights = objective_weights(cfg)
-    # built-ins in eq. 12's order, then the config's own: the order their terms join the graph
-    names = dict.fromkeys(["classification", "adversarial", "correspondence", "mmd", *weights[1], *weights[2]])
-    wanted = [n for n in names if max(weights[s].get(n, 0.0) for s in (1, 2)) > 0]
+    # in registration order (the built-ins in eq. 12's order, then plug-ins): the order their terms join the graph
+    wanted = [n for n in OBJECTIVES.in_registration_order() if max(weights[s].get(n, 0.0) for s in (1, 2)) > 0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 1)
         discriminators = nn.ModuleDict(
@@ -133,10 +117,7 @@ def build_parts(cfg: RunConfig, model: nn.Module, datasets: Mapping[str, Any], d
                 for m in modalities
             }
         ).to(device)
-        shared: dict[str, nn.Module] = {}
-        if "correspondence" in wanted and len(modalities) > 1:
-            shared["correspondence"] = CorrespondenceHead([dims[m] for m in modalities])
-        context = ObjectiveContext(modalities, dims, cfg, discriminators, shared)
+        context = ObjectiveContext(modalities, dims, cfg, discriminators)
         objectives = {}
         for name in wanted:
             try:
@@ -166,7 +147,8 @@ def build_parts(cfg: RunConfig, model: nn.Module, datasets: Mapping[str, Any], d
         )
         for j, net in enumerate(refiners[(m, d)].trainable_modules()):
             module.agents[f"{m}_{d}_{j}"] = net
-    strategy = build_strategy(strategy_name(cfg), cfg, model)
+    strategy = build_strategy(cfg.stage2.strategy, cfg, model)
     for name, extra in strategy.modules().items():
         module.extras[name] = extra.to(device)
+    module.refiners, module.strategy = refiners, strategy
     return Parts(module, refiners, strategy)

@@ -1,4 +1,4 @@
-"""Issue 15, environment and agents: exact candidate-set sampling, vector entry points, agent defaults."""
+"""Environment and agents: exact candidate-set sampling, vector entry points, TensorBoard logs, agent defaults."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _repeats(idx: np.ndarray) -> np.ndarray:
     return (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
 
 
-# -- 1. candidate-set sampling: exact and bounded for any n_c <= pool size ------------------------
+# -- candidate-set sampling: exact and bounded for any n_c <= pool size ---------------------------
 @st.composite
 def _draws(draw: st.DrawFn) -> tuple[int, int, int, int]:
     pool = draw(st.integers(1, 300))
@@ -79,7 +79,7 @@ def test_sample_distinct_rows_rejects_bad_sizes() -> None:
 
 @pytest.mark.timeout(20)
 def test_array_source_with_n_c_near_pool_size_resets_quickly() -> None:
-    """The hang of issue 15: 45 distinct rows of 50 (the old redraw loop practically never returned)."""
+    """45 distinct rows of 50: a redraw-until-distinct loop practically never returns here, so sampling must be exact."""
     rng = np.random.default_rng(0)
     source = ArraySource(
         {"source": rng.normal(size=(50, 8)), "target": rng.normal(size=(50, 8))}, discriminator=torch.nn.Linear(8, 1)
@@ -104,7 +104,7 @@ def test_batched_env_with_n_c_near_pool_size_resets_quickly() -> None:
     assert not _repeats(env.candidate_index.numpy()).any()
 
 
-# -- 2. vector entry points -----------------------------------------------------------------------
+# -- vector entry points --------------------------------------------------------------------------
 def test_make_vec_vector_entry_point_builds_the_batched_synthetic_env() -> None:
     import gymnasium as gym
 
@@ -154,7 +154,7 @@ def test_make_vec_vector_entry_point_builds_the_batched_instance_env() -> None:
     assert sync.reset(seed=0)[0].shape == (2, 5, 8)
 
 
-# -- 4. RefinementDQN(tensorboard_log=...) --------------------------------------------------------
+# -- RefinementDQN(tensorboard_log=...) -----------------------------------------------------------
 def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -233,7 +233,7 @@ def test_tensorboard_log_without_tensorboard_names_the_extra(monkeypatch, small_
         agent.learn(10)
 
 
-# -- 5. SB3 algorithms on the batched env respect total_timesteps ---------------------------------
+# -- SB3 algorithms on the batched env respect total_timesteps ------------------------------------
 @pytest.mark.parametrize("name", ["ppo", "maskable-ppo", "a2c", "dqn", "qrdqn"])
 def test_sb3_defaults_on_the_batched_env_respect_total_timesteps(small_source, name: str) -> None:
     import warnings
@@ -272,7 +272,7 @@ def test_sb3_defaults_scale_with_the_number_of_envs(small_source) -> None:
         )  # explicit wins
 
 
-# -- 3. RefinementDQN defaults that learn on the single env; co-training's values pinned ----------
+# -- RefinementDQN defaults that learn on the single env; co-training's values pinned -------------
 def test_refinement_dqn_single_env_default_replays_each_transition_16_times(small_source) -> None:
     """The old default (one update of 256 per env step) replayed each transition ~256 times and fitted the reward noise."""
     from agents.dqn import RefinementDQN
@@ -291,7 +291,11 @@ def test_refinement_dqn_single_env_default_replays_each_transition_16_times(smal
 
 
 def test_cotraining_agents_keep_todays_refinement_dqn_values() -> None:
-    """Co-training builds mmir-dqn with the pre-issue-15 values of every keyword it does not set."""
+    """Co-training builds mmir-dqn with its own fixed values of every keyword it does not set.
+
+    The offline defaults were changed so that agents learn on the single env (fewer replays per
+    transition); co-training runs must not shift with them, so its values are pinned here.
+    """
     from agents.stepwise import make_stepwise_agent
 
     agent = make_stepwise_agent("mmir-dqn", n_c=5, feature_dim=8, device="cpu", seed=0)

@@ -1,7 +1,7 @@
-"""Run folders a researcher can trust (issue 15): locks, no silent overwrite, complete resume, one-line errors.
+"""Run folders a researcher can trust: locks, no silent overwrite, complete resume, one-line errors.
 
-Each test names the defect of issue 15 it covers (2: run-folder safety, 4: resume gaps, 5: one-line
-errors, 7: agent defaults). The runs are the tiny synthetic-video run of tests/test_cli_train.py.
+Grouped by what they guard: run-folder safety, resume without gaps, one-line errors instead of
+tracebacks, and agent defaults. The runs are the tiny synthetic-video run of tests/test_cli_train.py.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def wait_for_record(metrics: Path, proc: subprocess.Popen, predicate, timeout: f
     raise AssertionError(f"no such record in {metrics} after {timeout} s")
 
 
-# ---- defect 2: run folders --------------------------------------------------------------------------------
+# ---- run folders: one writer, nothing replaced silently ---------------------------------------------------
 
 
 def test_two_concurrent_trains_second_exits_naming_the_holder_first_run_undisturbed(
@@ -195,7 +195,7 @@ def test_resume_refuses_a_config_that_differs_in_more_than_step_counts(finished,
     assert [(r["stage"], r["step"]) for r in records] == [(1, 1), (1, 2), (2, 1), (2, 2), (2, 3), (2, 4)]
 
 
-# ---- defect 4: resume gaps --------------------------------------------------------------------------------
+# ---- resume: continues from the newest state, wherever the run stopped ----------------------------------
 
 
 def test_kill_9_in_stage2_then_resume_continues_from_stage1_pt_and_leaves_no_tmp(
@@ -258,7 +258,7 @@ def test_checkpoints_without_replay_are_smaller_and_still_resume(tmp_path):
     assert (resumed.stage, resumed.step) == (2, cfg.stage2.steps // cfg.checkpoints.every * cfg.checkpoints.every)
 
 
-# ---- defect 5: one-line errors ----------------------------------------------------------------------------
+# ---- one-line errors -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
@@ -407,7 +407,7 @@ def test_report_skips_an_unreadable_run_with_a_warning(tmp_path, capsys):
     assert "skipping" in warning and str(broken) in warning
 
 
-# ---- defect 7: agent defaults -----------------------------------------------------------------------------
+# ---- agent defaults --------------------------------------------------------------------------------------
 
 
 def test_agents_default_to_the_models_modalities(tmp_path):
