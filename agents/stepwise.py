@@ -177,7 +177,7 @@ def _with_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 # RefinementDQN keywords that co-training never sets but whose values its numbers depend on: they
-# are the standalone defaults of before issue 15, pinned here so that tuning RefinementDQN's own
+# are the standalone defaults of RefinementDQN before its offline defaults were tuned, pinned here so that tuning RefinementDQN's own
 # defaults for offline learning leaves every co-training run bit-identical.
 COTRAIN_DQN_PINNED: dict[str, Any] = dict(
     train_freq=1,

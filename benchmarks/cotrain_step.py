@@ -1,8 +1,8 @@
-"""Issue 6 / DESIGN.md target 1: stage-2 step time with instance refinement vs adversarial-only.
+"""Stage-2 step time with instance refinement vs adversarial-only (performance target: refinement stays small).
 
 Same tiny two-stream model (the demo's), same batches, one run: the refinement overhead is
 (t_MMIR - t_adv) / t_adv; also the share of a step spent waiting for data, and the loop's step
-(CoTrainModule + objectives + step strategy) against the same step written out by hand. Issue 14:
+(``CoTrainer.training_step``) against the same step written out by hand. Also
 what the refinement diagnostics cost (MMIR with them against MMIR with ``refinement.diagnostics =
 false``) and the overhead of a refinement design (``--design METHOD``, default mmir-robust).
 
@@ -23,8 +23,9 @@ from rich.table import Table
 
 from experiments.cotrain import CoTrainer
 from experiments.demo import apply_design, demo_config, ensure_demo_data
-from experiments.losses import adversarial_loss, classification_loss
 from experiments.methods import METHODS
+from experiments.objectives.adversarial import adversarial_loss
+from experiments.objectives.classification import classification_loss
 from experiments.steps import StepBatch
 
 
@@ -38,9 +39,7 @@ class StepTimer:
 
     def __init__(self, trainer: CoTrainer, hand_wired: bool = False) -> None:
         self.trainer, self.hand_wired = trainer, hand_wired
-        sc = trainer.cfg.stage2
-        self.src, _ = trainer._loader("source", sc.batch_size // 2, 1)
-        self.tgt, _ = trainer._loader("target", sc.batch_size // 2, 2)
+        trainer.begin_stage(2)
         self.compute: list[float] = []
         self.waiting: list[float] = []
         trainer.module.train()
@@ -48,19 +47,12 @@ class StepTimer:
     def step(self, record: bool) -> None:
         t = self.trainer
         t0 = time.perf_counter()
-        src, tgt = next(self.src), next(self.tgt)
+        batch = t.next_batch()
         t1 = time.perf_counter()
-        batch = StepBatch(
-            {m: src[m] for m in t.model.modalities},
-            src["label"],
-            {m: tgt[m] for m in t.model.modalities},
-            src.get("is_negative"),
-            tgt.get("is_negative"),
-        )
         if self.hand_wired:
             hand_wired_step(t, batch)
         else:
-            t.strategy.step(t._context(), batch)
+            t.training_step(batch)
         t2 = time.perf_counter()
         if record:
             self.waiting.append(t1 - t0)
@@ -135,7 +127,6 @@ def main() -> None:
             if design is not None:  # the design's refinement settings and epsilon, as the demo runs it
                 apply_design(cfg, design)
             trainer = CoTrainer(cfg)
-            trainer.stage, trainer.optimizers = 2, trainer._make_optimizers(2)
             timers[name] = StepTimer(trainer, hand_wired=hand_wired)
         # Interleaved, so that whatever else the machine does slows both methods alike.
         for i in range(args.steps + 5):

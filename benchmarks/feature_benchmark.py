@@ -1,4 +1,4 @@
-"""Issue 13: 20 seeds x every method of the feature-level negative-transfer benchmark, wall time printed.
+"""20 seeds x every method of the feature-level negative-transfer benchmark, wall time printed.
 
     OMP_NUM_THREADS=1 python benchmarks/feature_benchmark.py [--out runs/feature-benchmark] [--seeds 0-19]
 

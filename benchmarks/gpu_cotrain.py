@@ -1,9 +1,9 @@
-"""Issue 16: co-training at the paper's size on one GPU, measured side by side in one run.
+"""Co-training at the paper's size on one GPU, measured side by side in one run.
 
 On CUDA it measures, with the paper's recipe (``experiments/configs/paper/D2-D1.toml``):
 
 1. **Stage-2 step, compute only** (clips already on the GPU): full-width two-stream I3D, 16 x 224 x 224,
-   40 + 40 clips, four agents (an S- and a T-agent per modality), one ``strategy.step`` of the loop:
+   40 + 40 clips, four agents (an S- and a T-agent per modality), one ``CoTrainer.training_step`` of the loop:
    fp32 contiguous, fp32 ``channels_last_3d`` (the default), bf16 autocast, + ``cudnn.benchmark``,
    + ``torch.compile`` of the I3D trunks; peak memory; the same step under DistributedDataParallel
    (nccl, world size 1, in-process); refinement's share (MMIR vs adversarial-only, interleaved, and
@@ -54,15 +54,14 @@ from rich.table import Table  # noqa: E402
 from experiments.config import CONFIG_DIR, RunConfig, load_config, validate  # noqa: E402
 from experiments.cotrain import CoTrainer  # noqa: E402
 from experiments.data_streams import stream_loader  # noqa: E402
-from experiments.distributed import wrap_ddp  # noqa: E402
 from experiments.steps import StepBatch  # noqa: E402
 from features.atomic_io import atomic_write_text  # noqa: E402
 from features.data.epic import DecodeFallbackWarning, EpicClips  # noqa: E402
 
 NA = "n/a (no CUDA)"
 PAPER_GPU_HOURS = 24.0  # paper 4.1: 6 hours on 4 RTX 3090s
-GOAL_HOURS = 1.0  # issue 16: one pair in under an hour on one H200
-# Segments per MM-SADA split (rows of ../shared/data/epic_mmsada_splits/D*_{train,test}.csv)
+GOAL_HOURS = 1.0  # goal: one pair in under an hour on one H200
+# Segments per MM-SADA split (rows of features/data/epic_splits/D*_{train,test}.csv)
 EPIC_SEGMENTS = {"train": {"D1": 1543, "D2": 2495, "D3": 3897}, "test": {"D1": 435, "D2": 750, "D3": 974}}
 
 # Every row the tables print, in order (tests/test_gpu_cotrain_script.py checks them all).
@@ -272,11 +271,8 @@ class Stage2:
                 backbone.to(memory_format=torch.contiguous_format)
             if variant.compile:
                 backbone._trunk = torch.compile(backbone._trunk)  # the convolutions; heads and agents stay eager
-        t.stage, t.optimizers = 2, t._make_optimizers(2)  # as benchmarks/cotrain_step.py
-        if variant.ddp:
-            # the loop wraps only under torchrun (WORLD_SIZE > 1): wrap as it does, with its stage-2 settings
-            t.forward = wrap_ddp(t.module, device, **t.parts.ddp_settings(2))
-            t._wrapped_stage = 2
+        # the loop wraps only under torchrun (WORLD_SIZE > 1); ddp=True wraps as it does, with its stage-2 settings
+        t.begin_stage(2, ddp=variant.ddp)
         t.module.train()
         mods = tuple(t.model.modalities)
         g = torch.Generator().manual_seed(1)
@@ -292,7 +288,7 @@ class Stage2:
         t = self.trainer
         sync(self.device)
         start = time.perf_counter()
-        t.strategy.step(t._context(), self.batch)
+        t.training_step(self.batch)
         sync(self.device)
         return time.perf_counter() - start
 
@@ -456,16 +452,12 @@ def _stage1_and_eval(
     clips = random_clips(sizes.stage1_batch, sizes, mods, device, 4)
     labels = torch.randint(0, cfg.model.num_classes, (sizes.stage1_batch,)).to(device)
 
-    def one_step() -> float:  # the body of CoTrainer._run_stage1
+    stage1_batch = StepBatch(clips, labels)
+
+    def one_step() -> float:  # one stage-1 step of the loop
         sync(device)
         start = time.perf_counter()
-        for opt in t.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        with t._autocast():
-            loss, _, _ = t.forward(clips, labels, None, stage=1)  # noqa: F821 (ruff reads the later del as deleting it)
-        loss.backward()
-        for opt in t.optimizers.values():
-            opt.step()
+        t.training_step(stage1_batch)
         sync(device)
         return time.perf_counter() - start
 
@@ -475,14 +467,14 @@ def _stage1_and_eval(
         torch.cuda.reset_peak_memory_stats(device)
     step1.seconds = [one_step() for _ in range(sizes.steps)]
     step1.peak_gib, step1.clips = peak_gib(device), sizes.stage1_batch
-    del clips
+    clips = stage1_batch = None  # free the stage-1 clips before the evaluation batch
     t.model.eval()
     batch = random_clips(sizes.eval_batch, sizes, mods, device, 5)
 
     def one_forward() -> float:  # what experiments.evaluation.evaluate runs per batch
         sync(device)
         start = time.perf_counter()
-        with torch.no_grad(), t._autocast():
+        with torch.no_grad(), t.autocast():
             torch.softmax(t.model(batch).logits.float(), dim=1)
         sync(device)
         return time.perf_counter() - start

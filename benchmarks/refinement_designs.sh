@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 14's design search on the feature benchmark's VALIDATION seeds (default 100-109): the paper's
+# The refinement-design search on the feature benchmark's VALIDATION seeds (default 100-109): the paper's
 # MMIR, each refinement design alone and the combinations, beside the controls. The robust preset
 # (experiments/configs/feature-benchmark/mmir-robust.toml) was chosen from this grid's output; test
 # seeds 0-19 are run separately (docs/results-refinement.md).

@@ -609,9 +609,13 @@ def _annotation(dotted: str) -> Any:
 
 
 def _accepts_str(annotation: Any) -> bool:
-    return annotation is str or (
-        typing.get_origin(annotation) in (typing.Union, types.UnionType) and str in typing.get_args(annotation)
-    )
+    """Whether a key of this type takes strings (a bare ``--set`` word is then a string)."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(isinstance(a, str) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts_str(a) for a in typing.get_args(annotation))
+    return annotation is str
 
 
 def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -634,7 +638,7 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
             if annotation is not None and not _accepts_str(annotation):
                 raise ConfigError(
                     f"--set {item}: {value!r} is not a TOML value ({err}); {key} expects "
-                    f'{getattr(annotation, "__name__", annotation)}, e.g. 0.001, true, ["rgb"] or a "quoted string"'
+                    f'{_type_name(annotation)}, e.g. 0.001, true, ["rgb"] or a "quoted string"'
                 ) from None
             out[key] = (
                 value  # a bare string for a string key (or an unknown key, reported by name when the config is built)

@@ -5,11 +5,15 @@ modality k, the discriminator D^k and the refiners (the paper's S-/T-agents, or 
 features of each half-batch are cut into candidate sets, the refiners select rows out, and the
 objectives (L_cls, L_adv on the kept rows, ...) are summed with the refiners' losses (eq. 9/12).
 
-The parts, each chosen by name in the config and built in :mod:`experiments.cotrain_parts`:
+The parts, each chosen by name in the config and built in :mod:`experiments.loop_parts`:
 the :class:`~experiments.cotrain_module.CoTrainModule` (everything that trains by gradient; wrapped
 in ``DistributedDataParallel`` under ``torchrun``), the objectives (:mod:`experiments.objectives`),
 the refiners (:mod:`experiments.refiners`), the step strategy (:mod:`experiments.steps`) and the
 evaluation hooks (:mod:`experiments.evaluation`). Nothing here names a modality or a method.
+
+The public API a benchmark or a notebook uses: ``CoTrainer(cfg)`` builds, ``begin_stage``,
+``next_batch`` and ``training_step`` step, ``evaluate`` tests, ``save_checkpoint`` and
+``load_checkpoint`` keep and restore everything, ``run`` does all of it with logging.
 """
 
 from __future__ import annotations
@@ -105,9 +109,9 @@ class CoTrainer:
     def discriminators(self) -> nn.ModuleDict:
         return self.module.discriminators
 
-    def _make_optimizers(self, stage: int) -> dict[str, torch.optim.Optimizer]:
+    def _make_optimizers(self, stage: int, ddp: bool = False) -> dict[str, torch.optim.Optimizer]:
         """Stage 1: one optimizer over the module's trainable parameters; stage 2: the strategy's groups."""
-        self._wrap(stage)
+        self._wrap(stage, ddp)
         sc = self.cfg.stage1 if stage == 1 else self.cfg.stage2
         groups = {"main": self.module.trainable_parameters()} if stage == 1 else self.strategy.param_groups(self.module)
         return {
@@ -115,9 +119,9 @@ class CoTrainer:
             for name, params in groups.items()
         }
 
-    def _wrap(self, stage: int) -> None:
+    def _wrap(self, stage: int, ddp: bool = False) -> None:
         """One DistributedDataParallel wrapper per stage (their graph settings differ: ``Parts.ddp_settings``)."""
-        if not self.dist.enabled or getattr(self, "_wrapped_stage", None) == stage:
+        if not (self.dist.enabled or ddp) or getattr(self, "_wrapped_stage", None) == stage:
             return
         if isinstance(self.forward, DistributedDataParallel):
             self.forward = self.module
@@ -125,10 +129,13 @@ class CoTrainer:
         self.forward = wrap_ddp(self.module, self.device, **self.parts.ddp_settings(stage))
         self._wrapped_stage = stage
 
-    def begin_stage(self, stage: int) -> None:
-        """Start ``stage`` from its first step: its optimizers and DistributedDataParallel wrapper, fresh data streams."""
+    def begin_stage(self, stage: int, ddp: bool = False) -> None:
+        """Start ``stage`` from its first step: its optimizers and DistributedDataParallel wrapper, fresh data streams.
+
+        ``ddp``: wrap in DDP even outside torchrun (an initialised process group of one: benchmarks).
+        """
         self.stage, self.step = stage, 0
-        self.optimizers = self._make_optimizers(stage)
+        self.optimizers = self._make_optimizers(stage, ddp)
         self._streams = None
 
     def next_batch(self) -> StepBatch:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -39,9 +39,12 @@ class Refined:
     losses: list[Tensor] = field(default_factory=list)
 
 
-@dataclass
-class StepOutput:
-    """A step's forward result: the total loss, every term, and the refiners' results keyed ``modality/domain``."""
+class StepOutput(NamedTuple):
+    """A step's forward result: the total loss, every term, and the refiners' results keyed ``modality/domain``.
+
+    A tuple, not a dataclass: DistributedDataParallel looks for the output's tensors in tuples, lists
+    and dicts only, and a loss it cannot see leaves its gradients unsynchronised.
+    """
 
     loss: Tensor
     terms: dict[str, Tensor]

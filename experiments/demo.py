@@ -1,7 +1,7 @@
 """The main job: co-train tiny two-stream models on synthetic video domains with four methods.
 
 Source-only, adversarial-only, MMIR (paper settings) and MMIR with the robust refinement design
-(issue 14, ``mmir-robust``) share one stage 1 (L_cls on the source, eq. 11) and then run stage 2
+(``mmir-robust``) share one stage 1 (L_cls on the source, eq. 11) and then run stage 2
 each; the table has the layout of the paper's Table 3 plus the agents' precision and recall against
 the planted negatives of the synthetic domains.
 """

@@ -64,7 +64,7 @@ def register_model(backbone: str, builder: str | Builder, overwrite: bool = Fals
     MODELS.register(backbone, builder, overwrite=overwrite)
 
 
-# The loop's parts (DESIGN.md 7); each package registers and builds its own (experiments.objectives,
+# The loop's parts (docs/architecture.md, "Co-training as composable parts"); each package registers and builds its own (experiments.objectives,
 # experiments.refiners, experiments.steps, experiments.evaluation), the config checks names here.
 # [stage1.objectives] / [stage2.objectives] -> objective class, built with an ObjectiveContext; the order of
 # registration is the order their terms join the graph (the built-ins in eq. 12's order): keep it
@@ -97,7 +97,7 @@ STRATEGIES: Registry[Builder] = Registry(
     "stage2.strategy",
     {"standard": "experiments.steps:StepStrategy", "mcd": "experiments.steps.mcd:MCDStrategy"},
 )
-# evaluation.hooks (and evaluation.adabn) -> hook(model, datasets, cfg, device) -> model to test
+# evaluation.hooks -> hook(model, datasets, cfg, device) -> model to test
 EVALUATION_HOOKS: Registry[Builder] = Registry(
     "evaluation hook", "evaluation.hooks", {"adabn": "experiments.evaluation.adabn:adabn_hook"}
 )

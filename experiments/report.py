@@ -269,7 +269,7 @@ COMPARISONS: tuple[tuple[str, str], ...] = (
     ("random-removal", "adversarial-only"),
     ("adversarial-only", "source-only"),
     ("adversarial-only-clean", "source-only-clean"),
-    # issue 14's refinement designs, each against the same two controls
+    # the refinement designs, each against the same two controls
     *(
         (design, control)
         for design in ("mmir-critic", "mmir-relabel", "mmir-warmup", "mmir-rank", "mmir-margin", "mmir-robust")
@@ -456,14 +456,13 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
     written.append(_save(fig, out / "accuracy.png", plt))
 
     # 2. losses over stage 2 per method (first seed of each, first pair); only the terms some method has
-    loss_titles = {
-        "cls": "L_cls (MCD: both classifiers)",
-        "adv": "L_adv (eq. 8)",
-        "dqn": "L_dqn (eq. 7)",
-        "mmd": "MK-MMD (DAN)",
-        "discrepancy": "classifier discrepancy (MCD)",
-        "corr": "correspondence (MM-SADA)",
-    }
+    # the paper's terms first, then every other objective's term the runs logged (a plug-in's included)
+    loss_titles = {"cls": "L_cls", "adv": "L_adv (eq. 8)", "dqn": "L_dqn (eq. 7)"}
+    for m in methods:
+        run = next((r for r in records if r.method == m and r.pair == pairs[0]), None)
+        for key in _metrics(run)[-1] if run and _metrics(run) else {}:
+            if "/" not in key and key not in ("stage", "step", "loss") and key not in loss_titles:
+                loss_titles[key] = key
     curves: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}
     for m in methods:
         run = next((r for r in records if r.method == m and r.pair == pairs[0]), None)

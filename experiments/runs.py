@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from experiments.config import ConfigError, RunConfig, from_dict
+from experiments.config import ConfigError, RunConfig, from_dict, migrate_legacy
 from features.atomic_io import remove_stale_temporaries
 
 __all__ = [
@@ -155,11 +155,12 @@ def with_defaults(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored ``config.json`` as this version of mmir would write it: keys added since get their defaults.
 
     A new key's default keeps the behaviour from before it existed, so a run written by an earlier
-    mmir is the same run as today's config that leaves the key at its default. A stored config this
-    version cannot read (a key since removed, a wrong type) is returned as it is.
+    mmir is the same run as today's config that leaves the key at its default; a method switch of an
+    earlier version reads as the registry entry that replaced it (:func:`experiments.config.migrate_legacy`).
+    A stored config this version cannot read (a key since removed, a wrong type) is returned as it is.
     """
     try:
-        return from_dict(RunConfig, stored).to_dict()
+        return from_dict(RunConfig, migrate_legacy(stored)).to_dict()
     except (ConfigError, TypeError, ValueError):
         return stored
 

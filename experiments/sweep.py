@@ -38,7 +38,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ConfigError, RunConfig, from_dict, load_config, validate
+from experiments.config import ConfigError, RunConfig, from_dict, load_config, migrate_legacy, validate
 from experiments.runs import RunLock, clear_run, config_differences
 from features.atomic_io import atomic_write_text, json_text
 
@@ -114,7 +114,9 @@ def stored_differences(job: Job) -> list[str] | None:
         return ["config.json: unreadable"]
     if job.kind == "stage1":
         try:
-            same = stage1_key(from_dict(RunConfig, stored)) == stage1_key(from_dict(RunConfig, job.config))
+            same = stage1_key(from_dict(RunConfig, migrate_legacy(stored))) == stage1_key(
+                from_dict(RunConfig, job.config)
+            )
         except ConfigError:  # written by another version of mmir
             same = False
         return [] if same else ["stage-1 settings"]

@@ -22,7 +22,9 @@ def test_train_runs_both_stages_and_writes_outputs(tmp_path, tiny_root, capsys):
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(
         tiny_run_toml(
-            tiny_root, stage2="lr = 0.001\nadversarial = true\nrefinement = true", snapshots='dtype = "float32"'
+            tiny_root,
+            stage2="lr = 0.001\nobjectives = {adversarial = 1.0}\nrefinement = true",
+            snapshots='dtype = "float32"',
         )
     )
     rc = main(["train", str(cfg), "--set", f"output_dir={json.dumps(str(tmp_path / 'runs'))}"])

@@ -1,14 +1,30 @@
-"""Run configuration: the shipped presets load and carry the paper's values; bad configs fail by name."""
+"""Run configuration: the shipped presets load and carry the paper's values; bad configs fail by name.
+
+Presets are layers over a documented base (experiments/configs/base/); tests that edit a complete
+file edit base/epic.toml, which writes every key.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from experiments.config import CONFIG_DIR, ConfigError, RunConfig, check_data_root, from_dict, load_config, validate
+from experiments.cli import main
+from experiments.config import (
+    CONFIG_DIR,
+    ConfigError,
+    RunConfig,
+    check_data_root,
+    from_dict,
+    load_config,
+    migrate_legacy,
+    resolve_config,
+    validate,
+)
 
 PAIRS = ["D2-D1", "D3-D1", "D1-D2", "D3-D2", "D1-D3", "D2-D3"]
 PAPER_DIR = CONFIG_DIR / "paper"
@@ -19,6 +35,11 @@ ALL_TOMLS = sorted(
     if p.parent.name not in ("methods", "watch") and p.parent.parent.name != "watch"
 )
 REF = CONFIG_DIR / "reference.toml"
+EPIC_BASE = CONFIG_DIR / "base" / "epic.toml"
+# every preset resolved by the version whose presets repeated every key (before bases and overlays),
+# stored as JSON in that version's keys: the layered presets must resolve to the same values
+BEFORE = Path(__file__).parent / "data" / "presets-before"
+PRESETS_BEFORE = sorted(BEFORE.rglob("*.json"))
 
 
 def test_the_expected_presets_exist():
@@ -33,22 +54,122 @@ def test_the_expected_presets_exist():
 
 
 @pytest.mark.parametrize("path", ALL_TOMLS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
-def test_every_preset_loads_validates_and_writes_every_key(path: Path):
+def test_every_preset_loads_and_validates(path: Path):
     config = load_config(path)
     assert isinstance(config, RunConfig)
     assert validate(config) is config
     assert config.data.root == ""  # the user sets it; a run checks it with check_data_root
     with pytest.raises(ConfigError, match="data.root is empty"):
         check_data_root(config)
-    # "complete": every section and every key is written out, nothing left to the code's defaults
-    raw = tomllib.loads(path.read_text())
-    assert set(raw) == {f.name for f in dataclasses.fields(RunConfig)}, f"{path.name}: top-level keys/sections missing"
-    for f in dataclasses.fields(RunConfig):
-        section = getattr(config, f.name)
+
+
+def test_the_epic_base_documents_every_key():
+    # the one complete file: every run key written out with its reason (the generator's keys live in
+    # base/feature-benchmark.toml and FeatureBenchmarkConfig)
+    raw = tomllib.loads(EPIC_BASE.read_text())
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)} | {"base": None}
+    assert set(raw) == set(fields) - {"name", "base", "feature_benchmark"}
+    config = RunConfig()
+    for name in raw:
+        section = getattr(config, name)
         if dataclasses.is_dataclass(section):
-            assert set(raw[f.name]) == {g.name for g in dataclasses.fields(section)}, (
-                f"{path.name}: [{f.name}] does not write every key"
-            )
+            assert set(raw[name]) == {g.name for g in dataclasses.fields(section)}, f"[{name}] misses a key"
+
+
+@pytest.mark.parametrize("before", PRESETS_BEFORE, ids=lambda p: str(p.relative_to(BEFORE)))
+def test_layered_preset_resolves_to_the_complete_preset_it_replaces(before: Path):
+    path = CONFIG_DIR / before.relative_to(BEFORE).with_suffix(".toml")
+    expected = migrate_legacy(json.loads(before.read_text()))
+    resolved = resolve_config(path)[0].to_dict()
+    for section, values in expected.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                assert resolved[section][key] == value, f"{section}.{key}"
+        else:
+            assert resolved[section] == values, section
+    assert resolved == expected
+
+
+def test_every_preset_is_shown_with_where_each_value_came_from(capsys):
+    assert len(PRESETS_BEFORE) == 32
+    for before in PRESETS_BEFORE:
+        name = str(before.relative_to(BEFORE).with_suffix(""))
+        assert main(["config", "show", name]) == 0
+        lines = [line for line in capsys.readouterr().out.splitlines() if " = " in line]
+        config, origin = resolve_config(CONFIG_DIR / f"{name}.toml")
+        assert len(lines) == len(origin) == sum(len(v) if isinstance(v, dict) else 1 for v in config.to_dict().values())
+        shown = dict(line.split("  # ", 1) for line in lines)
+        assert shown[f'name = "{config.name}"'] == origin["name"] == f"{name}.toml"
+        assert main(["config", "show", name, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out) == config.to_dict()
+
+
+def test_config_show_names_each_layer(capsys):
+    assert main(["config", "show", "feature-benchmark/mmir-robust", "--set", "seed=3"]) == 0
+    out = capsys.readouterr().out
+    assert 'name = "feature-benchmark-mmir-robust"  # feature-benchmark/mmir-robust.toml' in out
+    assert 'method = "mmir-robust"  # methods/mmir-robust.toml' in out
+    assert 'kind = "feature-benchmark"  # base/feature-benchmark.toml' in out
+    assert "dropout = 0.5  # base/epic.toml" in out
+    assert "seed = 3  # --set" in out
+    assert 'reward = "rank"  # methods/mmir-robust.toml' in out
+
+
+def test_config_show_of_a_missing_preset_is_a_one_line_error(capsys):
+    assert main(["config", "show", "paper/D9-D1"]) == 2
+    err = capsys.readouterr().err
+    assert "no such config file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("line", "hint"),
+    [
+        ("adversarial = true", "stage2.objectives = {adversarial = 1.0}"),
+        ("mmd_weight = 1.0", "stage2.objectives = {mmd = WEIGHT}"),
+        ("correspondence_weight = 1.0", "stage2.objectives = {correspondence = WEIGHT}"),
+        ("mcd = true", 'stage2.strategy = "mcd"'),
+    ],
+)
+def test_a_removed_method_switch_says_what_to_write_instead(tmp_path, line, hint):
+    path = write(tmp_path, f'base = "base/epic"\n[stage2]\n{line}\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message and "was removed" in message and hint in message and "\n" not in message
+
+
+def test_a_removed_evaluation_switch_says_what_to_write_instead(tmp_path):
+    with pytest.raises(ConfigError, match=r'evaluation.adabn was removed: write evaluation.hooks = \["adabn"\]'):
+        load_config(PAPER_DIR / "D2-D1.toml", {"evaluation.adabn": True})
+
+
+def test_a_stored_config_of_an_earlier_version_migrates_to_the_same_meaning():
+    old = RunConfig().to_dict()
+    for stage in ("stage1", "stage2"):
+        old[stage] |= {"adversarial": stage == "stage2", "correspondence_weight": 0.0, "mmd_weight": 0.0, "mcd": False}
+        del old[stage]["objectives"]
+    old["stage2"]["correspondence_weight"] = 1.0
+    old["evaluation"]["adabn"] = True
+    new = migrate_legacy(old)
+    assert new["stage2"]["objectives"] == {"adversarial": 1.0, "correspondence": 1.0}
+    assert new["stage1"]["objectives"] == {} and new["evaluation"]["hooks"] == ["adabn"]
+    assert from_dict(RunConfig, new).stage2.strategy == "standard"
+    assert migrate_legacy(RunConfig().to_dict()) == RunConfig().to_dict()
+
+
+def test_base_files_that_form_a_cycle_are_an_error(tmp_path):
+    write(tmp_path, 'base = "b.toml"\n', "a.toml")
+    write(tmp_path, 'base = "a.toml"\n', "b.toml")
+    with pytest.raises(ConfigError, match="base files form a cycle"):
+        load_config(tmp_path / "a.toml")
+
+
+def test_an_error_in_a_base_names_the_base(tmp_path):
+    write(tmp_path, "[stage2]\nlr = -1.0\n", "mybase.toml")
+    path = write(tmp_path, 'base = "mybase.toml"\nname = "x"\n', "run.toml")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "mybase.toml" in str(err.value) and "stage2.lr" in str(err.value)
 
 
 PAPER_VALUES = {
@@ -63,17 +184,15 @@ PAPER_VALUES = {
     "stage1.lr": 0.01,
     "stage1.optimizer": "adam",
     "stage1.weight_decay": 1e-7,
-    "stage1.adversarial": False,
+    "stage1.objectives": {},
     "stage1.refinement": False,
-    "stage1.correspondence_weight": 0.0,
     "stage2.steps": 8000,
     "stage2.batch_size": 80,
     "stage2.lr": 0.001,
     "stage2.optimizer": "adam",
     "stage2.weight_decay": 1e-7,
-    "stage2.adversarial": True,
+    "stage2.objectives": {"adversarial": 1.0},
     "stage2.refinement": True,
-    "stage2.correspondence_weight": 0.0,
     "discriminator.hidden_dim": 128,
     "discriminator.negative_slope": 0.01,
     "agents.s_agents": ["rgb", "flow"],
@@ -132,7 +251,7 @@ def test_reference_preset_mirrors_the_released_code():
     ref = load_config(REF)
     paper = load_config(PAPER_DIR / "D2-D1.toml")
     for stage, corr in ((ref.stage1, 5.0), (ref.stage2, 1.0)):
-        assert (stage.optimizer, stage.momentum, stage.weight_decay, stage.correspondence_weight) == (
+        assert (stage.optimizer, stage.momentum, stage.weight_decay, stage.objectives.get("correspondence")) == (
             "sgd",
             0.9,
             1e-7,
@@ -147,7 +266,7 @@ def test_reference_preset_mirrors_the_released_code():
     )
     assert ref.model.fusion == "sum"
     assert (ref.data.source, ref.data.target) == ("D2", "D1")
-    # where DESIGN 5b says "same as the paper", the reference keeps the paper's value
+    # where the released code is the same as the paper (docs/architecture.md), the reference keeps the paper's value
     for key in (
         "stage1.steps",
         "stage1.batch_size",
@@ -176,7 +295,7 @@ def test_baseline_presets_switch_off_only_what_they_name():
     }
     for name, (adversarial, refinement, source) in cases.items():
         config = load_config(CONFIG_DIR / name)
-        assert (config.stage2.adversarial, config.stage2.refinement) == (adversarial, refinement), name
+        assert ("adversarial" in config.stage2.objectives, config.stage2.refinement) == (adversarial, refinement), name
         assert config.agents.s_agents == config.agents.t_agents == [], name
         assert (config.data.source, config.data.target) == (source, "D1"), name
         mine = flat(config)
@@ -185,7 +304,7 @@ def test_baseline_presets_switch_off_only_what_they_name():
             "name",
             "method",
             "data.source",
-            "stage2.adversarial",
+            "stage2.objectives",
             "stage2.refinement",
             "agents.s_agents",
             "agents.t_agents",
@@ -203,8 +322,8 @@ def write(tmp_path: Path, text: str, name: str = "bad.toml") -> Path:
 
 
 def paper_with(tmp_path: Path, section: str, line: str) -> Path:
-    """paper/D2-D1.toml with ``line`` added at the top of ``[section]`` (or at the top level)."""
-    text = (PAPER_DIR / "D2-D1.toml").read_text()
+    """base/epic.toml (complete) with ``line`` added at the top of ``[section]`` (or at the top level)."""
+    text = EPIC_BASE.read_text()
     if section:
         text = text.replace(f"[{section}]\n", f"[{section}]\n{line}\n", 1)
     else:
@@ -213,8 +332,8 @@ def paper_with(tmp_path: Path, section: str, line: str) -> Path:
 
 
 def replace_key(tmp_path: Path, section: str, key: str, value: str) -> Path:
-    """paper/D2-D1.toml with ``section.key`` set to the TOML literal ``value``."""
-    lines = (PAPER_DIR / "D2-D1.toml").read_text().splitlines()
+    """base/epic.toml (complete) with ``section.key`` set to the TOML literal ``value``."""
+    lines = EPIC_BASE.read_text().splitlines()
     current, done = "", False
     for i, line in enumerate(lines):
         if line.startswith("["):
@@ -244,7 +363,7 @@ def test_unknown_key_is_rejected_naming_key_and_file(tmp_path, section, line, na
 
 
 def test_unknown_section_is_rejected(tmp_path):
-    path = write(tmp_path, (PAPER_DIR / "D2-D1.toml").read_text() + "\n[optimizer]\nlr = 0.1\n")
+    path = write(tmp_path, EPIC_BASE.read_text() + "\n[optimizer]\nlr = 0.1\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) optimizer") as err:
         load_config(path)
     assert str(path) in str(err.value)
@@ -256,11 +375,13 @@ def test_unknown_section_is_rejected(tmp_path):
         ("stage1", "steps", '"4000"', "stage1.steps", "integer"),
         ("stage1", "steps", "4000.0", "stage1.steps", "integer"),
         ("stage2", "lr", "true", "stage2.lr", "number"),
-        ("stage2", "adversarial", '"yes"', "stage2.adversarial", "true/false"),
+        ("stage2", "refinement", '"yes"', "stage2.refinement", "true/false"),
+        ("stage2", "objectives", '{adversarial = "1"}', "stage2.objectives.adversarial", "number"),
+        ("model", "fusion", '"max"', "model.fusion", "one of sum, mean"),
         ("data", "root", "3", "data.root", "string"),
         ("agents", "s_agents", '"rgb"', "agents.s_agents", "list"),
         ("agents", "t_agents", '["rgb", 1]', "agents.t_agents[1]", "string"),
-        ("agents", "epsilon", "true", "agents.epsilon", "float or str"),
+        ("agents", "epsilon", "true", "agents.epsilon", "a number or one of 'paper', 'released'"),
     ],
 )
 def test_wrong_type_is_rejected_naming_the_key(tmp_path, section, key, value, named, expected):
@@ -460,8 +581,19 @@ def test_numeric_epsilon_outside_unit_interval_is_rejected():
 
 
 def test_refinement_without_adversarial_is_rejected():
-    with pytest.raises(ConfigError, match="refinement"):
-        load_config(PAPER_DIR / "D2-D1.toml", {"stage2.adversarial": False})
+    with pytest.raises(ConfigError, match="stage2.refinement = true needs the adversarial objective"):
+        load_config(PAPER_DIR / "D2-D1.toml", {"stage2.objectives": {}})
+
+
+def test_objectives_name_registered_losses_of_their_stage():
+    with pytest.raises(ConfigError, match="not a registered objective"):
+        load_config(PAPER_DIR / "D2-D1.toml", {"stage2.objectives": {"adversarial": 1.0, "coral": 1.0}})
+    with pytest.raises(ConfigError, match="trains in stage 2 only"):
+        load_config(PAPER_DIR / "D2-D1.toml", {"stage1.objectives": {"adversarial": 1.0}})
+    with pytest.raises(ConfigError, match="classification .* is always on"):
+        load_config(PAPER_DIR / "D2-D1.toml", {"stage2.objectives": {"classification": 1.0, "adversarial": 1.0}})
+    with pytest.raises(ConfigError, match="trains its own losses"):
+        load_config(CONFIG_DIR / "source-only.toml", {"stage2.strategy": "mcd", "stage2.objectives": {"mmd": 1.0}})
 
 
 def test_override_through_a_scalar_is_a_config_error():

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from experiments.cotrain import CoTrainer
-from experiments.losses import adversarial_loss
-from experiments.steps import StepBatch, make_refine
+from experiments.objectives.adversarial import adversarial_loss
+from experiments.steps import StepBatch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -50,7 +50,8 @@ def test_stage2_step_losses_finite_agents_fill_replay_and_removed_rows_excluded(
     target = {m: torch.stack([b[m] for b in batch_t]) for m in MODALITIES}
     labels = torch.tensor([b["label"] for b in batch_s])
     batch = StepBatch(source, labels, target, source_negative=torch.tensor([b["is_negative"] for b in batch_s]))
-    loss, terms, results = trainer.module(source, labels, target, refine=make_refine(trainer.refiners, batch))
+    out = trainer.module(batch, stage=2)
+    loss, terms, results = out.loss, out.terms, out.refinement
     assert torch.isfinite(loss)
     assert set(terms) == {"cls", "adv", "dqn"} and all(torch.isfinite(v) for v in terms.values())
     assert set(results) == {f"{m}/{d}" for m in MODALITIES for d in ("source", "target")}
@@ -60,6 +61,27 @@ def test_stage2_step_losses_finite_agents_fill_replay_and_removed_rows_excluded(
         assert result.removed == 2 and int((~result.keep).sum()) == 2
     loss.backward()
     assert all(p.grad is not None for p in trainer.discriminators.parameters())
+
+
+def test_the_public_step_trains_what_run_trains(tmp_path):
+    # CoTrainer's public calls (begin_stage, next_batch, training_step) are the steps run() takes
+    cfg = toy_config(tmp_path / "run")
+    cfg.evaluation.every = 10**6
+    ran = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
+    ran.run()
+    cfg2 = toy_config(tmp_path / "manual")
+    manual = CoTrainer(cfg2, datasets=toy_datasets(), model=toy_model())
+    torch.manual_seed(cfg2.seed + 2)  # as run() owns dropout's generator on a fresh start
+    manual.module.train()
+    for _ in range(cfg2.stage1.steps):
+        manual.training_step(manual.next_batch())
+        manual.step += 1
+    manual.begin_stage(2)
+    for _ in range(cfg2.stage2.steps):
+        log = manual.training_step(manual.next_batch())
+        manual.step += 1
+    assert set(log.terms) >= {"loss", "cls", "adv", "dqn"}
+    assert torch.equal(params(ran.model), params(manual.model))
 
 
 def test_classifier_never_sees_target_labels(tmp_path):

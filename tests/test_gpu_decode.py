@@ -204,7 +204,7 @@ def test_run_config_decode_gpu_trains_like_cpu(root, tmp_path, fresh_warnings):
 
     def config(decode: str, adabn: bool = False) -> RunConfig:
         cfg = RunConfig(name=decode + ("-adabn" if adabn else ""), output_dir=str(tmp_path), device="cpu", seed=0)
-        cfg.evaluation.adabn = adabn
+        cfg.evaluation.hooks = ["adabn"] if adabn else []
         cfg.data.root, cfg.data.source, cfg.data.target = str(root), "S", "T"
         cfg.data.size, cfg.data.frames, cfg.data.num_workers, cfg.data.decode = 24, 8, 0, decode
         cfg.model.width, cfg.model.num_classes = 0.0625, 3

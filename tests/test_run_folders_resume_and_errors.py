@@ -39,7 +39,9 @@ def tiny_toml(tiny_root) -> Path:
     path = tiny_root / "tiny.toml"
     path.write_text(
         tiny_run_toml(
-            tiny_root, stage2="lr = 0.001\nadversarial = true\nrefinement = true", snapshots="enabled = false"
+            tiny_root,
+            stage2="lr = 0.001\nobjectives = {adversarial = 1.0}\nrefinement = true",
+            snapshots="enabled = false",
         )
     )
     return path

@@ -180,7 +180,9 @@ def test_train_writes_every_numeric_metric_as_tensorboard_scalars_and_plain_log_
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    toml = tiny_pair.read_text().replace("[stage2]\n", "[stage2]\nadversarial = true\nrefinement = true\nlr = 0.001\n")
+    toml = tiny_pair.read_text().replace(
+        "[stage2]\n", "[stage2]\nobjectives = {adversarial = 1.0}\nrefinement = true\nlr = 0.001\n"
+    )
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(toml)
     assert (

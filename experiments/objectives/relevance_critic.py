@@ -2,7 +2,7 @@
 
 The GRL discriminator ``D^k`` is what the features are trained to fool, and it never sees the rows
 the refiners removed, so as a relevance model for rewards it moves with the features and against
-the agents' choices (issue 14's measurements). The critic is a plain BCE domain classifier of the
+the agents' choices (measured: docs/results-refinement.md). The critic is a plain BCE domain classifier of the
 same shape on *detached* features of both halves, all rows included: it does not shape the backbone
 and is not steered by the removals. With ``refinement.relevance = "critic"`` the refiners score
 relevance (eq. 3) with it while ``D^k`` keeps aligning the kept rows (eq. 8).

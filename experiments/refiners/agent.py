@@ -51,7 +51,7 @@ def refinement_env(context: RefinerContext) -> BatchedRefinementEnv:
 class AgentRefiner:
     """Rows selected out by a step-wise RL agent, rewarded by the live discriminator (paper section 3.2).
 
-    The designs of ``[refinement]`` (issue 14; the paper's behaviour is every switch off):
+    The designs of ``[refinement]`` (the paper's behaviour is every switch off):
     ``relevance = "critic"`` scores rewards with the relevance critic instead of ``D^k``;
     ``relabel`` re-scores replayed transitions with the current relevance model when the agent
     learns from them; ``warmup_steps`` lets the agents act and learn for that many stage-2 steps
@@ -87,7 +87,7 @@ class AgentRefiner:
         )
         self._stats: dict[str, float] | None = None
         r = context.config.refinement
-        # learn-only: the agents act, are rewarded and learn, but every row stays in L_adv (issue 13's control)
+        # learn-only: the agents act, are rewarded and learn, but every row stays in L_adv (the learn-only control)
         self.learn_only = bool(r.learn_only)
         self.warmup_steps = int(r.warmup_steps)
         self.calls = 0  # refine() calls so far (stage-2 steps): the warm-up's clock, kept in checkpoints
