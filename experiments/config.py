@@ -33,6 +33,7 @@ from experiments.registries import (  # tables plug-ins extend; no config import
     REFINERS,
     STRATEGIES,
 )
+from features.data.negative_transfer import NegativeTransferParams
 
 __all__ = [
     "CONFIG_DIR",
@@ -180,32 +181,8 @@ class DistributedConfig:
     sync_batchnorm: bool = False  # SyncBatchNorm: BatchNorm statistics over the global batch (under torchrun)
 
 
-@dataclass
-class FeatureBenchmarkConfig:
-    """The generated negative-transfer benchmark of ``data.kind = "feature-benchmark"`` (features.data.negative_transfer).
-
-    The data are a pure function of this section, ``model.modalities`` and the run's ``seed``.
-    """
-
-    classes: int = 5  # K shared classes (source and target; the test split has only these)
-    outlier_classes: int = 3  # source-only classes: the planted source negatives (partial-DA outliers)
-    unknown_classes: int = 3  # target-only classes: the planted target negatives (open-set unknowns, label -1)
-    feature_dim: int = 32  # width of the generated features of every modality
-    source_size: int = 1000  # clean source training rows (negatives come on top)
-    target_size: int = 1000  # clean target training rows (negatives come on top)
-    test_size: int = 1000  # target test rows, shared classes only (1 row = 0.1 points)
-    contamination: float = 0.3  # fraction of planted negatives in each training domain, in [0, 1)
-    separation: float = 3.0  # distance of each class mean from the origin (orthogonal class axes)
-    noise: float = 1.0  # isotropic Gaussian noise per coordinate
-    shift: float = 3.0  # length of the target's translation
-    # degrees by which the target map turns every vector (alignment can undo it, a source classifier cannot)
-    rotation: float = 60.0
-    # distance of an outlier class from its parent shared class along an axis the target lacks
-    outlier_offset: float = 3.0
-    # "style": near-duplicates of shared classes; "random": random directions
-    outlier_placement: Literal["style", "random"] = "style"
-    unknown_placement: Literal["between", "outside"] = "between"  # target unknowns between or outside shared classes
-    clean: bool = False  # leave the planted negatives out of both training sets (the no-negative-transfer reference)
+#: The ``[feature_benchmark]`` section: the generator's own parameter class (one definition of its fields).
+FeatureBenchmarkConfig = NegativeTransferParams
 
 
 def _stage2_defaults() -> StageConfig:
@@ -373,7 +350,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
             kwargs[name] = _check_type(value, annotation, path)
     if cls is RunConfig:
         _default_agent_modalities(kwargs, data.get("agents", {}))
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a section that checks itself (the generator's parameters)
+        raise ConfigError(f"{where}.{err}" if where else str(err)) from None
 
 
 def _default_agent_modalities(kwargs: dict[str, Any], agents: Any) -> None:
@@ -479,28 +459,10 @@ def _check_finite(data: dict[str, Any], where: str = "") -> None:
 
 def _validate_feature_benchmark(fb: FeatureBenchmarkConfig) -> None:
     """The generator's parameters (checked for every config: the defaults must be a valid benchmark)."""
-    if not 0.0 <= fb.contamination < 1.0:
-        raise ConfigError(f"feature_benchmark.contamination must lie in [0, 1), got {fb.contamination}")
-    for key in ("classes", "feature_dim", "source_size", "target_size", "test_size"):
-        if getattr(fb, key) < 1:
-            raise ConfigError(f"feature_benchmark.{key} must be >= 1, got {getattr(fb, key)}")
-    for key in ("outlier_classes", "unknown_classes"):
-        if getattr(fb, key) < 0:
-            raise ConfigError(f"feature_benchmark.{key} must be >= 0, got {getattr(fb, key)}")
-    for key in ("separation", "noise", "shift", "outlier_offset"):
-        if getattr(fb, key) < 0:
-            raise ConfigError(f"feature_benchmark.{key} must be >= 0, got {getattr(fb, key)}")
-    if fb.feature_dim <= fb.classes + fb.outlier_classes:
-        raise ConfigError(
-            f"feature_benchmark.feature_dim must exceed classes + outlier_classes = {fb.classes + fb.outlier_classes} "
-            f"(one axis each, and room for the shift), got {fb.feature_dim}"
-        )
-    if fb.contamination > 0 and (fb.outlier_classes < 1 or fb.unknown_classes < 1):
-        raise ConfigError(
-            "feature_benchmark.contamination > 0 needs outlier_classes >= 1 and unknown_classes >= 1 (the negatives' classes)"
-        )
-    if fb.unknown_placement == "between" and fb.unknown_classes and fb.classes < 2:
-        raise ConfigError("feature_benchmark.unknown_placement = 'between' needs classes >= 2")
+    try:
+        fb.check()
+    except ValueError as err:
+        raise ConfigError(f"feature_benchmark.{err}") from None
 
 
 def _validate_parts(config: RunConfig) -> None:

@@ -38,8 +38,8 @@ from experiments.data_streams import StreamPosition, stream_loader
 from experiments.distributed import convert_sync_batchnorm, init_distributed, wrap_ddp
 from experiments.evaluation import evaluate
 from experiments.loop_parts import build_parts, make_optimizer
-from experiments.refinement import RefinementStats
 from experiments.refiners import Refiner
+from experiments.refiners.stats import RefinementStats
 from experiments.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,

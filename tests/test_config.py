@@ -587,7 +587,7 @@ def test_refinement_without_adversarial_is_rejected():
 
 def test_objectives_name_registered_losses_of_their_stage():
     with pytest.raises(ConfigError, match="not a registered objective"):
-        load_config(PAPER_DIR / "D2-D1.toml", {"stage2.objectives": {"adversarial": 1.0, "coral": 1.0}})
+        load_config(PAPER_DIR / "D2-D1.toml", {"stage2.objectives": {"adversarial": 1.0, "no-such-loss": 1.0}})
     with pytest.raises(ConfigError, match="trains in stage 2 only"):
         load_config(PAPER_DIR / "D2-D1.toml", {"stage1.objectives": {"adversarial": 1.0}})
     with pytest.raises(ConfigError, match="classification .* is always on"):

@@ -66,12 +66,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from features.data.feature_bank import FeatureBank
 from features.domains import OUTSIDE_CLASSES
+
+if TYPE_CHECKING:  # torch is imported only when datasets are built (the config imports this module)
+    from features.data.feature_bank import FeatureBank
 
 __all__ = ["NegativeTransferData", "NegativeTransferParams", "generate_negative_transfer", "negative_transfer_datasets"]
 
@@ -79,36 +81,47 @@ OUTLIER_PLACEMENTS = ("style", "random")
 UNKNOWN_PLACEMENTS = ("between", "outside")
 
 
-@dataclass(frozen=True)
+@dataclass
 class NegativeTransferParams:
-    """Parameters of the generator (the fields of the config section ``[feature_benchmark]``; see the module docstring)."""
+    """Parameters of the generator: the config section ``[feature_benchmark]`` (see the module docstring).
 
-    classes: int = 5
-    outlier_classes: int = 3
-    unknown_classes: int = 3
-    feature_dim: int = 32
-    source_size: int = 1000
-    target_size: int = 1000
-    test_size: int = 1000
-    contamination: float = 0.3
-    separation: float = 3.0
-    noise: float = 1.0
-    shift: float = 3.0
+    The one definition of these fields: :class:`experiments.config.RunConfig` uses this class as its
+    ``feature_benchmark`` section, so the config file, ``mmir config show`` and the generator agree.
+    """
+
+    classes: int = 5  # K shared classes (source and target; the test split has only these)
+    outlier_classes: int = 3  # source-only classes: the planted source negatives (partial-DA outliers)
+    unknown_classes: int = 3  # target-only classes: the planted target negatives (open-set unknowns, label -1)
+    feature_dim: int = 32  # width of the generated features of every modality
+    source_size: int = 1000  # clean source training rows (negatives come on top)
+    target_size: int = 1000  # clean target training rows (negatives come on top)
+    test_size: int = 1000  # target test rows, shared classes only (1 row = 0.1 points)
+    contamination: float = 0.3  # fraction of planted negatives in each training domain, in [0, 1)
+    separation: float = 3.0  # distance of each class mean from the origin (orthogonal class axes)
+    noise: float = 1.0  # isotropic Gaussian noise per coordinate
+    shift: float = 3.0  # length of the target's translation
+    # degrees by which the target map turns every vector (alignment can undo it, a source classifier cannot)
     rotation: float = 60.0
+    # distance of an outlier class from its parent shared class along an axis the target lacks
     outlier_offset: float = 3.0
-    outlier_placement: str = "style"
-    unknown_placement: str = "between"
-    clean: bool = False
+    # "style": near-duplicates of shared classes; "random": random directions
+    outlier_placement: Literal["style", "random"] = "style"
+    unknown_placement: Literal["between", "outside"] = "between"  # target unknowns between or outside shared classes
+    clean: bool = False  # leave the planted negatives out of both training sets (the no-negative-transfer reference)
 
     def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise ValueError naming the first parameter that does not make a valid benchmark."""
         for name in ("classes", "feature_dim", "source_size", "target_size", "test_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("outlier_classes", "unknown_classes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if not 0.0 <= self.contamination < 1.0:
             raise ValueError(f"contamination must lie in [0, 1), got {self.contamination}")
         for name in ("separation", "noise", "shift", "outlier_offset"):
@@ -116,14 +129,15 @@ class NegativeTransferParams:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.feature_dim <= self.classes + self.outlier_classes:
             raise ValueError(
-                f"feature_dim must exceed classes + outlier_classes = {self.classes + self.outlier_classes}, got {self.feature_dim}"
+                f"feature_dim must exceed classes + outlier_classes = {self.classes + self.outlier_classes} "
+                f"(one axis each, and room for the shift), got {self.feature_dim}"
             )
         if self.outlier_placement not in OUTLIER_PLACEMENTS:
             raise ValueError(f"outlier_placement must be one of {OUTLIER_PLACEMENTS}, got {self.outlier_placement!r}")
         if self.unknown_placement not in UNKNOWN_PLACEMENTS:
             raise ValueError(f"unknown_placement must be one of {UNKNOWN_PLACEMENTS}, got {self.unknown_placement!r}")
         if self.unknown_placement == "between" and self.classes < 2 and self.unknown_classes:
-            raise ValueError("unknown_placement = 'between' needs at least 2 classes")
+            raise ValueError("unknown_placement = 'between' needs classes >= 2")
         if self.contamination > 0 and (self.outlier_classes == 0 or self.unknown_classes == 0):
             raise ValueError(
                 "contamination > 0 needs outlier_classes >= 1 and unknown_classes >= 1 (the negatives' classes)"
@@ -165,6 +179,8 @@ class NegativeTransferData:
 
     def datasets(self, clean: bool | None = None) -> dict[str, FeatureBank]:
         """``{"source", "target", "test"}`` banks; ``clean`` (default ``params.clean``) leaves the negatives out of training."""
+        from features.data.feature_bank import FeatureBank
+
         clean = self.params.clean if clean is None else clean
         out: dict[str, FeatureBank] = {}
         for split, domain in (("source", "source"), ("target", "target"), ("test", "target")):

@@ -1,6 +1,6 @@
 """What the refiners did over a run: relevance histograms of kept and removed rows, removals per class.
 
-The refinement policies themselves are in :mod:`experiments.refiners`.
+The refinement policies are the rest of :mod:`experiments.refiners`.
 """
 
 from __future__ import annotations
