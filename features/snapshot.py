@@ -352,6 +352,10 @@ class SnapshotWriter:
             return np.zeros((0, self.feature_dim), self.dtype)
         return np.zeros(0, object if name.endswith("/uid") else np.int64)
 
+    def flush(self) -> None:
+        """Push what was appended so far to the ``.tmp`` file (the final file still appears only at :meth:`close`)."""
+        self._file.flush()
+
     def close(self) -> Path:
         """Check row counts, compact staged datasets, flush to disk and rename to ``path``."""
         if self._closed:
@@ -513,6 +517,11 @@ class Snapshot:
                 raise SnapshotError(self.path, f"{hint}: {detail}") from None
             self._pid = os.getpid()
         return self._handle
+
+    @property
+    def is_open(self) -> bool:
+        """Whether this process holds an open HDF5 handle (a pickled copy opens its own on first read)."""
+        return self._handle is not None and self._pid == os.getpid()
 
     def close(self) -> None:
         """Close this process's handle (reopened on next access)."""

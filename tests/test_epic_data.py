@@ -149,25 +149,25 @@ def test_flip_negates_u_and_mirrors(video_root: Path) -> None:
     ds = EpicClips(video_root, "S", "train", size=8)
     frames = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 2), dtype=np.uint8)
     box = (0.0, 0.0, 1.0, 1.0)
-    plain = ds._transform(frames, "flow", box, flip=False)
-    flipped = ds._transform(frames, "flow", box, flip=True)
+    plain = ds.transform(frames, "flow", box, flip=False)
+    flipped = ds.transform(frames, "flow", box, flip=True)
     torch.testing.assert_close(flipped[0], -plain[0].flip(-1))
     torch.testing.assert_close(flipped[1], plain[1].flip(-1))
     rgb = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
-    torch.testing.assert_close(ds._transform(rgb, "rgb", box, True), ds._transform(rgb, "rgb", box, False).flip(-1))
+    torch.testing.assert_close(ds.transform(rgb, "rgb", box, True), ds.transform(rgb, "rgb", box, False).flip(-1))
     assert plain.shape == (2, 4, 8, 8)
-    assert float(ds._transform(np.full((1, 8, 8, 2), 255, np.uint8), "flow", box, False).min()) == 1.0
-    assert float(ds._transform(np.zeros((1, 8, 8, 2), np.uint8), "flow", box, False).max()) == -1.0
+    assert float(ds.transform(np.full((1, 8, 8, 2), 255, np.uint8), "flow", box, False).min()) == 1.0
+    assert float(ds.transform(np.zeros((1, 8, 8, 2), np.uint8), "flow", box, False).max()) == -1.0
 
 
 def test_multiscale_crop_boxes(video_root: Path) -> None:
     ds = EpicClips(video_root, "S", "train", size=16)
     rng = np.random.default_rng(0)
-    boxes = [ds._crop_box(256, 456, rng) for _ in range(300)]
+    boxes = [ds.crop_box(256, 456, rng) for _ in range(300)]
     sides = {b[2] for b in boxes} | {b[3] for b in boxes}
     assert sides == {256, 224, 192, 169}
     assert all(0 <= t and t + h <= 256 and 0 <= left and left + w <= 456 for t, left, h, w in boxes)
-    assert ds._crop_box(256, 456, None) == (16, 116, 224, 224)
+    assert ds.crop_box(256, 456, None) == (16, 116, 224, 224)
 
 
 # ---------------------------------------------------------------------- end to end

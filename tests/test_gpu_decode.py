@@ -3,7 +3,7 @@
 On CPU the fallback decodes with the same decoder as ``decode="cpu"`` (simplejpeg, libjpeg-turbo)
 and runs the same uint8 torch operations, so the clips are compared for exact equality. On a GPU,
 nvjpeg's IDCT, colour conversion and chroma upsampling differ from libjpeg-turbo's, and CUDA
-resizes in float (at most one level on about a fifth of the pixels, ``_augment``). The tolerance we
+resizes in float (at most one level on about a fifth of the pixels, ``augment``). The tolerance we
 expect, and the CUDA test below asserts (it is skipped without CUDA and torchvision): mean |diff| <=
 1 grey level; max <= 8 levels for RGB (colour edges, where chroma upsampling differs most) and
 <= 2 for the grey flow JPEGs (1 level = 1/127.5 in the clips' [-1, 1] units). Not yet measured:
@@ -119,13 +119,13 @@ def test_fallback_equals_cpu_clips_and_warns_once(root, variant, fresh_warnings)
 
 def test_crop_and_flip_parameters_match_the_cpu_path(root, monkeypatch):
     drawn: list[tuple[str, tuple, bool]] = []
-    untouched = EpicClips._transform
+    untouched = EpicClips.transform
 
     def spy(self, frames, modality, box, flip):
         drawn.append((modality, tuple(box), bool(flip)))
         return untouched(self, frames, modality, box, flip)
 
-    monkeypatch.setattr(EpicClips, "_transform", spy)
+    monkeypatch.setattr(EpicClips, "transform", spy)
     cpu, gpu = clips(root, "cpu"), clips(root, "gpu")
     for epoch in (0, 1):
         cpu.set_epoch(epoch)
@@ -168,8 +168,8 @@ def test_float_resize_of_the_cuda_branch_is_within_one_grey_level(root):
     bounds = raw["offsets"].tolist()
     frames = torch.from_numpy(np.stack([decode_jpeg(raw["data"][a:b], False) for a, b in zip(bounds, bounds[1:])]))
     box = tuple(raw["box"].tolist())
-    exact = epic._augment(frames, "rgb", box, True, 24, uint8_resize=True)
-    float_resize = epic._augment(frames, "rgb", box, True, 24, uint8_resize=False)
+    exact = epic.augment(frames, "rgb", box, True, 24, uint8_resize=True)
+    float_resize = epic.augment(frames, "rgb", box, True, 24, uint8_resize=False)
     levels = (exact - float_resize).abs() * 127.5
     assert float(levels.max()) <= 1.0 + 1e-4  # the uint8 kernel's fixed-point weights: off by one level at most,
     assert float(levels.mean()) < 0.3  # on about a fifth of the pixels (measured: 0.20 here)

@@ -160,7 +160,7 @@ _SLOW_WRITER = textwrap.dedent(
     with SnapshotWriter(sys.argv[1], feature_dim=32, num_classes=4, dtype="float32") as w:
         while True:
             w.append("source", {"rgb": np.ones((8, 32)), "flow": np.ones((8, 32))}, label=np.zeros(8, int), uid=list("abcdefgh"))
-            w._file.flush()
+            w.flush()
             time.sleep(0.01)
     """
 )
@@ -206,7 +206,7 @@ def test_reader_reopens_after_fork_and_pickles_without_handle(tmp_path: Path) ->
     assert child.exitcode == 0 and queue.get(timeout=5) == expected
     assert snap.file is parent_handle  # the parent keeps its own handle
     clone = pickle.loads(pickle.dumps(snap))
-    assert clone._handle is None
+    assert not clone.is_open
     np.testing.assert_array_equal(clone.features("source", "flow"), data["source"]["features"]["flow"])
 
 

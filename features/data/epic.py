@@ -540,7 +540,8 @@ class EpicClips(Dataset):
         return blobs, height, width
 
     # ------------------------------------------------------------------ transforms
-    def _crop_box(self, height: int, width: int, rng: np.random.Generator | None) -> tuple[int, int, int, int]:
+    def crop_box(self, height: int, width: int, rng: np.random.Generator | None) -> tuple[int, int, int, int]:
+        """``(top, left, height, width)`` of a clip's crop: TSN multi-scale when training (``rng``), centre when testing."""
         short = min(height, width)
         if rng is None:
             side = max(1, int(round(short * self.test_crop)))
@@ -555,7 +556,7 @@ class EpicClips(Dataset):
         left = int(rng.integers(0, width - cw + 1))
         return top, left, ch, cw
 
-    def _transform(
+    def transform(
         self, frames: np.ndarray, modality: Modality, box: tuple[float, float, float, float], flip: bool
     ) -> Tensor:
         """uint8 ``[T, H, W, C]`` -> float ``[C, T, size, size]`` in [-1, 1].
@@ -610,7 +611,7 @@ class EpicClips(Dataset):
             if shared is not None and (self.synchronised or not train):
                 box, flip = shared
             else:
-                top, left, ch, cw = self._crop_box(height, width, rng)
+                top, left, ch, cw = self.crop_box(height, width, rng)
                 box = (top / height, left / width, ch / height, cw / width)
                 flip = bool(train and self.flip and rng is not None and rng.random() < 0.5)
                 shared = (box, flip)
@@ -625,7 +626,7 @@ class EpicClips(Dataset):
                     "flip": flip,
                 }
             else:
-                item[modality] = self._transform(frames, modality, box, flip)
+                item[modality] = self.transform(frames, modality, box, flip)
         return item
 
     # ------------------------------------------------------------------ decode="gpu"
@@ -653,7 +654,7 @@ class EpicClips(Dataset):
             frames = self._decode_batch(raw["data"], raw["offsets"], modality, device, uids)
             boxes, flips = raw["box"].tolist(), torch.as_tensor(raw["flip"]).tolist()
             out[modality] = torch.stack(
-                [_augment(f, modality, tuple(b), bool(fl), self.size) for f, b, fl in zip(frames, boxes, flips)]
+                [augment(f, modality, tuple(b), bool(fl), self.size) for f, b, fl in zip(frames, boxes, flips)]
             )
         return out
 
@@ -748,7 +749,7 @@ def _frames_from_images(images: Sequence[Tensor], gray: bool, uid: int) -> Tenso
     return stacked.permute(0, 2, 3, 1)
 
 
-def _augment(
+def augment(
     frames: Tensor,
     modality: Modality,
     box: tuple[float, float, float, float],
@@ -756,9 +757,9 @@ def _augment(
     size: int,
     uint8_resize: bool | None = None,
 ) -> Tensor:
-    """uint8 ``[T, H, W, C]`` on any device -> float ``[C, T, size, size]`` in [-1, 1], as :meth:`EpicClips._transform`.
+    """uint8 ``[T, H, W, C]`` on any device -> float ``[C, T, size, size]`` in [-1, 1], as :meth:`EpicClips.transform`.
 
-    On the CPU these are the same operations on the same layout as ``_transform`` (the uint8
+    On the CPU these are the same operations on the same layout as ``transform`` (the uint8
     channels-last antialiased bilinear kernel), so the result is bit-identical. On other devices
     (``uint8_resize`` False; CUDA's antialiased resize takes floats) it resizes in float32 and rounds
     to whole grey levels, as the uint8 kernel does: the two differ by at most one level (on about a
