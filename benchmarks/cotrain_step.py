@@ -121,6 +121,7 @@ def main() -> None:
             variants.append((f"design {args.design}", True, False, args.design))
         for name, refinement, hand_wired, design in variants:
             cfg = demo_config(root, Path(out), 0, 1, args.steps)
+            cfg.threads = 2  # the documented timings: 2 torch threads, as the demo
             cfg.stage2.refinement = refinement
             cfg.data.num_workers = args.workers
             cfg.refinement.diagnostics = name != NO_DIAGNOSTICS

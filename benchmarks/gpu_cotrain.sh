@@ -18,4 +18,6 @@ repo=$(dirname "$here")
 python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$wheels"/*.whl
 export PYTHONPATH="/tmp/site:$repo${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+# the I3D trunk by pool implementation first (seconds on a GPU); its table lands beside the main check's
+if [ -n "${OUT:-}" ]; then python3 "$here/i3d_pools.py" --json "$OUT/i3d_pools.json" || echo "i3d_pools.py failed (exit $?)"; fi
 exec python3 "$here/gpu_cotrain.py" "$@"

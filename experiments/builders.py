@@ -142,6 +142,7 @@ def i3d_model(cfg: RunConfig) -> TwoStream:
         checkpoints=m.checkpoints or None,
         dropout=m.dropout,
         fusion=m.fusion,
+        pool=m.pool,
     )
 
 
@@ -183,9 +184,41 @@ def feature_datasets(cfg: RunConfig) -> dict[str, Any]:
             "(e.g. mmir extract ... --split test) for data.kind = 'features'"
         )
     try:
-        return feature_datasets_from_snapshots(d.root, d.test_features, cfg.model.modalities)
+        datasets = feature_datasets_from_snapshots(d.root, d.test_features, cfg.model.modalities)
     except FeatureFileError as err:
         raise ConfigError(f"{'data.root' if err.role == 'train' else 'data.test_features'} {err}") from None
+    for role, key, path in (
+        ("source", "data.root", d.root),
+        ("target", "data.root", d.root),
+        ("test", "data.test_features", d.test_features),
+    ):
+        _check_feature_bank(
+            datasets[role], f"{key} {path}", "target" if role == "test" else role, cfg.model.num_classes
+        )
+    return datasets
+
+
+def _check_feature_bank(bank: Any, where: str, domain: str, num_classes: int) -> None:
+    """A loaded domain's labels fit ``model.num_classes`` and every feature row is finite (all rows, in blocks).
+
+    Opening a snapshot checks NaN/inf on a sample of rows only when a matrix is over 256 MiB; one
+    non-finite row would make every loss of a batch holding it NaN, so every row is checked here.
+    """
+    from features.snapshot import nonfinite_rows
+
+    if len(bank.labels) and int(bank.labels.max()) >= num_classes:
+        top = int(bank.labels.max())
+        raise ConfigError(
+            f"{where}: /{domain}/label goes up to {top}, but model.num_classes = {num_classes}; "
+            f"set model.num_classes to at least {top + 1}"
+        )
+    for modality, x in bank.features.items():
+        bad = nonfinite_rows(lambda rows, x=x: x[rows].numpy(), x.shape[0], x.shape[1] * x.element_size())
+        if bad.size:
+            raise ConfigError(
+                f"{where}: /{domain}/features/{modality} has {bad.size} rows with NaN or inf values (e.g. rows "
+                f"{bad[:5].tolist()}), which would make the loss NaN; fix or drop them before training"
+            )
 
 
 def negative_transfer_params(cfg: RunConfig) -> Any:
@@ -226,8 +259,13 @@ def _feature_widths(cfg: RunConfig) -> dict[str, int]:
         from features.snapshot import Snapshot, SnapshotError
 
         if not cfg.data.root or not Path(cfg.data.root).expanduser().is_file():
+            what = (
+                "is a folder; a snapshot file (.h5) is expected"
+                if Path(cfg.data.root).expanduser().is_dir()
+                else "no such snapshot file"
+            )
             raise ConfigError(
-                f"data.root {cfg.data.root!r}: no such snapshot file (model.backbone = 'adapter' reads its feature width)"
+                f"data.root {cfg.data.root!r}: {what} (model.backbone = 'adapter' reads its feature width)"
             )
         try:
             with Snapshot(Path(cfg.data.root).expanduser(), validate=False) as snap:

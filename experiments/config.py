@@ -79,6 +79,9 @@ class ModelConfig:
     dropout: float = 0.5  # paper 4.1
     batchnorm: Literal["per-domain", "joint"] = "per-domain"  # MM-SADA: separate source and target forwards
     fusion: Literal["sum", "mean"] = "sum"  # eq. 1
+    # I3D max pools: "native" (max_pool3d) or "separable" (2-D over frames, then 1-D over time: same outputs,
+    # last-bit gradient differences where windows overlap in time; meant for channels_last_3d on CUDA)
+    pool: Literal["native", "separable"] = "native"
 
 
 @dataclass
@@ -199,7 +202,11 @@ class RunConfig:
     seed: int = 0
     output_dir: str = "runs"
     device: str = "auto"
+    # torch threads of a run on the CPU (0: leave torch's default); results are bit-exact only at the same count
+    threads: int = 1
     precision: Literal["fp32", "bf16"] = "fp32"  # "bf16": autocast
+    # a step whose loss is NaN or inf: "stop" the run naming the step and the term, or "skip" its update
+    nonfinite_loss: Literal["stop", "skip"] = "stop"
     plugins: list[str] = field(default_factory=list)  # .py files (relative to the TOML) or modules registering parts
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -372,7 +379,7 @@ def validate(config: RunConfig) -> RunConfig:
     for key, table in (("data.kind", DATASETS), ("model.backbone", MODELS)):
         if flat[key] not in table:
             raise ConfigError(f"{key} must be one of {', '.join(sorted(table))}, got {flat[key]!r}")
-    for key in ("stage1.steps", "stage2.steps"):
+    for key in ("seed", "stage1.steps", "stage2.steps"):
         if flat[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {flat[key]}")
     for key in (
@@ -392,6 +399,18 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(
             f"stage2.batch_size must be even (split equally between source and target), got {config.stage2.batch_size}"
         )
+    # BatchNorm in training mode needs two rows to normalise over (every shipped backbone has BatchNorm)
+    if config.stage1.batch_size < 2:
+        raise ConfigError(
+            f"stage1.batch_size must be >= 2, got {config.stage1.batch_size}: BatchNorm in training needs two rows per batch"
+        )
+    if config.model.batchnorm == "per-domain" and config.stage2.batch_size < 4:
+        raise ConfigError(
+            f"stage2.batch_size must be >= 4, got {config.stage2.batch_size}: with model.batchnorm = 'per-domain' each "
+            "half (source, target) goes through BatchNorm on its own, which needs two rows per half in training"
+        )
+    if config.threads < 0:
+        raise ConfigError(f"threads must be >= 0 (0: torch's default), got {config.threads}")
     if config.stage2.refinement and (config.stage2.batch_size // 2) % config.env.n_c:
         raise ConfigError(
             f"stage2.batch_size / 2 = {config.stage2.batch_size // 2} must be a multiple of env.n_c = {config.env.n_c} (candidate sets)"
@@ -498,6 +517,11 @@ def _validate_parts(config: RunConfig) -> None:
         )
     from experiments.steps import resolve_strategy
 
+    if config.nonfinite_loss == "skip" and getattr(resolve_strategy(config.stage2.strategy), "replaces_step", False):
+        raise ConfigError(
+            f"nonfinite_loss = 'skip' needs the standard step; stage2.strategy = {config.stage2.strategy!r} updates "
+            "inside its own step, so a batch cannot be skipped there: use nonfinite_loss = 'stop'"
+        )
     if config.stage2.objectives and not getattr(resolve_strategy(config.stage2.strategy), "uses_objectives", True):
         raise ConfigError(
             f"stage2.strategy = {config.stage2.strategy!r} trains its own losses: stage2.objectives must be empty, "

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -32,9 +34,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from experiments.builders import build_datasets, build_model
-from experiments.config import RunConfig
+from experiments.config import ConfigError, RunConfig
 from experiments.cotrain_module import CoTrainModule
-from experiments.data_streams import StreamPosition, stream_loader
+from experiments.data_streams import StreamPosition, stream_loader, worker_init_fn
 from experiments.distributed import convert_sync_batchnorm, init_distributed, wrap_ddp
 from experiments.evaluation import evaluate
 from experiments.loop_parts import build_parts, make_optimizer
@@ -43,9 +45,13 @@ from experiments.refiners.stats import RefinementStats
 from experiments.runs import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    LOCATION_KEYS,
+    RESUMABLE_KEYS,
     RUN_FILES,
     CheckpointError,
+    RunFolderError,
     RunLock,
+    config_differences,
     one_line,
     read_checkpoint,
     remove_stale_temporaries,
@@ -53,10 +59,27 @@ from experiments.runs import (
     usable_device,
 )
 from experiments.steps import StepBatch, StepContext, StepLog
-from features.atomic_io import atomic_torch_save, atomic_write_text, json_text
+from features.atomic_io import append_line, atomic_torch_save, atomic_write_text, json_text
 from features.devices import resolve_device
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CoTrainer", "build_model", "make_optimizer", "resolve_device"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "CoTrainer",
+    "NonFiniteLossError",
+    "build_model",
+    "make_optimizer",
+    "resolve_device",
+]
+
+
+class NonFiniteLossError(ConfigError):
+    """A step's loss is NaN or inf; the message names the step and the term.
+
+    A :class:`~experiments.config.ConfigError` because what fixes it is the run's config: its data
+    (``data.root``), a learning rate, or ``nonfinite_loss = "skip"``; ``mmir train`` reports it as
+    one line (exit 2).
+    """
 
 
 class CoTrainer:
@@ -78,9 +101,16 @@ class CoTrainer:
     ) -> None:
         self.cfg = cfg
         self.device = usable_device(cfg.device)
+        if self.device.type == "cpu" and cfg.threads:
+            torch.set_num_threads(cfg.threads)  # a run's numbers are bit-exact only at one thread count: the config's
         self.dist = init_distributed(cfg.distributed.backend, self.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if self.dist.enabled and cfg.nonfinite_loss == "skip":
+            raise ConfigError(
+                "nonfinite_loss = 'skip' runs in one process only: under torchrun a process that skips its backward "
+                "would leave the others waiting in DDP's all-reduce; use nonfinite_loss = 'stop'"
+            )
         self.on_step = on_step
         self.datasets = dict(datasets) if datasets is not None else build_datasets(cfg)
         torch.manual_seed(cfg.seed)
@@ -99,6 +129,7 @@ class CoTrainer:
         self.optimizers = self._make_optimizers(1)
         self.run_dir = cfg.run_dir()
         self._streams: Iterator[StepBatch] | None = None  # the current stage's batches (made on first use)
+        self._metrics_file: tuple[int, int, int] | None = None  # (device, inode, size) of metrics.jsonl as last written
 
     # -- the parts ------------------------------------------------------------------------------
     @property
@@ -154,15 +185,21 @@ class CoTrainer:
         that instead. Does not advance :attr:`step` (:meth:`run` does, with logging and checkpoints).
         """
         if self.stage == 2 and self.strategy.replaces_step:
-            return self.strategy.step(self.step_context(), batch)
+            log = self.strategy.step(self.step_context(), batch)
+            self._check_finite(log.terms)  # its update is done: stop before it is logged or checkpointed
+            return log
         refiners = list(self.refiners.values()) if self.stage == 2 else []
         for opt in self.optimizers.values():  # 1. clear the gradients of everything that trains
             opt.zero_grad(set_to_none=True)
         for refiner in refiners:
             for net in refiner.trainable_modules():
                 net.zero_grad(set_to_none=True)
+        skip = self.cfg.nonfinite_loss == "skip"
+        buffers = [b.detach().clone() for b in self.module.buffers()] if skip else []  # BatchNorm statistics
         with self.autocast():  # 2. the forward work, inside DDP under torchrun (CoTrainModule.forward):
             out = self.forward(batch, self.stage)  # features -> logits -> refiners' keep masks -> objectives -> sum
+        if skip and not bool(torch.isfinite(out.loss)):
+            return self._skip_step(out, buffers)
         out.loss.backward()  # 3. one backward for L_cls + L_adv + L_dqn (+ the other objectives)
         for opt in self.optimizers.values():  # 4. step the backbones, heads and discriminators
             opt.step()
@@ -170,7 +207,30 @@ class CoTrainer:
             refiner.after_backward()
         for key, result in out.refinement.items():  # 6. what the refiners removed, for reports
             self.refinement_stats.add(key, result, batch.stats_labels.get(key.rpartition("/")[2]))
-        return StepLog({"loss": _f(out.loss), **{k: _f(v) for k, v in out.terms.items()}}, out.refinement)
+        log = StepLog({"loss": _f(out.loss), **{k: _f(v) for k, v in out.terms.items()}}, out.refinement)
+        self._check_finite(log.terms)  # reads the floats the log holds anyway: no extra device sync
+        return log
+
+    def _skip_step(self, out: Any, buffers: list[Tensor]) -> StepLog:
+        """``nonfinite_loss = "skip"``: no backward and no update; the module's buffers (BatchNorm statistics) as
+        before the forward. What the refiners did in the forward (their selections, their replay) stays."""
+        with torch.no_grad():
+            for buffer, saved in zip(self.module.buffers(), buffers):
+                buffer.copy_(saved)
+        terms = {"loss": _f(out.loss), **{k: _f(v) for k, v in out.terms.items()}}
+        return StepLog({**terms, "nonfinite_skipped": 1.0})
+
+    def _check_finite(self, terms: Mapping[str, float]) -> None:
+        """Stop at the first step whose loss is NaN or inf, naming the step and the first such term."""
+        if math.isfinite(terms["loss"]):
+            return
+        bad = next(((k, v) for k, v in terms.items() if k != "loss" and not math.isfinite(v)), None)
+        which = f"{bad[0]} = {bad[1]}" if bad else "every term is finite: their sum overflowed"
+        raise NonFiniteLossError(
+            f"stage {self.stage} step {self.step + 1}: the loss is {terms['loss']} ({which}); the run stops before this "
+            "step is logged or checkpointed. Check the data for NaN/inf and the learning rate, or set "
+            'nonfinite_loss = "skip" to skip such batches'
+        )
 
     def step_context(self) -> StepContext:
         """What a step strategy's own step uses: the (DDP-wrapped) forward, the optimizers, the refiners, autocast."""
@@ -191,14 +251,20 @@ class CoTrainer:
             return self._run(resume)
 
     def _run(self, resume: bool) -> dict[str, Any]:
+        kept: list[str] = []  # the metrics records this run continues (all of them before its checkpoint)
         if resume:
-            self.load_checkpoint(resume_state(self.run_dir))
+            path = resume_state(self.run_dir)
+            state = self._read_checkpoint(path)
+            self._check_resumed_config(state, path)
+            if self.dist.is_main:
+                kept = self._resumed_metrics(path, (int(state["stage"]), int(state["step"])))
+            self._load_checkpoint_state(state, path)
         elif self.stage == 1 and self.step == 0:
             torch.manual_seed(self.cfg.seed + 2)  # dropout draws from the global generator: own its state
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / "config.json", json_text(self.cfg.to_dict(), indent=2))
-            self._trim_metrics_log(resume)
+            self._start_metrics_log(kept)
         if self.stage == 1:
             self._run_stage1()
             if self.dist.is_main:
@@ -283,24 +349,113 @@ class CoTrainer:
                 self.write_snapshot()
             self._after_step(log)
 
-    def _trim_metrics_log(self, resume: bool) -> None:
-        """Make ``metrics.jsonl`` describe this run only: empty on a fresh start; on resume, the lines up to the checkpoint.
+    # -- the run's records ------------------------------------------------------------------------
+    def _check_resumed_config(self, state: Mapping[str, Any], path: Path) -> None:
+        """Refuse a resume whose config is not the one the checkpoint was trained with (but for the step budgets).
 
-        Steps logged after the last checkpoint of an interrupted run are trained again, and an
-        earlier run in the same folder is not this one; appending to either would log steps twice.
+        The checkpoint keeps its config, so this holds whether or not ``config.json`` is still there;
+        a checkpoint of an earlier mmir without one is checked against ``config.json``.
+        """
+        stored_json = state.get("config")
+        config_path = self.run_dir / "config.json"
+        if isinstance(stored_json, str):
+            stored, source = json.loads(stored_json), f"{path} does not fit this config: its own config differs"
+        elif config_path.is_file():
+            try:
+                stored = json.loads(config_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise RunFolderError(
+                    f"{config_path}: unreadable ({one_line(err)}); cannot check that --resume continues the same run"
+                ) from None
+            source = f"the config differs from the run's {config_path}"
+        else:
+            raise RunFolderError(
+                f"{config_path} is missing and {path} was written by an mmir that kept no config in checkpoints: "
+                "nothing says what this run trained. Put config.json back to --resume, or start again with --overwrite"
+            )
+        changed = config_differences(stored, self.cfg.to_dict(), ignore=RESUMABLE_KEYS + LOCATION_KEYS)
+        if changed:
+            raise RunFolderError(
+                f"--resume: {source} in {'; '.join(changed)} "
+                f"(only {', '.join(RESUMABLE_KEYS)} may change); start a new run under another name instead"
+            )
+        if self.dist.is_main and not config_path.is_file():
+            warnings.warn(
+                f"{config_path} was missing; written again from the config kept in {path}", RuntimeWarning, stacklevel=3
+            )
+
+    def _resumed_metrics(self, checkpoint: Path, reached: tuple[int, int]) -> list[str]:
+        """The lines of ``metrics.jsonl`` up to the checkpoint's step, checked and repaired.
+
+        Steps logged after the checkpoint are trained again, so their lines go. A damaged last line (a
+        write cut short by a kill or a full disk) is cut with a warning; a damaged or missing record up
+        to the checkpoint is an error, since the run's record would otherwise be silently partial.
         """
         path = self.run_dir / "metrics.jsonl"
+        where = f"{checkpoint.name}'s stage {reached[0]} step {reached[1]}"
+        recover = f"restore {path.name} from a copy and --resume, or start the run again with --overwrite"
         if not path.is_file():
-            return
-        kept = []
-        if resume:
-            reached = (self.stage, self.step)
-            kept = [
-                line
-                for line in path.read_text().splitlines()
-                if line and tuple(json.loads(line)[k] for k in ("stage", "step")) <= reached
-            ]
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+            if reached == (1, 0):
+                return []
+            raise RunFolderError(
+                f"{path} is missing, but the run has trained up to {where}: its records are lost; {recover}"
+            )
+        lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+        entries = [(number, line, _record_key(line)) for number, line in enumerate(lines, 1) if line.strip()]
+        cut = []
+        if entries and entries[-1][2] is None:
+            cut.append(entries.pop())
+        for i, (number, line, key) in enumerate(entries):
+            if key is not None:
+                continue
+            if any(k is not None and k <= reached for _, _, k in entries[i + 1 :]):
+                raise RunFolderError(
+                    f"{path}: line {number} is not a metrics record with a stage and a step ({_excerpt(line)}), "
+                    f"before {where}; {recover}"
+                )
+            cut.append((number, line, key))  # after the checkpoint: trained again anyway
+        kept = [(key, line) for _, line, key in entries if key is not None and key <= reached]
+        problem = _gap([key for key, _ in kept], reached)
+        if problem:
+            raise RunFolderError(f"{path}: {problem} before {where}; {recover}")
+        for number, line, _ in cut:
+            warnings.warn(
+                f"{path}: cut damaged line {number} ({_excerpt(line)}), after {where}; those steps are trained again",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return [line for _, line in kept]
+
+    def _start_metrics_log(self, lines: list[str]) -> None:
+        """Write ``metrics.jsonl`` afresh with ``lines`` (a resumed run's records) and remember which file it is."""
+        path = self.run_dir / "metrics.jsonl"
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
+        st = os.stat(path)
+        self._metrics_file = (st.st_dev, st.st_ino, st.st_size)
+
+    def _append_metrics(self, record: Mapping[str, Any]) -> None:
+        """Append one record, first checking that the log is still the file this run wrote (not deleted or replaced)."""
+        path = self.run_dir / "metrics.jsonl"
+        if self._metrics_file is not None:
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino, st.st_size) != self._metrics_file:
+                what = (
+                    "was deleted or moved away"
+                    if st is None
+                    else "was replaced or changed by another program"
+                    if (st.st_dev, st.st_ino) != self._metrics_file[:2]
+                    else f"was changed by another program ({st.st_size} bytes, this run wrote {self._metrics_file[2]})"
+                )
+                raise RunFolderError(
+                    f"{path} {what} while the run trained (noticed at stage {self.stage} step {self.step}): the run's "
+                    "records are incomplete, so it stops; start it again with --overwrite (or put the file back and --resume)"
+                )
+        size = append_line(path, json_text(record))  # a whole line or none, also on a full disk
+        if self._metrics_file is not None:
+            self._metrics_file = (*self._metrics_file[:2], size)
 
     def _after_step(self, log: StepLog) -> None:
         metrics = {"stage": self.stage, "step": self.step, **log.as_dict()}
@@ -310,8 +465,7 @@ class CoTrainer:
             return
         if self.evaluations and self.evaluations[-1]["step"] == self.step and self.stage == 2:
             metrics.update({f"eval/{k}": v for k, v in self.evaluations[-1].items() if k != "step"})
-        with (self.run_dir / "metrics.jsonl").open("a") as fh:
-            fh.write(json_text(metrics) + "\n")
+        self._append_metrics(metrics)
         if self.step % self.cfg.checkpoints.every == 0:
             self.save_checkpoint(self.run_dir / "checkpoint.pt")
         if self.on_step is not None:
@@ -370,6 +524,7 @@ class CoTrainer:
             ConcatDataset(parts),
             batch_size=self.cfg.evaluation.batch_size,
             num_workers=self.cfg.data.num_workers,
+            worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(0),
         )
         backbones = {m: _Features(self.model, m) for m in self.model.modalities}
@@ -405,6 +560,7 @@ class CoTrainer:
             "evaluations": json.dumps(self.evaluations),
             "refinement_stats": json.dumps(self.refinement_stats.state_dict()),
             "torch_rng": torch.get_rng_state(),
+            "config": json.dumps(self.cfg.to_dict()),  # what trained: a resume must not change it (config.json may go)
         }
 
     def save_checkpoint(self, path: Path) -> None:
@@ -422,7 +578,10 @@ class CoTrainer:
         torch.set_rng_state(state["torch_rng"].cpu())
 
     def load_checkpoint(self, path: Path) -> None:
-        state = self._read_checkpoint(path)
+        """Continue from the checkpoint at ``path`` (its config is not compared: :meth:`run` with ``resume`` does that)."""
+        self._load_checkpoint_state(self._read_checkpoint(path), path)
+
+    def _load_checkpoint_state(self, state: dict[str, Any], path: Path) -> None:
         try:
             self._load_state(state)
         except (KeyError, RuntimeError, ValueError) as err:  # load_state_dict: missing keys, shape mismatches
@@ -462,3 +621,53 @@ class _Features(nn.Module):
 
 def _f(t: Tensor) -> float:
     return float(t.detach())
+
+
+def _record_key(line: str) -> tuple[int, int] | None:
+    """``(stage, step)`` of a metrics line, or None for a line that is not such a record (cut short, foreign)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    stage, step = record.get("stage"), record.get("step")
+    if type(stage) is not int or type(step) is not int:
+        return None
+    return stage, step
+
+
+def _excerpt(line: str, limit: int = 60) -> str:
+    return repr(line if len(line) <= limit else line[:limit] + "...")
+
+
+def _gap(keys: list[tuple[int, int]], reached: tuple[int, int]) -> str:
+    """What is missing from the records ``keys`` of a run at ``reached`` (empty: steps 1..N of each stage, in order).
+
+    Stage 1 may be absent altogether: a run that started stage 2 from another run's model logs none.
+    """
+    for stage in sorted({s for s, _ in keys} | {reached[0]}):
+        steps = [step for s, step in keys if s == stage]
+        last = reached[1] if stage == reached[0] else (steps[-1] if steps else 0)
+        if steps != list(range(1, last + 1)):
+            missing = sorted(set(range(1, last + 1)) - set(steps))
+            if missing:
+                return f"the records of stage {stage} step(s) {_ranges(missing)} are missing"
+            return f"the records of stage {stage} are duplicated or out of order"
+    if keys != sorted(keys):
+        return "the records are out of order"
+    return ""
+
+
+def _ranges(values: list[int]) -> str:
+    """``[1, 2, 3, 7]`` as ``1-3, 7``."""
+    out: list[str] = []
+    start = prev = values[0]
+    for v in [*values[1:], None]:
+        if v is not None and v == prev + 1:
+            prev = v
+            continue
+        out.append(f"{start}-{prev}" if prev > start else str(start))
+        if v is not None:
+            start = prev = v
+    return ", ".join(out)

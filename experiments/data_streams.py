@@ -8,6 +8,8 @@ the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +95,23 @@ class BatchStream(Sampler):
             self.position.batch = 0
 
 
+def worker_init_fn(worker_id: int) -> None:
+    """``DataLoader(worker_init_fn=...)``: one intra-op thread per library in each loader worker.
+
+    N workers that each run a thread pool sized for the whole machine put N x cores threads on the
+    cores. PyTorch already gives its own pool one thread in a worker; this also limits OpenCV's,
+    now if it is loaded and, through ``OPENCV_FOR_THREADS_NUM``, if a worker imports it later. Items
+    do not depend on it: what a worker decodes is fixed by the dataset's own ``(seed, epoch,
+    index)`` randomness, not by threads. Any loader can pass it; :func:`stream_loader` does.
+    """
+    del worker_id  # the same in every worker
+    torch.set_num_threads(1)
+    os.environ["OPENCV_FOR_THREADS_NUM"] = "1"  # read when cv2 is first imported
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(1)
+
+
 def stream_loader(
     dataset: Any,
     batch_size: int,
@@ -114,6 +133,7 @@ def stream_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
+        worker_init_fn=worker_init_fn,
         generator=torch.Generator().manual_seed(seed * 1000 + stream),
     )
     return iter(loader), sampler

@@ -105,9 +105,11 @@ def run_demo(
 ) -> list[dict[str, Any]]:
     """Run the demo's methods and return one row per method (also written to ``out_dir/results.json``)."""
     console = console or Console()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    threads = max(1, min(2, os.cpu_count() or 1))  # the demo's numbers were recorded at this count
+    torch.set_num_threads(threads)
     root = ensure_demo_data(seed, data_root, console)
     base = demo_config(root, out_dir, seed, stage1_steps, stage2_steps)
+    base.threads = threads
     rows: list[dict[str, Any]] = []
     with training_progress(console) as progress:
         stage1_task = progress.add_task("stage 1 (shared)", total=stage1_steps, info="")
@@ -117,6 +119,7 @@ def run_demo(
         stage1_ckpt = trainer.run_dir / "stage1.pt"
         for method in METHODS:
             cfg = demo_config(root, out_dir, seed, stage1_steps, stage2_steps)
+            cfg.threads = threads
             cfg.name, cfg.method = (
                 method.name,
                 method.label or method.name.lower(),

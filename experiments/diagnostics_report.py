@@ -87,7 +87,13 @@ def method_diagnostics(records: list[Any]) -> list[MethodDiagnostics]:
     for record in records:
         diag = read_run_diagnostics(record.path)
         if diag:
-            groups.setdefault((record.method, record.pair), []).append(diag)
+            groups.setdefault(
+                (
+                    record.method,
+                    f"{record.pair} [{variant}]" if (variant := getattr(record, "variant", "")) else record.pair,
+                ),
+                [],
+            ).append(diag)
     out = []
     for (method, pair), runs in groups.items():
         names = sorted({k for run in runs for k in run})

@@ -173,6 +173,7 @@ def run_seed(
     import torch
 
     torch.set_num_threads(max(1, threads))
+    overrides = {**(overrides or {}), "threads": max(1, threads)}  # CoTrainer pins the run's threads from its config
     shared: dict[str, tuple[Path, float, float]] = {}
     records = []
     for method in methods:

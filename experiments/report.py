@@ -6,6 +6,11 @@ target top-1: the mean of its last evaluations (paper 4.2). Table 1 lists method
 agent ablations, Table 3 adversarial alignment with and without instance refinement; rows follow
 :data:`experiments.methods.METHODS`, columns are domain pairs plus their mean, and the best cell of
 each column is bold.
+
+A cell pools seeds of one setting only (:func:`group_runs`): runs of a method whose resolved configs
+differ in more than where and how they ran (a step budget, a learning rate, ...) become rows of
+their own named by what differs (``MMIR [stage2.steps=300]``), and a second run of the same
+setting and seed is counted once, with the reason among the skipped runs.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.config import ConfigError, RunConfig, from_dict, migrate_legacy
 from experiments.methods import METHODS
 from features.atomic_io import atomic_path
 
@@ -43,6 +50,13 @@ class RunRecord:
     mean_class_accuracy: float
     evaluations: list[dict[str, Any]]
     config: dict[str, Any] = field(repr=False)
+    # the settings that set this run's row apart from other runs of its method ("stage2.steps=300"); "" for most
+    variant: str = ""
+
+    @property
+    def row(self) -> str:
+        """Its row in the tables: the method, and the settings that tell its runs apart when they differ."""
+        return f"{self.method} [{self.variant}]" if self.variant else self.method
 
     @property
     def metrics_path(self) -> Path:
@@ -77,7 +91,87 @@ def find_runs(paths: list[Path], skipped: list[str] | None = None) -> list[RunRe
                 continue
             if record is not None:
                 found[run.resolve()] = record
-    return list(found.values())
+    return group_runs(list(found.values()), skipped)
+
+
+# Where and how a run ran, not what it trained: runs that differ only in these are one setting.
+NOT_SETTINGS = (
+    "name",
+    "output_dir",
+    "method",
+    "seed",
+    "device",
+    "threads",
+    "data.num_workers",
+    "checkpoints.every",
+    "checkpoints.replay",
+    "snapshots.every",
+    "snapshots.enabled",
+    "snapshots.dtype",
+    "refinement.diagnostics",
+    "distributed.backend",
+)
+
+
+def run_settings(config: dict[str, Any]) -> dict[str, str]:
+    """A stored config's settings as ``{dotted key: JSON value}``, keys added since at their defaults, without
+    :data:`NOT_SETTINGS`."""
+    try:
+        config = from_dict(RunConfig, migrate_legacy(config)).to_dict()
+    except (ConfigError, TypeError, ValueError):
+        pass  # a config of another version: compared as it is
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        items = value.items() if isinstance(value, dict) and key != "plugins" else [("", value)]
+        for sub, v in items:
+            dotted = f"{key}.{sub}" if sub else key
+            if dotted not in NOT_SETTINGS:
+                flat[dotted] = json.dumps(v, sort_keys=True)
+    return flat
+
+
+def group_runs(records: list[RunRecord], skipped: list[str] | None = None) -> list[RunRecord]:
+    """The runs with their :attr:`RunRecord.variant` set, a second run of one setting and seed left out.
+
+    Runs of one method on one pair whose :func:`run_settings` differ are not pooled: every key that
+    tells such runs apart (a step budget, say) names the row of every run, so that the methods of
+    one budget still sit side by side. A second run of the same method, pair, settings and seed is
+    left out with a one-line reason in ``skipped`` (a warning when no list is given).
+    """
+    records = sorted(records, key=lambda r: str(r.path))
+    settings = [run_settings(r.config) for r in records]
+    cells: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for r, s in zip(records, settings):
+        cells[(r.method, r.pair)].append(s)
+    split = sorted(
+        {key for group in cells.values() for key in set().union(*group) if len({s.get(key) for s in group}) > 1}
+    )
+    kept: list[RunRecord] = []
+    first: dict[tuple[str, str, str, int], RunRecord] = {}
+    for r, s in zip(records, settings):
+        r.variant = ", ".join(f"{key}={_plain(s.get(key))}" for key in split)
+        key = (r.method, r.pair, r.variant, r.seed)
+        if key in first:
+            reason = (
+                f"{r.path}: a second run of {r.method} on {r.pair} with seed {r.seed} and the settings of "
+                f"{first[key].path}; counted once"
+            )
+            if skipped is None:
+                warnings.warn(reason, RuntimeWarning, stacklevel=2)
+            else:
+                skipped.append(reason)
+            continue
+        first[key] = r
+        kept.append(r)
+    return kept
+
+
+def _plain(value: str | None) -> str:
+    """A JSON value as a label shows it: strings without quotes."""
+    if value is None:
+        return "-"
+    parsed = json.loads(value)
+    return parsed if isinstance(parsed, str) else value
 
 
 def _load_run(run: Path) -> RunRecord | None:
@@ -133,8 +227,17 @@ class Table:
     number: int
     title: str
     pairs: list[str]
-    rows: list[str]  # method names
-    cells: dict[tuple[str, str], Cell]  # (method, pair) -> cell; pair "mean" for the mean column
+    rows: list[str]  # row names: the method, with its settings when its runs differ (RunRecord.row)
+    cells: dict[tuple[str, str], Cell]  # (row, pair) -> cell; pair "mean" for the mean column
+    methods: dict[str, str] = field(default_factory=dict)  # row -> method, where they differ
+
+    def method(self, row: str) -> str:
+        return self.methods.get(row, row)
+
+    def row_title(self, row: str) -> str:
+        """The row as shown: the method's title, then the settings that set the row apart."""
+        method = self.method(row)
+        return _title(method) + row[len(method) :]
 
     def best(self, column: str) -> float:
         means = [c.mean for (m, p), c in self.cells.items() if p == column]
@@ -154,15 +257,19 @@ def build_tables(records: list[RunRecord], metric: str = "top1") -> list[Table]:
         value = r.top1 if metric == "top1" else r.mean_class_accuracy
         targets = [p for p in pairs if p.endswith(r.pair)] if r.pair.startswith("→") else [r.pair]
         for p in targets:
-            by_cell[(r.method, p)].append(value)
+            by_cell[(r.row, p)].append(value)
+    method_of = {r.row: r.method for r in records}
     present = {r.method for r in records}
-    order = [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+    methods = [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+    order = [row for m in methods for row in sorted(row for row, of in method_of.items() if of == m)]
     tables = []
     for number in (1, 2, 3):
-        rows = [m for m in order if (METHODS[m].tables if m in METHODS else (1,)).__contains__(number)]
+        rows = [
+            row for row in order if number in (METHODS[method_of[row]].tables if method_of[row] in METHODS else (1,))
+        ]
         if number == 2 and rows:
-            rows = [m for m in order if m == "mmir"] + [m for m in rows if m != "mmir"]
-        if not rows or (number == 2 and len(rows) < 2) or (number == 3 and len(rows) < 2):
+            rows = [row for row in order if method_of[row] == "mmir"] + [r for r in rows if method_of[r] != "mmir"]
+        if not rows or (number in (2, 3) and len({method_of[row] for row in rows}) < 2):
             continue
         cells: dict[tuple[str, str], Cell] = {}
         for m in rows:
@@ -172,8 +279,24 @@ def build_tables(records: list[RunRecord], metric: str = "top1") -> list[Table]:
             per_pair = [cells[(m, p)].mean for p in pairs if (m, p) in cells]
             if len(per_pair) == len(pairs):
                 cells[(m, "mean")] = Cell((float(np.mean(per_pair)),))
-        tables.append(Table(number, TABLE_TITLES[number], pairs, rows, cells))
+        variants = {row: method_of[row] for row in rows if row != method_of[row]}
+        tables.append(Table(number, TABLE_TITLES[number], pairs, rows, cells, variants))
     return tables
+
+
+def caption_text(tables: list[Table], records: list[RunRecord], what: str = "target top-1") -> str:
+    """The tables' caption: what a cell is, and over how many seeds its runs go (per cell, not pooled)."""
+    counts = sorted({len(c.values) for t in tables for (_, p), c in t.cells.items() if p != "mean"})
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}" if counts else "0"
+    split = (
+        " runs of a method with other settings are rows of their own [named by the settings];"
+        if any(r.variant for r in records)
+        else ""
+    )
+    return (
+        f"{what} (%): mean of each run's last evaluations (paper 4.2), averaged over {seeds} seed(s) per cell "
+        f"(± std over seeds);{split} {len(records)} runs"
+    )
 
 
 def _title(method: str) -> str:
@@ -185,13 +308,13 @@ def _header(table: Table) -> list[str]:
     return ["method", *extra, *table.pairs, "mean"]
 
 
-def _row_cells(table: Table, method: str, bold: tuple[str, str]) -> list[str]:
-    out = [_title(method)]
+def _row_cells(table: Table, row: str, bold: tuple[str, str]) -> list[str]:
+    out = [table.row_title(row)]
     if table.number == 3:
-        m = METHODS.get(method)
+        m = METHODS.get(table.method(row))
         out += ["✓" if m and m.adversarial else "", "✓" if m and m.refinement else ""]
     for column in [*table.pairs, "mean"]:
-        cell = table.cells.get((method, column))
+        cell = table.cells.get((row, column))
         if cell is None:
             out.append("-")
             continue
@@ -251,9 +374,11 @@ def csv_text(tables: list[Table], records: list[RunRecord]) -> str:
                 ]
             )
     writer.writerow([])
-    writer.writerow(["run", "method", "pair", "seed", "top1_last", "mean_class_accuracy_last"])
-    for r in sorted(records, key=lambda r: (r.pair, r.method, r.seed)):
-        writer.writerow([str(r.path), r.method, r.pair, r.seed, f"{r.top1:.6f}", f"{r.mean_class_accuracy:.6f}"])
+    writer.writerow(["run", "method", "pair", "seed", "top1_last", "mean_class_accuracy_last", "settings"])
+    for r in sorted(records, key=lambda r: (r.pair, r.method, r.variant, r.seed)):
+        writer.writerow(
+            [str(r.path), r.method, r.pair, r.seed, f"{r.top1:.6f}", f"{r.mean_class_accuracy:.6f}", r.variant]
+        )
     return buf.getvalue()
 
 
@@ -325,13 +450,16 @@ def bootstrap_interval(
 def paired_differences(
     records: list[RunRecord], comparisons: tuple[tuple[str, str], ...] = COMPARISONS, metric: str = "top1"
 ) -> list[PairedDifference]:
-    """``method - control`` per domain pair, paired by seed, for every comparison whose two methods share >= 2 seeds."""
+    """``method - control`` per domain pair, paired by seed, for every comparison whose two methods share >= 2 seeds.
+
+    Runs are paired within one setting (:attr:`RunRecord.variant`); its settings then follow the pair's name.
+    """
     value: dict[tuple[str, str, int], float] = {}
     for r in records:
-        value[(r.method, r.pair, r.seed)] = r.top1 if metric == "top1" else r.mean_class_accuracy
+        value[(r.method, _cell_pair(r), r.seed)] = r.top1 if metric == "top1" else r.mean_class_accuracy
     out = []
     for method, control in comparisons:
-        for pair in _pairs_of(records):
+        for pair in sorted({p for _, p, _ in value}):
             seeds = sorted(s for (m, p, s) in value if m == method and p == pair and (control, pair, s) in value)
             if len(seeds) < 2:
                 continue
@@ -341,15 +469,22 @@ def paired_differences(
     return out
 
 
+def _cell_pair(record: RunRecord) -> str:
+    """The pair a run is paired within: its domain pair, and its settings when runs of its method differ."""
+    return f"{record.pair} [{record.variant}]" if record.variant else record.pair
+
+
 def recovery_line(records: list[RunRecord], metric: str = "top1") -> str | None:
     """How much of the negative-transfer loss ground-truth removal recovers, per pair, where the three runs exist.
 
     loss = adversarial-only-clean - adversarial-only, gain = ground-truth-removal - adversarial-only
     (paired by seed); "at least half" holds when the interval of gain - loss / 2 lies above 0.
     """
-    value = {(r.method, r.pair, r.seed): (r.top1 if metric == "top1" else r.mean_class_accuracy) for r in records}
+    value = {
+        (r.method, _cell_pair(r), r.seed): (r.top1 if metric == "top1" else r.mean_class_accuracy) for r in records
+    }
     lines = []
-    for pair in _pairs_of(records):
+    for pair in sorted({p for _, p, _ in value}):
         seeds = sorted(
             s
             for (m, p, s) in value
@@ -436,20 +571,21 @@ def write_plots(records: list[RunRecord], out: Path) -> list[Path]:
         {r.method for r in records} - set(METHODS)
     )
 
-    # 1. target accuracy per evaluation, mean over seeds, one panel per pair
+    # 1. target accuracy per evaluation, mean over the seeds of one setting, one panel per pair
+    rows = [(m, row) for m in methods for row in sorted({r.row for r in records if r.method == m})]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs), 4), squeeze=False)
     for ax, pair in zip(axes[0], pairs):
-        for m in methods:
+        for m, row in rows:
             runs = [
                 r
                 for r in records
-                if r.method == m and (r.pair == pair or (r.pair.startswith("→") and pair.endswith(r.pair)))
+                if r.row == row and (r.pair == pair or (r.pair.startswith("→") and pair.endswith(r.pair)))
             ]
             if not runs:
                 continue
             steps = [e["step"] for e in runs[0].evaluations]
             acc = np.array([[e["top1"] for e in r.evaluations] for r in runs if len(r.evaluations) == len(steps)])
-            ax.plot(steps, 100 * acc.mean(0), label=_title(m), marker=".")
+            ax.plot(steps, 100 * acc.mean(0), label=_title(m) + row[len(m) :], marker=".")
         ax.set(title=f"Target top-1 per evaluation, {pair}", xlabel="stage-2 step", ylabel="target top-1 (%)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=8)

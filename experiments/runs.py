@@ -7,8 +7,11 @@ snapshots and summary. This module keeps it consistent:
   host) for as long as a process trains into the folder. The kernel drops the lock when its
   process dies, however it dies, so a stale lock of a killed run is simply taken over.
 - :func:`prepare_run_folder`: a fresh run refuses a folder that already holds one (unless told to
-  overwrite it); a resumed run refuses a config that differs from the stored one in anything but
+  overwrite it, or the run there stopped before it saved any state: nothing to resume, so it is
+  started again); a resumed run refuses a config that differs from the stored one in anything but
   the step counts.
+- :func:`run_folder_problem`: why a run could not write its folder (not a folder, read-only), checked
+  before anything trains.
 - :func:`resume_state`: the newest usable state to continue from (``checkpoint.pt`` or ``stage1.pt``).
 - :func:`usable_device`: the configured torch device, or a one-line error when this machine lacks it.
 """
@@ -23,12 +26,13 @@ import shutil
 import socket
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from experiments.config import ConfigError, RunConfig, from_dict, migrate_legacy
-from features.atomic_io import remove_stale_temporaries
+from features.atomic_io import folder_problem, remove_stale_temporaries
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -47,12 +51,17 @@ __all__ = [
     "read_checkpoint",
     "remove_stale_temporaries",
     "resume_state",
+    "run_folder_problem",
+    "saved_state",
     "usable_device",
     "with_defaults",
 ]
 
 # What a run writes into its folder (and --overwrite removes); nothing else there is touched.
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "stage1.pt", "summary.json", "refinement_stats.json")
+# What a run has to show for itself: a state to resume from, or its result. A folder with none of
+# them (a run stopped before its first checkpoint) holds nothing a new start could lose.
+SAVED_FILES = ("checkpoint.pt", "stage1.pt", "summary.json")
 RUN_FOLDERS = ("snapshots", "tensorboard")
 # The keys a resumed run may change: training longer (or shorter) is still the same run.
 RESUMABLE_KEYS = ("stage1.steps", "stage2.steps")
@@ -81,13 +90,24 @@ class RunLock:
         self.run_dir = Path(run_dir)
 
     def __enter__(self) -> RunLock:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunFolderError(
+                f"cannot create the folder {self.run_dir} ({err.strerror or err}); "
+                f"{folder_problem(self.run_dir) or 'check the path'}"
+            ) from None
         key = self.run_dir.resolve()
         if key in self._held:
             self._held[key][1] += 1
             return self
         path = key / LOCK_NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunFolderError(
+                f"cannot create the lock file {path} ({err.strerror or err}); the folder must be writable"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
@@ -128,6 +148,37 @@ class RunLock:
 def existing_run_files(run_dir: Path) -> list[str]:
     """The run outputs already in ``run_dir`` (empty: nothing to protect)."""
     return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def saved_state(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` saved anything to continue from or keep: a checkpoint or its summary."""
+    return any((run_dir / name).is_file() for name in SAVED_FILES)
+
+
+def run_folder_problem(run_dir: Path, resume: bool = False, overwrite: bool = False) -> str | None:
+    """Why a run cannot write into ``run_dir`` (``output_dir/name``), as a sentence saying what to do; None when it can.
+
+    Checked before a run builds or trains anything, so that no training is lost to a path that
+    could never hold its checkpoints.
+    """
+    run_dir = Path(run_dir)
+    problem = folder_problem(run_dir)
+    if problem is None:
+        return None
+    if run_dir.is_dir():  # the run folder itself is read-only
+        if resume:
+            todo = (
+                "--resume writes the run's checkpoints and metrics there: make it writable, or copy the folder "
+                "under a writable output_dir and resume it there (--set output_dir=...)"
+            )
+        elif overwrite:
+            todo = "--overwrite deletes and writes files there: make it writable, or train elsewhere (--set output_dir=...)"
+        else:
+            todo = "make it writable, or train elsewhere (--set output_dir=... or --set name=...)"
+        return f"run folder {run_dir}: {problem}; {todo}"
+    if run_dir.exists() or run_dir.is_symlink():
+        return f"run folder {run_dir}: {problem}; choose another run name (--set name=...)"
+    return f"output_dir {str(run_dir.parent)!r}: {problem}; set output_dir to a writable folder (--set output_dir=...)"
 
 
 def clear_run(run_dir: Path) -> None:
@@ -198,9 +249,15 @@ def finished_run(cfg: RunConfig, extra: tuple[str, ...] = ()) -> dict[str, Any] 
     return merged
 
 
-def prepare_run_folder(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
+def prepare_run_folder(
+    run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool, clear: bool = True
+) -> None:
     """Check (and with ``overwrite`` empty) ``run_dir`` before a run starts in it; the caller holds its :class:`RunLock`.
 
+    A fresh run empties a folder whose run stopped before saving any state (:func:`saved_state`)
+    without ``overwrite``: there is nothing in it to resume or keep.
+
+    :param clear: False: only check (nothing is removed), e.g. before building what the run needs.
     :raises RunFolderError: a fresh run into a folder that holds one, or a resume whose config
         differs from the stored ``config.json`` in more than :data:`RESUMABLE_KEYS`.
     """
@@ -223,12 +280,12 @@ def prepare_run_folder(run_dir: Path, config: dict[str, Any], resume: bool, over
                 )
         return
     found = existing_run_files(run_dir)
-    if found and not overwrite:
+    if found and not overwrite and saved_state(run_dir):
         raise RunFolderError(
             f"{run_dir} already holds a run ({', '.join(found)}); use --resume to continue it, "
             "--overwrite to replace it, or another name (--set name=...)"
         )
-    if found:
+    if found and clear:  # replaced, or a run that stopped before it saved a state: nothing there to resume
         clear_run(run_dir)
 
 
@@ -247,6 +304,8 @@ def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -
 
     ``mmap``: map the file instead of reading it (the tensors load when touched; cheap for a peek).
     """
+    import torch  # here: the checks of a run folder need no torch (`mmir train` reports them before importing it)
+
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from at {path}")
     try:
@@ -292,6 +351,8 @@ def usable_device(name: str, key: str = "device") -> torch.device:
 
     :param key: what set the name, for the message: a config key (``device``) or a flag (``--device``).
     """
+    import torch
+
     from features.devices import resolve_device
 
     said = f"{key} {name}" if key.startswith("--") else f"{key} = {name!r}"

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import ConfigError, RunConfig, from_dict, load_config, migrate_legacy, validate
+from experiments.config_layers import Layers
 from experiments.runs import RunLock, clear_run, config_differences
-from features.atomic_io import atomic_write_text, json_text
+from features.atomic_io import atomic_write_text, folder_problem, json_text
 
 PAPER_DIR = Path(__file__).parent / "configs" / "paper"
 PAPER_PAIRS = ("D2-D1", "D3-D1", "D1-D2", "D3-D2", "D1-D3", "D2-D3")
@@ -120,7 +121,8 @@ def stored_differences(job: Job) -> list[str] | None:
         except ConfigError:  # written by another version of mmir
             same = False
         return [] if same else ["stage-1 settings"]
-    return config_differences(stored, job.config, ignore=("output_dir", "name"))
+    # threads say how a job ran (the share of cores it got), not what it trains
+    return config_differences(stored, job.config, ignore=("output_dir", "name", "threads"))
 
 
 def pair_label(pair: str, cfg: RunConfig) -> str:
@@ -136,11 +138,16 @@ def base_config(pair: str, seed: int, options: SweepOptions) -> RunConfig:
 
         cfg = demo_config(ensure_demo_data(0), options.out, seed, options.stage1_steps, options.stage2_steps)
         cfg.checkpoints.every = 25  # resumable: a sweep can be stopped at any time
-        data = cfg.to_dict()
-        for dotted, value in overrides.items():
-            section, _, key = dotted.rpartition(".")
-            (data[section] if section else data)[key] = value
-        return validate(from_dict(RunConfig, data))
+        layers = Layers(data=cfg.to_dict())
+        try:
+            for dotted, value in overrides.items():
+                layers.set(dotted, value, "--set")
+            return validate(from_dict(RunConfig, layers.data))
+        except ConfigError as err:
+            named = [k for k in overrides if k in str(err) or k.partition(".")[0] in str(err)]
+            raise ConfigError(
+                f"--set {named[0]}={overrides[named[0]]!r} (pair synthetic): {err}" if named else str(err)
+            ) from None
     if pair in PAPER_PAIRS:
         path = PAPER_DIR / f"{pair}.toml"
         if options.data_root:
@@ -249,9 +256,10 @@ def execute(
     from experiments.cotrain import CoTrainer
     from experiments.tensorboard_log import TensorBoardLog, tensorboard_available
 
-    if threads:
-        torch.set_num_threads(threads)
     cfg = validate(from_dict(RunConfig, job.config))
+    if threads:  # the process's share of the cores; CoTrainer pins it on CPU and config.json records it
+        torch.set_num_threads(threads)
+        cfg.threads = threads
     log = TensorBoardLog(cfg.run_dir(), cfg.stage1.steps) if tensorboard and tensorboard_available() else None
     if log is not None:
         shown = on_step
@@ -283,6 +291,17 @@ def _worker(job: Job, events: Any, threads: int, tensorboard: bool) -> dict[str,
     return execute(job, on_step, threads, tensorboard)
 
 
+def check_sweep(options: SweepOptions) -> None:
+    """Everything a sweep can get wrong before it starts (the grid's configs, ``--out``), checked before ``--out`` is touched.
+
+    :raises ConfigError: naming the pair, ``--set`` item or folder to fix.
+    """
+    problem = folder_problem(options.out)
+    if problem is not None:
+        raise ConfigError(f"--out {options.out}: {problem}; give --out a writable folder")
+    plan(options)
+
+
 def prepare_sweep(options: SweepOptions, console: Any) -> tuple[list[Job], list[Job], list[Job]]:
     """Plan the grid, refuse (or clear) runs made with other settings, write ``sweep.json``: (stage-1 todo, stage-2 todo, all stage 2)."""
     from experiments.tensorboard_log import INSTALL_HINT, tensorboard_available
@@ -308,6 +327,7 @@ def run_sweep(options: SweepOptions, jobs: int = 1, console: Any = None, threads
     from rich.console import Console
 
     console = console or Console()
+    check_sweep(options)  # a bad pair or --set must leave no --out behind (not even its lock)
     with RunLock(options.out):  # one sweep at a time in a folder
         return _run_sweep(options, jobs, console, threads)
 
@@ -453,6 +473,7 @@ def run_sweep_submitit(
     from rich.console import Console
 
     console = console or Console()
+    check_sweep(options)
     with RunLock(options.out):
         pending1, pending2, stage2_jobs = prepare_sweep(options, console)
         console.print(

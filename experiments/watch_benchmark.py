@@ -452,7 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[RunResult] = []
     if not args.reference_only:
         start = time.perf_counter()
-        results = run_benchmark(args.out, range(args.seeds), directions, methods, parse_overrides(args.overrides))
+        # CoTrainer pins each run's threads from its config: --threads is that key
+        overrides = {"threads": max(1, args.threads), **parse_overrides(args.overrides)}
+        results = run_benchmark(args.out, range(args.seeds), directions, methods, overrides)
         print(
             f"total wall time {time.perf_counter() - start:.0f} s ({os.environ.get('OMP_NUM_THREADS', '?')} OMP threads, torch {args.threads})"
         )

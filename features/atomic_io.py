@@ -22,20 +22,27 @@ from typing import Any
 
 __all__ = [
     "DiskFullError",
+    "append_line",
     "atomic_directory",
     "atomic_path",
     "atomic_torch_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "disk_full_error",
+    "folder_problem",
     "fsync_dir",
     "fsync_file",
+    "is_disk_full",
     "json_text",
     "remove_stale_temporaries",
 ]
 
+# errno values that mean "no room for these bytes": the device is full, or the user's quota is.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
 
 class DiskFullError(OSError):
-    """ENOSPC while writing a file atomically; the message names the file and the space it needs."""
+    """No space for a write (ENOSPC, or a full quota); the message names the file and the space it needs."""
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -49,19 +56,82 @@ def _size_text(n: float) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def _disk_full(target: Path, tmp: Path, needed: int | None) -> DiskFullError:
-    try:
-        free = shutil.disk_usage(target.parent).free
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` is the file system refusing bytes for want of space (ENOSPC, or a full quota)."""
+    return isinstance(err, OSError) and err.errno in _FULL
+
+
+def disk_full_error(target: str | os.PathLike[str], needed: int | None = None, written: int = 0) -> DiskFullError:
+    """The :class:`DiskFullError` for a write of ``target`` that did not fit: names the file, the space it needs and the space free.
+
+    :param needed: bytes the whole file needs (None: unknown, then ``written`` is what it got before failing).
+    """
+    target = Path(target)
+    try:  # the space where the bytes go: in the folder itself when the target is one (an events folder)
+        where = target if target.is_dir() else target.parent
+        free: int | None = shutil.disk_usage(where if where.is_dir() else ".").free
     except OSError:  # pragma: no cover
         free = None
-    written = tmp.stat().st_size if tmp.exists() else 0
-    need = (
-        f"needs about {_size_text(needed)}"
-        if needed
-        else f"needs more than the {_size_text(written)} written before it failed"
-    )
+    if needed:
+        need = f": it needs about {_size_text(needed)}"
+    elif written:
+        need = f": it needs more than the {_size_text(written)} written before it failed"
+    else:
+        need = ""
     has = f", {_size_text(free)} free there" if free is not None else ""
-    return DiskFullError(errno.ENOSPC, f"no space left on device writing {target}: it {need}{has}")
+    return DiskFullError(errno.ENOSPC, f"no space left on device writing {target}{need}{has}")
+
+
+def folder_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be written into the folder ``path`` (made with its parents if missing), or None when they can.
+
+    The nearest existing folder on the way is probed by creating and removing a file in it: permission
+    bits alone do not tell (root ignores them; a read-only mount or an ACL overrides them).
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        return f"{existing} is a broken symbolic link"
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mmir-write-test.", dir=existing)
+    except OSError as err:
+        return f"{existing} is not writable ({(err.strerror or str(err)).lower()})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def append_line(path: str | os.PathLike[str], line: str) -> int:
+    """Append ``line`` and a newline to ``path`` (created if missing) as one write, all of it or none; returns the file's new size.
+
+    A log read line by line (``metrics.jsonl``) then never ends in half a line: when the write fails
+    part way (a full disk), the file is cut back to where it ended before.
+
+    :raises DiskFullError: no space for the line (the file is as it was).
+    :raises ValueError: ``line`` holds a newline of its own.
+    """
+    if "\n" in line.rstrip("\n"):
+        raise ValueError(f"append_line writes one line; got {line.count(chr(10))} newlines")
+    data = memoryview((line.rstrip("\n") + "\n").encode("utf-8"))
+    size = len(data)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        end = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except BaseException as err:
+            os.ftruncate(fd, end)
+            if is_disk_full(err):
+                raise disk_full_error(path, size) from err
+            raise
+        return end + size
+    finally:
+        os.close(fd)
 
 
 def json_text(obj: Any, indent: int | None = None) -> str:
@@ -159,10 +229,10 @@ def atomic_path(
             fsync_file(tmp)
         os.replace(tmp, target)
     except OSError as err:
-        if err.errno == errno.ENOSPC and not isinstance(err, DiskFullError):
-            full = _disk_full(target, tmp, size_hint)
-            tmp.unlink(missing_ok=True)
-            raise full from err
+        if is_disk_full(err) and not isinstance(err, DiskFullError):
+            written = tmp.stat().st_size if tmp.exists() else 0
+            tmp.unlink(missing_ok=True)  # first: the space it held is free again for the message to count
+            raise disk_full_error(target, size_hint, written) from err
         tmp.unlink(missing_ok=True)
         raise
     except BaseException:
@@ -195,8 +265,28 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str], **options: Any) ->
 
     options.setdefault("size_hint", _tensor_bytes(obj))
     with atomic_path(path, **options) as tmp:
-        torch.save(obj, tmp)
+        full = False
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:
+            # torch's writer reports a full disk as "[enforce fail at inline_container.cc] ... unexpected
+            # pos" with no errno; the free space left on the file system tells it apart.
+            full = _out_of_space(tmp, options["size_hint"])
+            if not full:
+                raise
+        if full:  # raised here, not chained: torch's error holds its writer, and the writer the file's space
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
     return Path(path)
+
+
+def _out_of_space(tmp: Path, needed: int | None) -> bool:
+    """Whether the file system of ``tmp`` (a failed write) lacks the room to finish it."""
+    try:
+        free = shutil.disk_usage(tmp.parent).free
+        written = tmp.stat().st_size if tmp.exists() else 0
+    except OSError:  # pragma: no cover
+        return False
+    return free < max((needed or 0) - written, 1 << 20)
 
 
 def _tensor_bytes(obj: Any) -> int:

@@ -17,10 +17,26 @@ padded copy with ``F.pad`` (``fuse_padding=True``, the default; bit-for-bit the 
 ``tests/test_i3d.py``). Max pools only see ReLU outputs (>= 0), so padding them with ``-inf``
 (PyTorch) instead of ``0`` (the port) gives the same maximum. ``fuse_padding=False`` reproduces the
 port's per-layer ``F.pad`` and is what ``benchmarks/video_io.py`` measures as the reference.
+The strided pools' SAME padding only ever adds one pixel at the end for even sizes (the published
+16 x 224 x 224 input), and ``ceil_mode`` gives that last window without a padded copy; a trailing pad
+never holds a window's first maximum on non-negative inputs, so outputs and gradients are the
+port's bit for bit. Leading padding (odd sizes) stays an ``F.pad``: a zero there would take the
+gradient of an all-zero window, an ignored pad would not. Convolution padding that depends on the
+input size (``Conv3d_1a_7x7``) stays an ``F.pad`` too: folding it changes nothing in theory, but
+oneDNN in torch 2.13 returns a garbage weight gradient for a 7x7x7 stride-2 convolution padded by 3
+on a 7-frame input with one thread.
 Weights and activations are kept in ``torch.channels_last_3d`` by default (``channels_last=True``):
 on CPU that made full-width forward ~3x and forward+backward ~3x faster than contiguous fp32 in
 ``benchmarks/video_io.py``, and it is the layout cuDNN wants for bf16 on GPU. It changes strides
 only, not keys, shapes or values.
+
+GPU kernels (docs/gpu.md). ``pool="separable"`` computes every max pool as a 2-D pool over frames
+then a 1-D pool over time (:func:`separable_max_pool3d`), which use PyTorch's channels-last 2-D
+pooling kernels instead of the 3-D ones; it is off by default because its gradients differ from
+``F.max_pool3d``'s in the last bits (see there). ``bn_as_2d=True`` (default) runs BatchNorm on
+``channels_last_3d`` activations as a 2-D channels_last BatchNorm over ``[N, C, T*H, W]`` (a view):
+the statistics are the same and on CPU every output, gradient and running statistic is bit for bit
+that of ``nn.BatchNorm3d``, while on CUDA it takes the channels-last kernels that 5-D inputs miss.
 """
 
 from __future__ import annotations
@@ -38,15 +54,23 @@ __all__ = [
     "END_POINTS",
     "FEATURE_DIM",
     "MODALITY_CHANNELS",
+    "POOL_KINDS",
+    "ChannelsLastBatchNorm3d",
     "CheckpointMismatchError",
     "InceptionI3d",
     "InceptionModule",
     "MaxPool3dSamePadding",
+    "PoolKind",
     "Unit3D",
     "count_parameters",
+    "separable_max_pool3d",
 ]
 
 Triple = tuple[int, int, int]
+
+#: How the I3D's max pools are computed: ``F.max_pool3d`` or :func:`separable_max_pool3d`.
+PoolKind = Literal["native", "separable"]
+POOL_KINDS: tuple[str, ...] = ("native", "separable")
 
 #: End points in forward order, as named by the published model.
 END_POINTS: tuple[str, ...] = (
@@ -120,26 +144,148 @@ def _static_pad(kernel: Triple, stride: Triple) -> Triple | None:
     return None
 
 
+def _check_pool(pool: str) -> PoolKind:
+    if pool not in POOL_KINDS:
+        raise ValueError(f"pool must be one of {POOL_KINDS}, got {pool!r}")
+    return pool  # type: ignore[return-value]
+
+
+def _channels_last_3d(x: Tensor) -> bool:
+    # Both layouts claim a tensor with C == 1 or T*H*W == 1; the contiguous path is a view then too.
+    return x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+
+
+def separable_max_pool3d(
+    x: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int],
+    padding: int | Sequence[int] = 0,
+    ceil_mode: bool = False,
+) -> Tensor:
+    """``F.max_pool3d`` as a 2-D max pool over every frame, then a 1-D max over time: the same values.
+
+    A max over a ``t x h x w`` window is the max over ``t`` of the per-frame maxima over ``h x w``.
+    Frames are folded into the batch by views: ``[N, C, T, H, W]`` in ``channels_last_3d`` is
+    ``[N*T, C, H, W]`` in ``channels_last`` (and ``[N, C*T, H, W]`` when contiguous), and the time
+    pass sees ``[N, C, T, H'*W']`` in the same layout, so both passes run PyTorch's 2-D kernels
+    (channels-last ones on GPU) without copies. Padding is ignored by the max, as in ``F.max_pool3d``.
+
+    Ties: each 2-D kernel keeps the first maximum of its window in scan order, so a window's
+    gradient goes to the first frame holding the window's maximum and, in it, to the first
+    ``(h, w)`` holding it: the lexicographically smallest ``(t, h, w)`` among the maxima, the element
+    ``F.max_pool3d`` picks. Outputs are therefore equal to ``F.max_pool3d``'s, and so is every
+    window's gradient routing; an input element that is the maximum of several windows sums their
+    gradients in another order (per frame, then over frames), so with windows that overlap in time
+    and space its gradient can differ in the last bits (on GPU, ``F.max_pool3d``'s own backward adds
+    with atomics, in no fixed order).
+
+    :param x: ``[N, C, T, H, W]``.
+    :param kernel_size: window ``[T, H, W]``.
+    :param stride: stride ``[T, H, W]``.
+    :param padding: implicit padding on both sides ``[T, H, W]`` (never a window's maximum).
+    :param ceil_mode: as in ``F.max_pool3d``.
+    """
+    (kt, kh, kw), (st, sh, sw), (pt, ph, pw) = _triple(kernel_size), _triple(stride), _triple(padding)
+    n, c, t, h, w = x.shape
+    if _channels_last_3d(x):
+        frames = F.max_pool2d(x.transpose(1, 2).reshape(n * t, c, h, w), (kh, kw), (sh, sw), (ph, pw), 1, ceil_mode)
+        y = frames.reshape(n, t, c, *frames.shape[2:]).transpose(1, 2)
+    else:
+        frames = F.max_pool2d(x.reshape(n, c * t, h, w), (kh, kw), (sh, sw), (ph, pw), 1, ceil_mode)
+        y = frames.reshape(n, c, t, *frames.shape[2:])
+    if kt == 1 and st == 1 and pt == 0:
+        return y
+    h2, w2 = y.shape[3:]
+    z = F.max_pool2d(y.reshape(n, c, t, h2 * w2), (kt, 1), (st, 1), (pt, 0), 1, ceil_mode)
+    return z.reshape(n, c, z.shape[2], h2, w2)
+
+
+def _ceil_mode_is_same(kernel: Triple, stride: Triple, size: Sequence[int]) -> bool:
+    """Whether ``ceil_mode`` without padding yields SAME's ``ceil(n / s)`` windows in every dim."""
+    for k, s, n in zip(kernel, stride, size):
+        out = -(-(n - k) // s) + 1
+        if out >= 1 and (out - 1) * s >= n:  # PyTorch drops a last window that would start past the input
+            out -= 1
+        if out != -(-n // s):
+            return False
+    return True
+
+
 class MaxPool3dSamePadding(nn.MaxPool3d):
     """3-D max pool with TF SAME padding (extra pixel at the end).
 
     :param kernel_size: pooling window ``[T, H, W]``.
     :param stride: pooling stride.
-    :param fuse_padding: hand stride-1 odd-kernel padding to the pooling kernel (same result on
-        non-negative inputs, which is all I3D feeds it) instead of zero-padding a copy.
+    :param fuse_padding: skip the padded copies, for non-negative inputs (all I3D feeds its pools):
+        stride-1 padding goes to the kernel, which ignores it where the port pads zeros (the same
+        maxima; an all-zero window's gradient lands on one of its zeros, which the ReLU that made it
+        passes no further, instead of on the pad); a trailing SAME pixel becomes ``ceil_mode``, the
+        port's computation bit for bit, gradients included; leading padding stays an ``F.pad``.
+    :param pool: ``"native"`` (``F.max_pool3d``) or ``"separable"`` (:func:`separable_max_pool3d`).
     """
 
     def __init__(
-        self, kernel_size: int | Sequence[int], stride: int | Sequence[int], fuse_padding: bool = True
+        self,
+        kernel_size: int | Sequence[int],
+        stride: int | Sequence[int],
+        fuse_padding: bool = True,
+        pool: PoolKind = "native",
     ) -> None:
         k, s = _triple(kernel_size), _triple(stride)
         static = _static_pad(k, s) if fuse_padding else None
         super().__init__(kernel_size=k, stride=s, padding=static or 0)
         self._dynamic = static is None
+        self.fuse_padding = fuse_padding
+        self.pool = _check_pool(pool)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pool={self.pool!r}"
 
     def forward(self, x: Tensor) -> Tensor:  # x: [B, C, T, H, W]
+        padding, ceil_mode = self.padding, False
         if self._dynamic:
-            x = F.pad(x, _same_pad(self.kernel_size, self.stride, x.shape[2:]))  # type: ignore[arg-type]
+            kernel: Triple = self.kernel_size  # type: ignore[assignment]
+            stride: Triple = self.stride  # type: ignore[assignment]
+            pads = _same_pad(kernel, stride, x.shape[2:])
+            # A trailing pixel never holds a window's first maximum (the window starts inside the
+            # input and values are >= 0), so ceil_mode's ignored pixel routes every gradient alike.
+            if self.fuse_padding and not any(pads[0::2]) and _ceil_mode_is_same(kernel, stride, x.shape[2:]):
+                ceil_mode = any(pads)
+            elif any(pads):
+                x = F.pad(x, pads)
+        if self.pool == "separable":
+            return separable_max_pool3d(x, self.kernel_size, self.stride, padding, ceil_mode)  # type: ignore[arg-type]
+        return F.max_pool3d(x, self.kernel_size, self.stride, padding, ceil_mode=ceil_mode)
+
+
+class ChannelsLastBatchNorm3d(nn.BatchNorm3d):
+    """``nn.BatchNorm3d`` that normalises ``channels_last_3d`` inputs as a 2-D ``channels_last`` batch.
+
+    ``[N, C, T, H, W]`` in ``channels_last_3d`` is ``[N, C, T*H, W]`` in ``channels_last`` (a view), and
+    per-channel statistics over ``(N, T, H, W)`` are those over ``(N, T*H, W)``. PyTorch's CUDA
+    BatchNorm picks its channels-last kernels for 4-D ``channels_last`` but not for
+    ``channels_last_3d``, which falls to generic reductions and returns a contiguous input gradient
+    (docs/gpu.md, "Why BatchNorm3d is slow in channels_last_3d"). On CPU both run the same
+    channels-last kernel: outputs, gradients and running statistics are identical
+    (``tests/test_i3d.py``). Same parameters and buffers as ``nn.BatchNorm3d``; hooks see 5-D tensors.
+
+    :param as_2d: take the 2-D view for ``channels_last_3d`` inputs (``False``: plain ``nn.BatchNorm3d``).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-3, momentum: float = 0.01, as_2d: bool = True) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.as_2d = as_2d
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() not in (4, 5):  # 4-D only as forward's own view of a 5-D input
+            raise ValueError(f"expected 5D input (got {input.dim()}D input)")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"expected 5D input (got {x.dim()}D input)")
+        if self.as_2d and _channels_last_3d(x):
+            n, c, t, h, w = x.shape
+            return super().forward(x.view(n, c, t * h, w)).view(n, c, t, h, w)
         return super().forward(x)
 
 
@@ -156,6 +302,7 @@ class Unit3D(nn.Module):
     :param use_batch_norm: add the BatchNorm (off for the logits layer).
     :param use_bias: convolution bias (on for the logits layer only).
     :param fuse_padding: see the module docstring.
+    :param bn_as_2d: see :class:`ChannelsLastBatchNorm3d`.
     """
 
     def __init__(
@@ -168,6 +315,7 @@ class Unit3D(nn.Module):
         use_batch_norm: bool = True,
         use_bias: bool = False,
         fuse_padding: bool = True,
+        bn_as_2d: bool = True,
     ) -> None:
         super().__init__()
         self.kernel_shape = _triple(kernel_shape)
@@ -184,7 +332,9 @@ class Unit3D(nn.Module):
             bias=use_bias,
         )
         self.bn: nn.BatchNorm3d | None = (
-            nn.BatchNorm3d(output_channels, eps=1e-3, momentum=0.01) if use_batch_norm else None
+            ChannelsLastBatchNorm3d(output_channels, eps=1e-3, momentum=0.01, as_2d=bn_as_2d)
+            if use_batch_norm
+            else None
         )
 
     def forward(self, x: Tensor) -> Tensor:  # x: [B, C_in, T, H, W] -> [B, C_out, T', H', W']
@@ -204,20 +354,30 @@ class InceptionModule(nn.Module):
     :param in_channels: input channels.
     :param out_channels: ``(b0, b1a, b1b, b2a, b2b, b3b)`` widths; output has ``b0+b1b+b2b+b3b``.
     :param fuse_padding: see the module docstring.
+    :param pool: see :class:`MaxPool3dSamePadding`.
+    :param bn_as_2d: see :class:`ChannelsLastBatchNorm3d`.
     """
 
-    def __init__(self, in_channels: int, out_channels: Sequence[int], fuse_padding: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: Sequence[int],
+        fuse_padding: bool = True,
+        pool: PoolKind = "native",
+        bn_as_2d: bool = True,
+    ) -> None:
         super().__init__()
         if len(out_channels) != 6:
             raise ValueError(f"out_channels must have 6 entries (b0, b1a, b1b, b2a, b2b, b3b), got {out_channels!r}")
         c0, c1a, c1b, c2a, c2b, c3b = (int(c) for c in out_channels)
-        self.b0 = Unit3D(in_channels, c0, 1, fuse_padding=fuse_padding)
-        self.b1a = Unit3D(in_channels, c1a, 1, fuse_padding=fuse_padding)
-        self.b1b = Unit3D(c1a, c1b, 3, fuse_padding=fuse_padding)
-        self.b2a = Unit3D(in_channels, c2a, 1, fuse_padding=fuse_padding)
-        self.b2b = Unit3D(c2a, c2b, 3, fuse_padding=fuse_padding)
-        self.b3a = MaxPool3dSamePadding(3, 1, fuse_padding=fuse_padding)
-        self.b3b = Unit3D(in_channels, c3b, 1, fuse_padding=fuse_padding)
+        opts = {"fuse_padding": fuse_padding, "bn_as_2d": bn_as_2d}
+        self.b0 = Unit3D(in_channels, c0, 1, **opts)
+        self.b1a = Unit3D(in_channels, c1a, 1, **opts)
+        self.b1b = Unit3D(c1a, c1b, 3, **opts)
+        self.b2a = Unit3D(in_channels, c2a, 1, **opts)
+        self.b2b = Unit3D(c2a, c2b, 3, **opts)
+        self.b3a = MaxPool3dSamePadding(3, 1, fuse_padding=fuse_padding, pool=pool)
+        self.b3b = Unit3D(in_channels, c3b, 1, **opts)
         self.out_channels = c0 + c1b + c2b + c3b
 
     def forward(self, x: Tensor) -> Tensor:
@@ -241,6 +401,10 @@ class InceptionI3d(nn.Module):
     :param fuse_padding: see the module docstring; ``False`` is the port's literal computation.
     :param final_endpoint: stop building after this end point (``"Logits"`` builds everything).
     :param channels_last: keep weights and activations in ``channels_last_3d`` (faster; see above).
+    :param pool: ``"native"`` (default, ``F.max_pool3d``) or ``"separable"`` max pools; see
+        :meth:`set_pool` and :func:`separable_max_pool3d`.
+    :param bn_as_2d: BatchNorm of ``channels_last_3d`` activations through the 2-D kernels
+        (:class:`ChannelsLastBatchNorm3d`; identical results on CPU).
     """
 
     VALID_ENDPOINTS = END_POINTS
@@ -255,8 +419,11 @@ class InceptionI3d(nn.Module):
         fuse_padding: bool = True,
         final_endpoint: str = "Logits",
         channels_last: bool = True,
+        pool: PoolKind = "native",
+        bn_as_2d: bool = True,
     ) -> None:
         super().__init__()
+        _check_pool(pool)
         if final_endpoint not in END_POINTS:
             raise ValueError(f"final_endpoint={final_endpoint!r} is not one of {END_POINTS}")
         if not width > 0:
@@ -269,25 +436,28 @@ class InceptionI3d(nn.Module):
         self.spatial_squeeze = spatial_squeeze
         self.final_endpoint = final_endpoint
         self.channels_last = channels_last
+        self.pool = pool
+        self.bn_as_2d = bn_as_2d
 
         def w(c: int) -> int:
             return max(1, int(round(c * width)))
 
         # Built stage by stage so the feature width follows the scaled channels.
+        unit = {"fuse_padding": fuse_padding, "bn_as_2d": bn_as_2d}
         stages: list[tuple[str, nn.Module]] = []
-        stages.append(("Conv3d_1a_7x7", Unit3D(in_channels, w(64), 7, 2, fuse_padding=fuse_padding)))
-        stages.append(("MaxPool3d_2a_3x3", MaxPool3dSamePadding((1, 3, 3), (1, 2, 2), fuse_padding)))
-        stages.append(("Conv3d_2b_1x1", Unit3D(w(64), w(64), 1, fuse_padding=fuse_padding)))
-        stages.append(("Conv3d_2c_3x3", Unit3D(w(64), w(192), 3, fuse_padding=fuse_padding)))
-        stages.append(("MaxPool3d_3a_3x3", MaxPool3dSamePadding((1, 3, 3), (1, 2, 2), fuse_padding)))
+        stages.append(("Conv3d_1a_7x7", Unit3D(in_channels, w(64), 7, 2, **unit)))
+        stages.append(("MaxPool3d_2a_3x3", MaxPool3dSamePadding((1, 3, 3), (1, 2, 2), fuse_padding, pool)))
+        stages.append(("Conv3d_2b_1x1", Unit3D(w(64), w(64), 1, **unit)))
+        stages.append(("Conv3d_2c_3x3", Unit3D(w(64), w(192), 3, **unit)))
+        stages.append(("MaxPool3d_3a_3x3", MaxPool3dSamePadding((1, 3, 3), (1, 2, 2), fuse_padding, pool)))
         channels = w(192)
         for name in END_POINTS[5:16]:
             if name == "MaxPool3d_4a_3x3":
-                stages.append((name, MaxPool3dSamePadding(3, 2, fuse_padding)))
+                stages.append((name, MaxPool3dSamePadding(3, 2, fuse_padding, pool)))
             elif name == "MaxPool3d_5a_2x2":
-                stages.append((name, MaxPool3dSamePadding(2, 2, fuse_padding)))
+                stages.append((name, MaxPool3dSamePadding(2, 2, fuse_padding, pool)))
             else:
-                module = InceptionModule(channels, [w(c) for c in _MIXED_CHANNELS[name]], fuse_padding)
+                module = InceptionModule(channels, [w(c) for c in _MIXED_CHANNELS[name]], fuse_padding, pool, bn_as_2d)
                 channels = module.out_channels
                 stages.append((name, module))
         self.feature_dim = channels
@@ -306,6 +476,18 @@ class InceptionI3d(nn.Module):
 
     def _make_logits(self, num_classes: int) -> Unit3D:
         return Unit3D(self.feature_dim, num_classes, 1, activation_fn=None, use_batch_norm=False, use_bias=True)
+
+    def set_pool(self, pool: PoolKind) -> None:
+        """Compute every max pool with ``pool`` from now on (no parameters change).
+
+        ``"separable"`` runs the pools through 2-D kernels (faster layouts on GPU, see docs/gpu.md);
+        its outputs equal ``"native"``'s, its gradients may differ in the last bits
+        (:func:`separable_max_pool3d`), which is why ``"native"`` is the default.
+        """
+        self.pool = _check_pool(pool)
+        for module in self.modules():
+            if isinstance(module, MaxPool3dSamePadding):
+                module.pool = pool
 
     def replace_logits(self, num_classes: int) -> None:
         """Swap the ``logits`` layer for a freshly initialised one with ``num_classes`` outputs."""

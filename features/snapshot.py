@@ -18,14 +18,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from features.atomic_io import fsync_dir, fsync_file
+from features.atomic_io import DiskFullError, disk_full_error, fsync_dir, fsync_file, is_disk_full
 
 # DOMAINS: the names of domain labels 0 and 1; OUTSIDE_CLASSES: the target label of an action outside the source classes
 from features.domains import DOMAINS, OUTSIDE_CLASSES
@@ -55,6 +58,10 @@ STAGING_CHUNK_ROWS = 256
 FULL_FINITE_CHECK_BYTES = 256 << 20
 FINITE_SAMPLE_ROWS = 8192
 _COPY_BLOCK_BYTES = 16 << 20
+# Room a snapshot being written keeps free beyond its rows, for HDF5's own records (object headers,
+# chunk indexes): the writer refuses a write before the disk is that full, since HDF5 cannot
+# recover from a full disk (its file cannot even be closed afterwards).
+WRITE_HEADROOM = 256 << 10
 
 
 class SnapshotError(ValueError):
@@ -68,6 +75,53 @@ class SnapshotError(ValueError):
         else:
             message = f"{self.path}: {len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(message)
+
+
+@dataclass(frozen=True)
+class SnapshotCheck:
+    """What :meth:`Snapshot.check` found: the problems, and which feature matrices were checked on a sample of rows.
+
+    :ivar problems: every way the file departs from the schema (empty: valid).
+    :ivar sampled: ``(dataset, rows checked, rows)`` of each feature matrix whose NaN/inf check read a
+        sample of rows (over 256 MiB without ``full=True``); a row outside the sample may still hold NaN.
+    """
+
+    path: str
+    problems: list[str]
+    sampled: list[tuple[str, int, int]] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    @property
+    def scope(self) -> str:
+        """``""`` when every row was checked for NaN/inf, else what the verdict rests on (with a leading space)."""
+        if not self.sampled:
+            return ""
+        parts = ", ".join(f"{checked} of {rows} rows of {name}" for name, checked, rows in self.sampled)
+        return f" (sampled: NaN/inf checked on {parts}; --full checks every row)"
+
+    def verdict(self) -> str:
+        """One line: ``VALID PATH``, ``VALID PATH (sampled: ...)`` or ``INVALID PATH: N problems``."""
+        if self.problems:
+            return f"INVALID {self.path}: {len(self.problems)} problem{'s' * (len(self.problems) != 1)}"
+        return f"VALID {self.path}{self.scope}"
+
+
+def nonfinite_rows(
+    read: Callable[[slice], np.ndarray], num_rows: int, row_bytes: int, block_bytes: int = 16 << 20
+) -> np.ndarray:
+    """Indices of the rows holding a NaN or inf, reading ``read(slice)`` about ``block_bytes`` at a time.
+
+    Streaming: memory stays bounded by one block whatever the matrix's size.
+    """
+    block = max(1, block_bytes // max(1, row_bytes))
+    bad = [
+        start + np.flatnonzero(~np.isfinite(read(slice(start, start + block))).all(axis=1))
+        for start in range(0, num_rows, block)
+    ]
+    return np.concatenate(bad) if bad else np.zeros(0, np.int64)
 
 
 def package_version() -> str:
@@ -173,11 +227,13 @@ class SnapshotWriter:
         self.dtype = np.dtype(str(dtype))
         self._rows: dict[str, int] = {}  # dataset path -> rows written
         self._closed = False
+        self._budget = 0  # bytes the .tmp file may take once HDF5 has written what it was given
         try:
             config_json = json.dumps(dict(config or {}), sort_keys=True, default=str)
         except (TypeError, ValueError) as err:
             raise ValueError(f"config must be JSON-serialisable: {err}") from err
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_room(self.path, WRITE_HEADROOM)
         self._file = h5py.File(self.tmp_path, "w")
         attrs = self._file.attrs
         attrs["format"] = FORMAT_NAME
@@ -266,7 +322,9 @@ class SnapshotWriter:
         elif stop > ds.shape[0]:
             raise ValueError(f"{name}: appending {rows.shape[0]} rows exceeds num_rows[{domain!r}] = {ds.shape[0]}")
         if rows.shape[0]:
-            ds[start:stop] = rows
+            self._reserve(_new_bytes(ds, start, stop, rows))
+            with self._disk_full_named():
+                ds[start:stop] = rows
         self._rows[name] = stop
 
     def _create(self, name: str, domain: str, rows: np.ndarray) -> h5py.Dataset:
@@ -276,7 +334,10 @@ class SnapshotWriter:
             dtype = rows.dtype
         tail = rows.shape[1:]
         if domain in self.num_rows:
-            # Contiguous and fixed: what random row reads (and memory maps) want.
+            # Contiguous and fixed: what random row reads (and memory maps) want. HDF5 allocates it
+            # whole at the first write.
+            rows_bytes = rows.dtype.itemsize if rows.dtype != object else _VLEN_ROW_BYTES
+            self._reserve(self.num_rows[domain] * rows_bytes * int(np.prod(tail, dtype=np.int64)))
             return self._file.create_dataset(name, shape=(self.num_rows[domain], *tail), dtype=dtype)
         chunk_rows = max(
             1,
@@ -313,8 +374,37 @@ class SnapshotWriter:
             raise ValueError(
                 f"discriminator for {modality!r} scores {arch['feature_dim']}-d features, the snapshot holds {self.feature_dim}-d"
             )
-        for key, tensor in discriminator.state_dict().items():
-            group.create_dataset(key, data=_to_numpy(tensor))
+        weights = {key: _to_numpy(tensor) for key, tensor in discriminator.state_dict().items()}
+        self._reserve(sum(w.nbytes for w in weights.values()))
+        with self._disk_full_named():
+            for key, weight in weights.items():
+                group.create_dataset(key, data=weight)
+
+    # -- room on the disk -----------------------------------------------------------------------
+    def _reserve(self, nbytes: int) -> None:
+        """Count ``nbytes`` more for the ``.tmp`` file; :class:`DiskFullError` now if the disk cannot hold them.
+
+        Checked before HDF5 is given the bytes: HDF5 writes them later (from its chunk cache), and
+        an HDF5 file that met a full disk can no longer be closed cleanly.
+        """
+        self._budget += int(nbytes)
+        try:
+            free = shutil.disk_usage(self.tmp_path.parent).free
+            held = os.stat(self.tmp_path).st_blocks * 512 if self.tmp_path.exists() else 0
+        except OSError:  # pragma: no cover - no statvfs here: HDF5's own error will tell
+            return
+        if self._budget + WRITE_HEADROOM > held + free:
+            raise disk_full_error(self.path, self._budget + WRITE_HEADROOM)
+
+    @contextmanager
+    def _disk_full_named(self) -> Iterator[None]:
+        """A full disk that HDF5 met after all (another writer took the room) as a :class:`DiskFullError` naming the snapshot."""
+        try:
+            yield
+        except OSError as err:
+            if is_disk_full(err) and not isinstance(err, DiskFullError):
+                raise disk_full_error(self.path, self._budget) from None
+            raise
 
     # -- closing --------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -365,10 +455,14 @@ class SnapshotWriter:
             if problems:
                 raise SnapshotError(self.tmp_path, problems)
             staged = any(ds.chunks is not None for ds in _datasets(self._file))
-            self._file.close()
+            compact_bytes = sum(_stored_bytes(ds) for ds in _datasets(self._file)) if staged else 0
+            with self._disk_full_named():
+                self._file.close()
             written = self.tmp_path
             if staged:
-                _compact(self.tmp_path, self._compact_path)
+                _check_room(self.path, compact_bytes + WRITE_HEADROOM)  # the contiguous copy is a second file
+                with self._disk_full_named():
+                    _compact(self.tmp_path, self._compact_path)
                 written = self._compact_path
             fsync_file(written)
             os.replace(written, self.path)
@@ -382,10 +476,12 @@ class SnapshotWriter:
         return self.path
 
     def abort(self) -> None:
-        """Discard what was written; the final name is left untouched."""
+        """Discard what was written; the final name is left untouched. Never raises: it runs while another error is raised."""
         self._closed = True
         try:
             self._file.close()
+        except Exception:  # the file is discarded; its close failing (a full disk) must not hide why we abort
+            pass
         finally:
             self.tmp_path.unlink(missing_ok=True)
             self._compact_path.unlink(missing_ok=True)
@@ -416,6 +512,36 @@ def describe_discriminator(discriminator: Any) -> dict[str, Any]:
         "architecture": f"{type(discriminator).__module__}.{type(discriminator).__qualname__}",
         "feature_dim": int(getattr(discriminator, "feature_dim", -1)),
     }
+
+
+# Bytes a variable-length string row takes: HDF5's reference to it, plus the string, counted generously.
+_VLEN_ROW_BYTES = 64
+
+
+def _new_bytes(ds: h5py.Dataset, start: int, stop: int, rows: np.ndarray) -> int:
+    """Bytes writing ``rows`` at ``[start, stop)`` adds to the file (contiguous datasets were counted when created)."""
+    strings = sum(len(str(r).encode()) for r in rows) + 16 * len(rows) if rows.dtype == object else 0
+    if ds.chunks is None:
+        return strings
+    chunk_rows = ds.chunks[0]
+    chunks = -(-stop // chunk_rows) - -(-start // chunk_rows)  # chunks this write touches for the first time
+    return chunks * int(np.prod(ds.chunks, dtype=np.int64)) * ds.dtype.itemsize + strings
+
+
+def _stored_bytes(ds: h5py.Dataset) -> int:
+    """Bytes of a dataset's rows in a contiguous copy."""
+    per_row = _VLEN_ROW_BYTES if h5py.check_string_dtype(ds.dtype) is not None else ds.dtype.itemsize
+    return int(np.prod(ds.shape, dtype=np.int64)) * per_row
+
+
+def _check_room(path: Path, nbytes: int) -> None:
+    """:class:`DiskFullError` when the folder of ``path`` has less than ``nbytes`` free."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:  # pragma: no cover
+        return
+    if free < nbytes:
+        raise disk_full_error(path, nbytes)
 
 
 def _datasets(group: h5py.Group) -> Iterator[h5py.Dataset]:
@@ -738,14 +864,20 @@ class Snapshot:
         """Every way this file departs from the schema, each naming the dataset or attribute.
 
         Features are checked for NaN/inf on every row when a matrix is at most 256 MiB (or
-        ``full=True``) and on a fixed sample of rows otherwise.
+        ``full=True``) and on a fixed sample of rows otherwise (:meth:`check` says which).
         """
+        return self.check(full).problems
+
+    def check(self, full: bool = False) -> SnapshotCheck:
+        """:meth:`problems` with what the verdict rests on: the feature matrices checked on sampled rows only."""
+        validator = _Validator(self, full)
         try:
-            return _Validator(self, full).run()
+            problems = validator.run()
         except SnapshotError as err:
-            return err.problems
+            problems = err.problems
         except OSError as err:
-            return [f"cannot read the file ({err}); it may be truncated or corrupted"]
+            problems = [f"cannot read the file ({err}); it may be truncated or corrupted"]
+        return SnapshotCheck(str(self.path), problems, validator.sampled)
 
     def validate(self, full: bool = False) -> None:
         """Raise :class:`SnapshotError` listing every problem :meth:`problems` finds."""
@@ -790,6 +922,7 @@ class _Validator:
         self.f = snap.file
         self.full = full
         self.problems: list[str] = []
+        self.sampled: list[tuple[str, int, int]] = []  # (dataset, rows checked, rows) of sampled NaN/inf checks
 
     def add(self, message: str) -> None:
         self.problems.append(message)
@@ -926,21 +1059,18 @@ class _Validator:
         if n == 0:
             return
         nbytes = ds.size * ds.dtype.itemsize
-        bad_rows: list[np.ndarray] = []
         if self.full or nbytes <= FULL_FINITE_CHECK_BYTES:
-            block = max(1, _COPY_BLOCK_BYTES // max(1, ds.shape[1] * ds.dtype.itemsize))
-            for start in range(0, n, block):
-                chunk = self.snap._read(ds, np.s_[start : start + block])
-                bad_rows.append(start + np.flatnonzero(~np.isfinite(chunk).all(axis=1)))
+            row_bytes = ds.shape[1] * ds.dtype.itemsize
+            bad = nonfinite_rows(lambda rows: self.snap._read(ds, rows), n, row_bytes, _COPY_BLOCK_BYTES)
             scope = "all rows"
         else:
             rows = np.unique(
                 np.concatenate([np.random.default_rng(0).choice(n, FINITE_SAMPLE_ROWS, replace=False), [0, n - 1]])
             )
             chunk = self.snap._read(ds, rows)
-            bad_rows.append(rows[~np.isfinite(chunk).all(axis=1)])
+            bad = rows[~np.isfinite(chunk).all(axis=1)]
             scope = f"{rows.size} sampled rows"
-        bad = np.concatenate(bad_rows)
+            self.sampled.append((str(ds.name), int(rows.size), n))
         if bad.size:
             self.add(
                 f"{ds.name}: {bad.size} rows with NaN or inf values in {scope} (e.g. rows {bad[:5].tolist()}); expected finite features"

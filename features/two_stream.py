@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from features.i3d import MODALITY_CHANNELS, InceptionI3d
+from features.i3d import MODALITY_CHANNELS, InceptionI3d, PoolKind
 
 __all__ = ["TwoStream", "TwoStreamOutput"]
 
@@ -90,12 +90,14 @@ class TwoStream(nn.Module):
         *,
         width: float = 1.0,
         checkpoints: Mapping[str, str | os.PathLike[str]] | None = None,
+        pool: PoolKind = "native",
         **kwargs: object,
     ) -> TwoStream:
         """RGB/flow I3D backbones (random init, or pytorch-i3d ``checkpoints`` per modality).
 
         The backbones' own Kinetics ``logits`` layers are frozen (``requires_grad=False``): the
-        heads ``C^k`` classify, and frozen unused parameters keep DDP from complaining.
+        heads ``C^k`` classify, and frozen unused parameters keep DDP from complaining. ``pool``
+        chooses the backbones' max-pool kernels (:meth:`features.i3d.InceptionI3d.set_pool`).
         """
         backbones: dict[str, nn.Module] = {}
         for name in modalities:
@@ -103,9 +105,9 @@ class TwoStream(nn.Module):
                 raise ValueError(f"I3D modalities are {sorted(MODALITY_CHANNELS)}, got {name!r}")
             path = (checkpoints or {}).get(name)
             if path is not None:
-                backbone = InceptionI3d.from_checkpoint(path, name, width=width)  # type: ignore[arg-type]
+                backbone = InceptionI3d.from_checkpoint(path, name, width=width, pool=pool)  # type: ignore[arg-type]
             else:
-                backbone = InceptionI3d(in_channels=MODALITY_CHANNELS[name], width=width)
+                backbone = InceptionI3d(in_channels=MODALITY_CHANNELS[name], width=width, pool=pool)
             backbone.logits.requires_grad_(False)
             backbones[name] = backbone
         return cls(backbones, num_classes, **kwargs)  # type: ignore[arg-type]

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
-from experiments.cli.common import CLIError, add_registry_fetch_options
+from experiments.cli.common import CLIError, Interrupted, add_registry_fetch_options, sigterm_as_interrupt
 
 __all__ = ["COMMANDS", "CLIError", "add_registry_fetch_options", "build_parser", "main"]
 
@@ -53,14 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # a warning is one line a user reads (a repaired metrics log, a rewritten config.json), not a source excerpt
+    warnings.formatwarning = lambda message, *_a, **_k: f"mmir {args.command}: warning: {message}\n"
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():  # SIGTERM unwinds like Ctrl-C: no temporary file is left behind
+            return int(args.func(args) or 0)
     except CLIError as err:
         print(f"mmir {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except Interrupted as err:
+        print(f"mmir {args.command}: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt as err:
+        print(f"mmir {args.command}: interrupted", file=sys.stderr)
+        return getattr(err, "exit_code", 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

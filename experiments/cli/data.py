@@ -44,7 +44,7 @@ def run_fetch(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from experiments.cli.common import CLIError
+    from experiments.cli.common import CLIError, check_cache_option
     from features.data.watch import (
         CLASSES,
         TEST_SUBJECTS,
@@ -61,8 +61,10 @@ def run_fetch(args: argparse.Namespace) -> int:
         raise CLIError(f"unknown data set {args.name!r}; known: {', '.join(DATASETS)}")
     if args.archive is not None and not args.archive.is_file():
         raise CLIError(f"--archive {args.archive}: no such file")
+    check_cache_option(args.cache, writing=False)
     out = converted_path(args.cache)
     if args.force or not out.is_file():
+        check_cache_option(args.cache, writing=True)
         origin = (
             args.archive
             if args.archive is not None

@@ -9,8 +9,17 @@ from typing import Any
 #: wall time of `mmir demo` with its defaults on a quiet 2-core machine, data generation included (README)
 DEMO_SECONDS_MEASURED = 273
 
+EXAMPLES = """\
+examples:
+  mmir demo                                       # about 5 minutes on 2 CPU cores
+  mmir demo --stage1-steps 50 --stage2-steps 50 --benchmark-seeds 0   # a quick look
+  mmir demo --out runs/demo2 --seed 1 --data-root data/synthetic
+"""
+
 
 def register(sub: Any) -> None:
+    from experiments.cli.common import ExamplesFormatter
+
     p = sub.add_parser(
         "demo",
         help="the main job: co-train source-only, adversarial-only, MMIR and MMIR robust on synthetic video (CPU, minutes)",
@@ -21,6 +30,8 @@ def register(sub: Any) -> None:
         "feature-level negative-transfer benchmark (adversarial-only, MMIR, mmir-robust, random removal, ground-truth removal, "
         "clean data) "
         "over --benchmark-seeds seeds with paired 95% intervals.",
+        epilog=EXAMPLES,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the runs (default: %(default)s)")
@@ -43,13 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from experiments.cli.common import CLIError
+    from experiments.cli.common import CLIError, check_output_folder
     from experiments.demo import demo_table, run_demo
 
     if args.stage1_steps < 1 or args.stage2_steps < 1:
         raise CLIError("--stage1-steps and --stage2-steps must be >= 1")
     if args.benchmark_seeds < 0 or args.benchmark_seeds == 1:
         raise CLIError("--benchmark-seeds must be 0 (skip) or >= 2 (paired intervals need two seeds)")
+    check_output_folder(args.out, "--out")
     console = Console()
     default = (args.stage1_steps, args.stage2_steps, args.benchmark_seeds) == (150, 200, 10)
     console.print(

@@ -16,17 +16,32 @@ from rich.table import Table
 _READ_ERRORS = (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError)
 
 
+EXAMPLES = """\
+examples:
+  mmir snapshot inspect runs/D2-D1/snapshots/step000800.h5
+  mmir snapshot validate runs/D2-D1/snapshots/step000800.h5 --full   # every row checked for NaN/inf
+  mmir snapshot synth synth.h5 --seed 1 --dtype float16
+"""
+
+
 def register(sub: Any) -> None:
+    from experiments.cli.common import ExamplesFormatter
+
     p = sub.add_parser(
         "snapshot",
         help="inspect, validate or synthesise HDF5 feature snapshots",
         description="Work with feature snapshots (docs/snapshot-format.md): summarise one, check it against the "
         "schema, or write the synthetic benchmark as a snapshot for offline agent studies without video.",
+        epilog=EXAMPLES,
+        formatter_class=ExamplesFormatter,
     )
     actions = p.add_subparsers(dest="snapshot_command", required=True, metavar="ACTION")
 
     inspect = actions.add_parser(
-        "inspect", help="summary: schema, datasets, counts, feature statistics, validation verdict"
+        "inspect",
+        help="summary: schema, datasets, counts, feature statistics, validation verdict",
+        epilog=EXAMPLES,
+        formatter_class=ExamplesFormatter,
     )
     inspect.add_argument("file", type=Path, help="snapshot file (.h5)")
     inspect.add_argument(
@@ -40,7 +55,12 @@ def register(sub: Any) -> None:
     )
     inspect.set_defaults(func=run_inspect)
 
-    validate = actions.add_parser("validate", help="check a snapshot against the schema; exit 0 if valid, 1 if not")
+    validate = actions.add_parser(
+        "validate",
+        help="check a snapshot against the schema; exit 0 if valid, 1 if not",
+        epilog=EXAMPLES,
+        formatter_class=ExamplesFormatter,
+    )
     validate.add_argument("file", type=Path, help="snapshot file (.h5)")
     validate.add_argument(
         "--full", action="store_true", help="check every row for NaN/inf (default: a sample of rows on large files)"
@@ -52,6 +72,8 @@ def register(sub: Any) -> None:
         help="write the synthetic benchmark (both modalities, ground truth, pre-trained discriminators) as a snapshot",
         description="Write the synthetic benchmark as a snapshot: the same data and discriminators as the in-memory "
         "synthetic source of `mmir study` with the same seed, so studies on snapshots can be tried with no video.",
+        epilog=EXAMPLES,
+        formatter_class=ExamplesFormatter,
     )
     synth.add_argument("out", type=Path, help="output file (.h5); written atomically")
     synth.add_argument(
@@ -73,26 +95,27 @@ def register(sub: Any) -> None:
     synth.set_defaults(func=run_synth)
 
 
-def _open(path: Path, full: bool) -> tuple[Any, list[str]]:
-    """The snapshot (None if it cannot be opened) and its problems."""
+def _open(path: Path, full: bool) -> tuple[Any, list[str], str]:
+    """The snapshot (None if it cannot be opened), its problems and what was checked (" (sampled: ...)" or "")."""
     from features.snapshot import Snapshot, SnapshotError
 
     try:
         snap = Snapshot(path, validate=False)
     except SnapshotError as err:
-        return None, err.problems
+        return None, err.problems, ""
     except _READ_ERRORS as err:
-        return None, [f"cannot open: {type(err).__name__}: {err}"]
-    return snap, snap.problems(full=full)
+        return None, [f"cannot open: {type(err).__name__}: {err}"], ""
+    check = snap.check(full=full)
+    return snap, check.problems, check.scope
 
 
-def _print_problems(console: Console, path: Path, problems: list[str]) -> None:
+def _print_problems(console: Console, path: Path, problems: list[str], scope: str = "") -> None:
     if problems:
         console.print(f"[bold red]INVALID[/] {path}: {len(problems)} problem{'s' * (len(problems) != 1)}")
         for problem in problems:
             console.print(f"  - {problem}", markup=False, highlight=False)
     else:
-        console.print(f"[bold green]VALID[/] {path}")
+        console.print(f"[bold green]VALID[/] {path}{scope}")
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -100,8 +123,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
     if not args.file.exists():
         raise CLIError(f"no such file: {args.file}")
-    _, problems = _open(args.file, args.full)
-    _print_problems(Console(), args.file, problems)
+    _, problems, scope = _open(args.file, args.full)
+    _print_problems(Console(), args.file, problems, scope)
     return 1 if problems else 0
 
 
@@ -113,7 +136,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     if args.max_rows < 1:
         raise CLIError(f"--max-rows must be >= 1, got {args.max_rows}")
     console = Console()
-    snap, problems = _open(args.file, args.full)
+    snap, problems, scope = _open(args.file, args.full)
     if snap is not None:
         try:
             _print_schema(console, snap)
@@ -122,7 +145,7 @@ def run_inspect(args: argparse.Namespace) -> int:
                 _print_contents(console, snap, snap.summary(max_rows=args.max_rows))
         except _READ_ERRORS as err:
             problems = [*problems, f"cannot read: {type(err).__name__}: {err}"]
-    _print_problems(console, args.file, problems)
+    _print_problems(console, args.file, problems, scope)
     return 1 if problems else 0
 
 
@@ -214,6 +237,7 @@ def _num(value: float) -> str:
 
 def run_synth(args: argparse.Namespace) -> int:
     from experiments.cli.common import CLIError
+    from features.atomic_io import folder_problem
     from features.snapshot import Snapshot, SnapshotError
     from mmir_env.sources.snapshot import write_synthetic_snapshot
 
@@ -223,6 +247,9 @@ def run_synth(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.out} is a directory, expected a file name such as synth.h5")
     if args.pretrain_steps is not None and args.pretrain_steps < 1:
         raise CLIError(f"--pretrain-steps must be >= 1, got {args.pretrain_steps}")
+    problem = folder_problem(args.out.parent)
+    if problem is not None:
+        raise CLIError(f"OUT {args.out}: {problem}; write it into a writable folder")
     console = Console()
     try:
         with console.status(f"writing the synthetic benchmark (seed {args.seed}, d={args.feature_dim}) to {args.out}"):

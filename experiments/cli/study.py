@@ -16,13 +16,24 @@ from features.atomic_io import atomic_write_text, json_text
 
 DEFAULT_LOGIT_NOISE = 1.0  # the synthetic benchmark's discriminator drift (mmir_env.synthetic_env)
 
+EXAMPLES = """\
+examples:
+  mmir study                                      # random and oracle on the synthetic benchmark
+  mmir study --agent mmir-dqn,dqn --timesteps 20000 --seeds 3 --out runs/study
+  mmir study --snapshot runs/D2-D1/snapshots/step000800.h5 --modality flow --agent mmir-dqn
+"""
+
 
 def register(sub: Any) -> None:
+    from experiments.cli.common import ExamplesFormatter
+
     p = sub.add_parser(
         "study",
         help="train agents on the refinement env and report precision/recall against planted negatives",
         description="Train each agent (any registered algorithm) on the instance-refinement environment of the "
         "synthetic benchmark or of a snapshot, evaluate it greedily, and print mean +- std over seeds.",
+        epilog=EXAMPLES,
+        formatter_class=ExamplesFormatter,
     )
     p.add_argument(
         "--agent",
@@ -103,8 +114,9 @@ def build_source(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from agents.registry import registered_agents
-    from experiments.cli.common import CLIError
+    from experiments.cli.common import CLIError, check_output_folder
     from experiments.study import summarize, train_and_evaluate
+    from features.atomic_io import DiskFullError
     from mmir_env.env import InstanceRefinementEnv
 
     names = [a.strip() for a in args.agent.split(",") if a.strip()]
@@ -120,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         if value < minimum:
             raise CLIError(f"{flag} must be >= {minimum}, got {value}")
+    if args.out is not None:  # before any training: the trained agents and results must have somewhere to go
+        check_output_folder(args.out, "--out")
     console = Console()
     domains = ("source", "target") if args.domain == "both" else (args.domain,)
     source = build_source(args)
@@ -158,23 +172,40 @@ def run(args: argparse.Namespace) -> int:
                     progress.update(task, completed=args.timesteps or 1)
                     results.append(result)
                     if args.out is not None and hasattr(agent, "save"):
-                        (args.out / "agents").mkdir(parents=True, exist_ok=True)
-                        from agents.dqn import RefinementDQN
-
-                        suffix = ".pt" if isinstance(agent, RefinementDQN) else ""  # SB3 appends .zip itself
-                        agent.save(args.out / "agents" / f"{name}-{domain}-seed{seed}{suffix}")
+                        _save_agent(agent, args.out / "agents" / f"{name}-{domain}-seed{seed}")
     rows = summarize(results)
     console.print(_table(rows, args, source))
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
         payload = {
             "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
             "summary": rows,
             "runs": [r.as_dict() for r in results],
         }
-        atomic_write_text(args.out / "results.json", json_text(payload, indent=2))
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.out / "results.json", json_text(payload, indent=2))
+        except DiskFullError as err:
+            raise CLIError(f"{err}; the table above is the result: free some space to keep it as JSON") from None
+        except OSError as err:
+            raise CLIError(f"cannot write {args.out / 'results.json'}: {err.strerror or err}") from None
         console.print(f"results written to {args.out / 'results.json'}")
     return 0
+
+
+def _save_agent(agent: Any, stem: Path) -> None:
+    """Save a trained agent as ``stem`` (+ ``.pt``, or SB3's ``.zip``); a failed save is one line naming the file."""
+    from agents.dqn import RefinementDQN
+    from experiments.cli.common import CLIError
+    from features.atomic_io import DiskFullError
+
+    suffix = ".pt" if isinstance(agent, RefinementDQN) else ""  # SB3 appends .zip itself
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        agent.save(stem.with_name(stem.name + suffix))
+    except DiskFullError as err:
+        raise CLIError(f"{err}; free some space and run the study again") from None
+    except OSError as err:
+        raise CLIError(f"cannot save the agent {stem.with_name(stem.name + suffix)}: {err.strerror or err}") from None
 
 
 def _table(rows: list[dict[str, Any]], args: argparse.Namespace, source: Any) -> Table:

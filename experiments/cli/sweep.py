@@ -8,8 +8,17 @@ from typing import Any
 
 DEFAULT_METHODS = "source-only,adversarial-only,mmd,adabn,mcd,mm-sada,mmir"
 
+EXAMPLES = """\
+examples:
+  mmir sweep --methods source-only,mmir --seeds 2 --out runs/sweep   # the synthetic pair, CPU-sized
+  mmir sweep --pairs D2-D1,D3-D1 --data-root /data/epic --jobs 2 --out runs/paper
+  mmir sweep --pairs D2-D1 --data-root /data/epic --launcher slurm --slurm-partition gpu --dry-run
+"""
+
 
 def register(sub: Any) -> None:
+    from experiments.cli.common import ExamplesDefaultsFormatter
+
     p = sub.add_parser(
         "sweep",
         help="run methods x domain pairs x seeds (resumable; --jobs for parallel processes), then `mmir report`",
@@ -20,7 +29,8 @@ def register(sub: Any) -> None:
         "--launcher slurm submits one Slurm job per run through submitit (stage-1 runs first) with the same "
         "bookkeeping; --launcher submitit-local runs those jobs on this machine. Each run writes TensorBoard "
         "events to RUN/tensorboard (tensorboard --logdir OUT).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=EXAMPLES,
+        formatter_class=ExamplesDefaultsFormatter,
     )
     p.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated names from experiments.methods")
     p.add_argument(
@@ -91,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         run_sweep_submitit,
         stored_differences,
     )
+    from features.atomic_io import DiskFullError
 
     if args.seeds < 1 or args.jobs < 1 or args.threads < 0:
         raise CLIError("--seeds and --jobs must be >= 1 and --threads >= 0")
@@ -138,5 +149,7 @@ def run(args: argparse.Namespace) -> int:
             )
     except (ConfigError, RunFolderError, SweepError) as err:
         raise CLIError(str(err)) from err
+    except DiskFullError as err:
+        raise CLIError(f"{err}; free some space and run the same command again (finished runs stay done)") from None
     console.print(f"done: `mmir report {args.out}` prints the tables")
     return 0

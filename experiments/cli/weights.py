@@ -74,14 +74,16 @@ def run_list(args: argparse.Namespace) -> int:
 def run_fetch(args: argparse.Namespace) -> int:
     import pickle
 
-    from experiments.cli.common import CLIError
+    from experiments.cli.common import CLIError, check_cache_option
     from features.pretrained import PRETRAINED, FlaxConversionError, fetch_pretrained
     from features.registry_files import ChecksumError, FetchError
 
     if args.name not in PRETRAINED:
         raise CLIError(f"unknown weights {args.name!r}; known: {', '.join(sorted(PRETRAINED))}")
     spec = PRETRAINED[args.name]
+    check_cache_option(args.cache, writing=False)
     if args.force or not spec.converted_path(args.cache).is_file():
+        check_cache_option(args.cache, writing=True)
         src = spec.source
         origin = (
             args.archive

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from experiments.data_streams import worker_init_fn
 from experiments.registries import EVALUATION_HOOKS
 
 EvaluationHook = Callable[[nn.Module, Mapping[str, Any], Any, torch.device], nn.Module]
@@ -58,6 +59,7 @@ def evaluate(
         shuffle=False,
         drop_last=False,
         num_workers=cfg.data.num_workers,
+        worker_init_fn=worker_init_fn,
         generator=torch.Generator().manual_seed(0),
     )
     probs: dict[int, Tensor] = {}

@@ -129,7 +129,7 @@ def feature_datasets_from_snapshots(
             raise FeatureFileError(
                 path,
                 role,
-                "no such snapshot file"
+                ("is a folder; a snapshot file (.h5) is expected" if path.is_dir() else "no such snapshot file")
                 + (" (the test split is the target domain of a second snapshot)" if role == "test" else ""),
             )
         try:
