@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from video_helpers import tiny_run_toml
+from video_helpers import tiny_run_toml, wait_for_record
 
 from experiments.cli import main
 from features.data.synthetic_video import generate_video_domains, tiny_config
@@ -396,18 +396,6 @@ def cli(*args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for_record(metrics: Path, proc: subprocess.Popen, predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if metrics.is_file() and any(
-            predicate(json.loads(line)) for line in metrics.read_text().splitlines() if line.endswith("}")
-        ):
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"no such record in {metrics} after {timeout} s")
 
 
 def test_ctrl_c_names_the_step_and_the_resume_command(tiny_toml, tmp_path, capsys, monkeypatch):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,16 @@ def tiny_pair_config(root: Path) -> Path:
     path = root / "tiny-S-T.toml"
     path.write_text(tiny_run_toml(root, snapshots="enabled = false"))
     return path
+
+
+def wait_for_record(metrics: Path, proc: subprocess.Popen, predicate, timeout: float = 120.0) -> None:
+    """Wait until a line of a running ``mmir train``'s ``metrics.jsonl`` satisfies ``predicate`` (the process must live)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.is_file() and any(
+            predicate(json.loads(line)) for line in metrics.read_text().splitlines() if line.endswith("}")
+        ):
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"no such record in {metrics} after {timeout} s")
