@@ -68,8 +68,8 @@ def build_model(cfg: RunConfig) -> nn.Module:
 def epic_datasets(cfg: RunConfig) -> dict[str, EpicClips]:
     """Source-train, target-train and target-test clips of a run config with ``data.kind = "epic"``.
 
-    ``data.decode = "gpu"`` makes the two training sets GPU-decoded (the loop finishes their batches
-    with ``device_transform``); the test set decodes on the CPU (evaluation and snapshots read it directly).
+    ``data.decode = "gpu"`` makes the three sets GPU-decoded (the loop and the evaluation finish
+    their batches with ``device_transform``).
     """
     from features.data.epic import epic_splits
 

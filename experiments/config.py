@@ -161,8 +161,13 @@ class SnapshotConfig:
 
 @dataclass
 class EvaluationConfig:
-    every: int = 50  # steps between target evaluations
+    every: int = 50  # steps between the evaluations that are averaged (paper 4.2: every 50 near the end)
     last: int = 9  # report the mean of the last N evaluations (paper 4.2)
+    # "protocol": the whole test split only at the last `last` evaluations `every` steps apart, ending
+    # at the last step; "every": the whole test split every `every` steps (experiments.evaluation.schedule)
+    schedule: Literal["protocol", "every"] = "protocol"
+    monitor_every: int = 200  # "protocol": steps between cheap monitors on a fixed test subsample (0: none)
+    monitor_windows: int = 200  # test windows the monitor evaluates (the same ones every time)
     windows: int = 5  # test clips per segment, softmax of summed logits averaged
     batch_size: int = 16
     # registered evaluation hooks (experiments.evaluation), in order: "adabn" (AdaBN) or a plug-in's
@@ -390,6 +395,7 @@ def validate(config: RunConfig) -> RunConfig:
         "evaluation.every",
         "evaluation.last",
         "evaluation.windows",
+        "evaluation.monitor_windows",
         "checkpoints.every",
         "model.num_classes",
     ):
@@ -449,6 +455,10 @@ def validate(config: RunConfig) -> RunConfig:
             raise ConfigError(f"{name}.mcd_generator_steps must be >= 1, got {stage.mcd_generator_steps}")
     if config.stage1.refinement:
         raise ConfigError("stage1 trains without refiners (eq. 11): stage1.refinement must be false")
+    if config.evaluation.monitor_every < 0:
+        raise ConfigError(
+            f"evaluation.monitor_every must be >= 0 (0: no monitor), got {config.evaluation.monitor_every}"
+        )
     if config.evaluation.adabn_batches < 0:
         raise ConfigError(f"evaluation.adabn_batches must be >= 0, got {config.evaluation.adabn_batches}")
     if not 0.0 <= config.model.dropout < 1.0:

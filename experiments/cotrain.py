@@ -39,6 +39,7 @@ from experiments.cotrain_module import CoTrainModule
 from experiments.data_streams import StreamPosition, stream_loader, worker_init_fn
 from experiments.distributed import convert_sync_batchnorm, init_distributed, wrap_ddp
 from experiments.evaluation import evaluate
+from experiments.evaluation.schedule import full_evaluation_steps, monitor_indices, monitor_steps
 from experiments.loop_parts import build_parts, make_optimizer
 from experiments.refiners import Refiner
 from experiments.refiners.stats import RefinementStats
@@ -125,7 +126,8 @@ class CoTrainer:
         self.refinement_stats = RefinementStats(cfg.model.num_classes)
         self.stage, self.step = 1, 0
         self.positions = {"stage1": StreamPosition(), "source": StreamPosition(), "target": StreamPosition()}
-        self.evaluations: list[dict[str, float]] = []
+        self.evaluations: list[dict[str, float]] = []  # the full evaluations (experiments.evaluation.schedule)
+        self._monitored: dict[str, float] | None = None  # the latest monitor's step and accuracies
         self.optimizers = self._make_optimizers(1)
         self.run_dir = cfg.run_dir()
         self._streams: Iterator[StepBatch] | None = None  # the current stage's batches (made on first use)
@@ -333,14 +335,23 @@ class CoTrainer:
             self.step += 1
             self._after_step(log)
 
+    def evaluation_steps(self) -> tuple[list[int], list[int]]:
+        """``(full, monitor)``: the stage-2 steps that test on the whole test split, and those that run the monitor."""
+        e = self.cfg.evaluation
+        full = full_evaluation_steps(self.cfg.stage2.steps, e.every, e.last, e.schedule)
+        return full, (monitor_steps(self.cfg.stage2.steps, e.monitor_every, full) if e.schedule == "protocol" else [])
+
     def _run_stage2(self) -> None:
         sc = self.cfg.stage2
+        full, monitors = (set(s) for s in self.evaluation_steps())
         while self.step < sc.steps:
             self.module.train()
             log = self.training_step(self.next_batch())
             self.step += 1
-            if self.dist.is_main and (self.step % self.cfg.evaluation.every == 0 or self.step == sc.steps):
+            if self.dist.is_main and self.step in full:
                 self.evaluations.append({"step": self.step, **self.evaluate()})
+            elif self.dist.is_main and self.step in monitors:
+                self._monitored = {"step": self.step, **self.monitor()}
             if (
                 self.dist.is_main
                 and self.cfg.snapshots.enabled
@@ -465,6 +476,8 @@ class CoTrainer:
             return
         if self.evaluations and self.evaluations[-1]["step"] == self.step and self.stage == 2:
             metrics.update({f"eval/{k}": v for k, v in self.evaluations[-1].items() if k != "step"})
+        if self._monitored is not None and self._monitored["step"] == self.step and self.stage == 2:
+            metrics.update({f"monitor/{k}": v for k, v in self._monitored.items() if k != "step"})
         self._append_metrics(metrics)
         if self.step % self.cfg.checkpoints.every == 0:
             self.save_checkpoint(self.run_dir / "checkpoint.pt")
@@ -480,6 +493,11 @@ class CoTrainer:
     def evaluate(self) -> dict[str, float]:
         """Target top-1 and mean class accuracy over the whole test split (:func:`experiments.evaluation.evaluate`)."""
         return evaluate(self.model, self.datasets, self.cfg, self.device, self.autocast)
+
+    def monitor(self) -> dict[str, float]:
+        """The cheap progress check: top-1 and mean class accuracy on the fixed monitor subsample of test windows."""
+        indices = monitor_indices(len(self.datasets["test"]), self.cfg.evaluation.monitor_windows)
+        return evaluate(self.model, self.datasets, self.cfg, self.device, self.autocast, indices=indices)
 
     def summary(self) -> dict[str, Any]:
         last = self.evaluations[-self.cfg.evaluation.last :]

@@ -31,7 +31,7 @@ def test_train_runs_both_stages_and_writes_outputs(tmp_path, tiny_root, capsys):
     assert rc == 0, capsys.readouterr().err
     run = tmp_path / "runs" / "tiny"
     summary = json.loads((run / "summary.json").read_text())
-    assert [e["step"] for e in summary["evaluations"]] == [1, 2, 3]
+    assert [e["step"] for e in summary["evaluations"]] == [2, 3]  # the protocol: the last 2, every 1 step
     assert summary["evaluations"][0]["segments"] == 3  # every target test segment
     assert (run / "checkpoint.pt").is_file() and (run / "stage1.pt").is_file()
     from features.snapshot import Snapshot

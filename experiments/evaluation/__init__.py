@@ -7,14 +7,14 @@ chosen by the config: ``evaluation.hooks = ["adabn"]`` (:mod:`experiments.evalua
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from experiments.data_streams import worker_init_fn
 from experiments.registries import EVALUATION_HOOKS
@@ -43,18 +43,23 @@ def evaluate(
     cfg: Any,
     device: torch.device,
     autocast: Callable[[], AbstractContextManager[Any]],
+    indices: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Target top-1 and mean class accuracy over the whole test split (every window, none dropped).
 
     The softmax of the fused logits is averaged over each segment's windows (paper 4.2, MM-SADA).
+    ``indices``: only these test windows (the schedule's monitor subsample). A test set decoded on
+    the device (``data.decode = "gpu"``) is finished by its ``device_transform``, as training clips are.
     """
     was_training = model.training
     model.eval()
     tested = model
     for name in configured_hooks(cfg):
         tested = _resolve(name)(tested, datasets, cfg, device)
+    test = datasets["test"]
+    transform = getattr(test, "device_transform", None)
     loader = DataLoader(
-        datasets["test"],
+        test if indices is None else Subset(test, list(indices)),
         batch_size=cfg.evaluation.batch_size,
         shuffle=False,
         drop_last=False,
@@ -65,7 +70,9 @@ def evaluate(
     probs: dict[int, Tensor] = {}
     labels: dict[int, int] = {}
     for batch in loader:
-        clips = {m: batch[m].to(device) for m in model.modalities}
+        if transform is not None:
+            batch = transform(batch, device)
+        clips = {m: batch[m].to(device, non_blocking=True) for m in model.modalities}
         with autocast():
             p = torch.softmax(tested(clips).logits.float(), dim=1).cpu()
         for uid, label, row in zip(batch["uid"].tolist(), batch["label"].tolist(), p):

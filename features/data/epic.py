@@ -812,9 +812,8 @@ def epic_splits(
 
     The training sets draw one window per segment (``synchronised``: flow aligned on RGB); the test
     set has ``test_clips`` windows per segment. ``splits`` as :class:`EpicClips`'s. ``decode``
-    applies to the two training sets, which the training loop finishes with
-    :meth:`EpicClips.device_transform`; the test set always decodes on the CPU, because evaluation
-    and snapshots iterate it (and datasets built from it) directly.
+    applies to all three sets; the training loop and the evaluation finish their batches with
+    :meth:`EpicClips.device_transform` (snapshots build their own CPU-decoded sets).
     """
     if decode not in DECODE_MODES:
         raise ValueError(f"decode must be 'cpu' or 'gpu', got {decode!r}")
@@ -822,5 +821,5 @@ def epic_splits(
     return {
         "source": EpicClips(root, source, "train", synchronised=synchronised, role="source", decode=decode, **common),
         "target": EpicClips(root, target, "train", synchronised=synchronised, role="target", decode=decode, **common),
-        "test": EpicClips(root, target, "test", test_clips=test_clips, role="target", **common),
+        "test": EpicClips(root, target, "test", test_clips=test_clips, role="target", decode=decode, **common),
     }
