@@ -140,7 +140,10 @@ class RefinementConfig:
     relevance: Literal["discriminator", "critic"] = "discriminator"
     relabel: bool = False  # re-score replayed transitions with the current relevance model at update time
     warmup_steps: int = 0  # stage-2 steps in which the agents learn but remove nothing
-    diagnostics: bool = True  # log the refinement diagnostics every step (experiments.refiners.diagnostics)
+    diagnostics: bool = True  # log the refinement diagnostics (experiments.refiners.diagnostics)
+    # ... on every N-th stage-2 step (1: every step): they re-score replayed transitions and run an
+    # extra greedy pass, about half of what refinement costs a step when taken every step
+    diagnostics_every: int = 10
 
 
 @dataclass
@@ -455,6 +458,8 @@ def validate(config: RunConfig) -> RunConfig:
             raise ConfigError(f"{name}.mcd_generator_steps must be >= 1, got {stage.mcd_generator_steps}")
     if config.stage1.refinement:
         raise ConfigError("stage1 trains without refiners (eq. 11): stage1.refinement must be false")
+    if config.refinement.diagnostics_every < 1:
+        raise ConfigError(f"refinement.diagnostics_every must be >= 1, got {config.refinement.diagnostics_every}")
     if config.evaluation.monitor_every < 0:
         raise ConfigError(
             f"evaluation.monitor_every must be >= 0 (0: no monitor), got {config.evaluation.monitor_every}"

@@ -207,8 +207,11 @@ def write_diagnostics_plot(records: list[Any], out: Path) -> Path | None:
         ("staleness", "replayed rewards gone stale"),
     ]
     curves: dict[str, dict[str, list[np.ndarray]]] = {}
+    steps: dict[str, np.ndarray] = {}
     for record in records:
-        rows = [r for r in _rows(record.path) if r.get("stage") == 2]
+        # the steps that took diagnostics (refinement.diagnostics_every)
+        rows = [r for r in _rows(record.path) if r.get("stage") == 2 and any(k.startswith("diag/") for k in r)]
+        steps.setdefault(record.method, np.array([r["step"] for r in rows]))
         for name, _ in panels:
             series = np.array([_nanmean([v for k, v in r.items() if k.startswith(f"diag/{name}/")]) for r in rows])
             if rows and not np.all(np.isnan(series)):
@@ -223,7 +226,7 @@ def write_diagnostics_plot(records: list[Any], out: Path) -> Path | None:
             mean = np.array([_nanmean(list(column)) for column in stacked.T])
             window = max(1, min(10, n // 10))
             smoothed = smooth(mean, window)
-            ax.plot(np.arange(len(smoothed)) + window, smoothed, label=method)
+            ax.plot(steps[method][:n][len(mean) - len(smoothed) :], smoothed, label=method)
         ax.set(title=title, xlabel="stage-2 step (moving average)")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)

@@ -93,6 +93,7 @@ def toy_config(tmp_path, **stage2) -> RunConfig:
     for k, v in stage2.items():
         setattr(cfg.stage2, k, v)
     cfg.evaluation.every = 5
+    cfg.refinement.diagnostics_every = 1  # the diagnostics of every step (tests read them)
     cfg.checkpoints.every = 3
     cfg.snapshots.enabled = False
     return validate(cfg)

@@ -203,3 +203,28 @@ def test_diagnostics_never_change_a_run_and_can_be_switched_off(tmp_path):
     assert any(k.startswith("diag/") for r in lines[True] for k in r)
     stripped = [{k: v for k, v in r.items() if not k.startswith("diag/") and k != "time"} for r in lines[True]]
     assert stripped == [{k: v for k, v in r.items() if k != "time"} for r in lines[False]]
+
+
+@pytest.mark.parametrize("policy", ["agent", "random"])
+def test_diagnostics_are_taken_every_nth_step_from_the_first(tmp_path, policy):
+    cfg = toy_config(tmp_path)
+    cfg.refinement.policy, cfg.refinement.diagnostics_every = policy, 3
+    CoTrainer(validate(cfg), datasets=toy_datasets(), model=toy_model()).run()
+    rows = [json.loads(x) for x in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
+    diagnosed = [r["step"] for r in rows if r["stage"] == 2 and any(k.startswith("diag/") for k in r)]
+    assert diagnosed == [1, 4, 7, 10]  # stage 2 has 10 steps
+
+
+def test_the_diagnostics_plot_draws_the_diagnosed_steps_only(tmp_path):
+    pytest.importorskip("matplotlib")
+    from experiments.diagnostics_report import write_diagnostics_plot
+
+    cfg = toy_config(tmp_path)
+    cfg.refinement.diagnostics_every = 2
+    CoTrainer(validate(cfg), datasets=toy_datasets(), model=toy_model()).run()
+
+    class Record:
+        path, method = tmp_path / "toy", "mmir"
+
+    path = write_diagnostics_plot([Record()], tmp_path / "plots")
+    assert path is not None and path.stat().st_size > 0

@@ -92,6 +92,7 @@ class AgentRefiner:
         self.warmup_steps = int(r.warmup_steps)
         self.calls = 0  # refine() calls so far (stage-2 steps): the warm-up's clock, kept in checkpoints
         self.diagnostics = bool(r.diagnostics)
+        self.diagnostics_every = int(r.diagnostics_every)
         if r.relabel:
             if not hasattr(self.agent, "reward_relabel"):
                 raise ConfigError(
@@ -111,9 +112,8 @@ class AgentRefiner:
         b, d = features.shape
         s = b // self.n_c
         stats: dict[str, float] = {}
-        replayed = (
-            self.agent.replayed(self.STALENESS_ROWS) if self.diagnostics and hasattr(self.agent, "replayed") else None
-        )
+        diagnose = self.diagnostics and self.calls % self.diagnostics_every == 0
+        replayed = self.agent.replayed(self.STALENESS_ROWS) if diagnose and hasattr(self.agent, "replayed") else None
         if replayed is not None:  # rewards stored by earlier steps against the relevance model now
             obs_r, mask_r, actions_r, rewards_r = replayed
             stats["diag/staleness"] = staleness(rewards_r, self.current_reward(obs_r, mask_r, actions_r))
@@ -121,7 +121,7 @@ class AgentRefiner:
         negatives = None if is_negative is None else is_negative.reshape(s, self.n_c)
         obs = self.env.load_candidate_sets(sets, negatives)
         first_mask = self.env.mask.clone()
-        greedy = self.agent.greedy(obs, first_mask) if self.diagnostics and hasattr(self.agent, "greedy") else None
+        greedy = self.agent.greedy(obs, first_mask) if diagnose and hasattr(self.agent, "greedy") else None
         relevance: Tensor | None = None  # every row's relevance before the first selection (reports)
         total_reward = 0.0
         negatives_removed = 0
@@ -154,7 +154,7 @@ class AgentRefiner:
             stats["selected"], stats["selected_negatives"] = float(removed), float(negatives_removed)
             negatives_removed = 0
         p_target = None
-        if relevance is not None and self.diagnostics:
+        if relevance is not None and diagnose:
             diag = set_diagnostics(
                 relevance.reshape(s, self.n_c), first_mask, greedy, chosen, negatives, self.reward_kind, self.tau
             )

@@ -65,6 +65,8 @@ class _SetwiseRefiner(_Stateless):
         self.discriminator = context.scorer  # the relevance the rewards use
         self.gan_discriminator = context.discriminator
         self.diagnostics = bool(context.config.refinement.diagnostics)
+        self.diagnostics_every = int(context.config.refinement.diagnostics_every)
+        self.calls = 0  # refine() calls so far: the diagnostics' clock, kept in checkpoints
         self.generator = torch.Generator(device=context.device).manual_seed(int(context.seed))
 
     def choose(self, obs: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
@@ -87,7 +89,9 @@ class _SetwiseRefiner(_Stateless):
         keep = self.env.mask.reshape(-1).clone()
         assert relevance is not None
         diag, p_target = {}, None
-        if self.diagnostics:
+        diagnose = self.diagnostics and self.calls % self.diagnostics_every == 0
+        self.calls += 1
+        if diagnose:
             diag = set_diagnostics(
                 relevance.reshape(sets.shape[0], self.n_c),
                 first_mask,
@@ -110,11 +114,12 @@ class _SetwiseRefiner(_Stateless):
         )
 
     def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "refiner_calls": torch.tensor(self.calls)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "generator" in state and self.generator.device.type == "cpu":
             self.generator.set_state(state["generator"])
+        self.calls = int(state.get("refiner_calls", 0))
 
 
 class RandomRefiner(_SetwiseRefiner):
