@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from agents.exploration import ConstantEpsilon, ExponentialEpsilon, LinearEpsilon, make_schedule
 from agents.qnets import Q_NETWORKS, masked_q, rows_present
-from agents.replay import ReplayBuffer
+from agents.replay import ReplayBuffer, ReplaySample
 from features.atomic_io import atomic_torch_save  # also imported from here by experiments.cotrain
 from features.devices import resolve_device
 
@@ -235,20 +235,28 @@ class RefinementDQN:
         """Masked epsilon-greedy actions ``[B]`` for ``obs: [B, n_c, d]`` (eq. 10); counts selections."""
         obs = obs.to(self.device, torch.float32)
         mask = rows_present(obs) if mask is None else mask.to(self.device, torch.bool)
-        b = obs.shape[0]
-        eps = 0.0 if deterministic else self.exploration_rate
-        explore = torch.rand(b, generator=self.generator, device=self.device) < eps
-        keys = torch.rand((b, self.n_c), generator=self.generator, device=self.device).masked_fill(~mask, -1.0)
-        random_actions = keys.argmax(dim=-1)  # uniform among selectable rows
-        if eps >= 1.0 or bool(explore.all()):  # no greedy set: no Q forward
+        explore, random_actions = self.exploration_draws(mask, deterministic)
+        if bool(explore.all()):  # no greedy set: no Q forward
             actions = random_actions
         else:
             # Q for every set, then a select: cheaper than gathering the greedy subset at these sizes.
             greedy_actions = masked_q(self.q_net(obs, mask), mask).argmax(dim=-1)
             actions = torch.where(explore, random_actions, greedy_actions)
         if count:
-            self.selections += b
+            self.selections += obs.shape[0]
         return actions
+
+    def exploration_draws(self, mask: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """``(explore [B] bool, random actions [B])`` of one masked epsilon-greedy selection, drawn from this agent's generator.
+
+        :meth:`act` and :class:`~agents.grouped.AgentGroup` draw through here, so that acting alone
+        or in a group consumes the same random numbers.
+        """
+        b = mask.shape[0]
+        eps = 0.0 if deterministic else self.exploration_rate
+        explore = torch.rand(b, generator=self.generator, device=self.device) < eps
+        keys = torch.rand((b, self.n_c), generator=self.generator, device=self.device).masked_fill(~mask, -1.0)
+        return explore, keys.argmax(dim=-1)  # uniform among selectable rows
 
     def observe(
         self,
@@ -289,8 +297,12 @@ class RefinementDQN:
 
     def td_loss(self) -> Tensor:
         """Eq. 5-6 on a replay minibatch (attached to the Q-network's graph)."""
+        batch, target = self.td_batch()
+        return self.td_error(self.q_net(batch.obs, batch.mask), batch.actions, target)
+
+    def td_batch(self) -> tuple[ReplaySample, Tensor]:
+        """A replay minibatch drawn from this agent's generator and its TD targets ``y`` (eq. 5, no gradient)."""
         batch = self.replay.sample(self.batch_size, self.generator if self.device.type == "cpu" else None)
-        q = self.q_net(batch.obs, batch.mask).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
             target = (
@@ -301,9 +313,14 @@ class RefinementDQN:
             if self.gamma > 0 and bool(bootstrap.any()):  # with E = 1 every transition is terminal: y = r
                 next_q = masked_q(self.q_net_target(batch.next_obs, batch.next_mask), batch.next_mask).amax(dim=1)
                 target += self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
+        return batch, target
+
+    def td_error(self, q: Tensor, actions: Tensor, target: Tensor) -> Tensor:
+        """Eq. 6: the loss between the Q-values ``q [B, n_c]`` of the taken ``actions`` and the targets."""
+        taken = q.gather(1, actions.unsqueeze(1)).squeeze(1)
         if self.hyperparameters["loss"] == "huber":
-            return F.smooth_l1_loss(q, target)
-        return F.mse_loss(q, target)
+            return F.smooth_l1_loss(taken, target)
+        return F.mse_loss(taken, target)
 
     def update(self, optimize: bool = True) -> Tensor:
         """One gradient step's TD loss (eq. 6); zero while fewer than ``learning_starts`` transitions are stored.

@@ -54,6 +54,7 @@ from rich.table import Table  # noqa: E402
 from experiments.config import CONFIG_DIR, RunConfig, load_config, validate  # noqa: E402
 from experiments.cotrain import CoTrainer  # noqa: E402
 from experiments.data_streams import stream_loader  # noqa: E402
+from experiments.evaluation.schedule import full_evaluation_steps, monitor_steps  # noqa: E402
 from experiments.steps import StepBatch  # noqa: E402
 from features.atomic_io import atomic_write_text  # noqa: E402
 from features.data.epic import DecodeFallbackWarning, EpicClips  # noqa: E402
@@ -77,6 +78,7 @@ STEP_ROWS = (
     "evaluation forward (no grad)",
     "refinement share: MMIR - adversarial-only",
     "refinement share: refiners' own time",
+    "one forward of both halves (joint BatchNorm)",
 )
 DATA_ROWS = (
     "decode=cpu (loader workers)",
@@ -114,6 +116,7 @@ class Sizes:
     half: int  # stage-2 clips per domain
     stage1_batch: int
     eval_batch: int
+    eval_batches: tuple[int, ...]  # evaluation batch sizes timed (the fastest is projected)
     steps: int  # timed steps per variant
     workers: tuple[int, ...]
     loader_batches: int
@@ -133,6 +136,7 @@ def full_sizes(cfg: RunConfig, args: argparse.Namespace) -> Sizes:
         half=cfg.stage2.batch_size // 2,
         stage1_batch=cfg.stage1.batch_size,
         eval_batch=cfg.evaluation.batch_size,
+        eval_batches=tuple(sorted({cfg.evaluation.batch_size, 32, 64, 128})),
         steps=args.steps,
         workers=workers,
         loader_batches=args.loader_batches,
@@ -149,6 +153,7 @@ def smoke_sizes(args: argparse.Namespace) -> Sizes:
         half=5,
         stage1_batch=6,
         eval_batch=4,
+        eval_batches=(4, 8),
         steps=min(args.steps, 2),
         workers=args.workers or (0, 1),
         loader_batches=2,
@@ -162,8 +167,16 @@ def paper_config() -> RunConfig:
     return load_config(CONFIG_DIR / "paper" / "D2-D1.toml")
 
 
-def run_config(sizes: Sizes, device: torch.device, out_dir: Path, precision: str, refinement: bool = True) -> RunConfig:
+def run_config(
+    sizes: Sizes,
+    device: torch.device,
+    out_dir: Path,
+    precision: str,
+    refinement: bool = True,
+    batchnorm: str = "per-domain",
+) -> RunConfig:
     cfg = paper_config()
+    cfg.model.batchnorm = batchnorm
     cfg.name, cfg.output_dir, cfg.device, cfg.precision = "gpu-cotrain", str(out_dir), str(device), precision
     cfg.data.size, cfg.data.frames, cfg.data.num_workers = sizes.size, sizes.frames, 0
     cfg.model.width = sizes.width
@@ -217,6 +230,7 @@ class Variant:
     compile: bool = False
     ddp: str | None = None  # process-group backend
     refinement: bool = True
+    batchnorm: str = "per-domain"  # "joint": the source and target halves in one forward of the trunk
 
 
 @dataclass
@@ -262,7 +276,7 @@ class Stage2:
     ) -> None:
         torch.backends.cudnn.benchmark = variant.cudnn_benchmark  # global: each group sets its own
         self.variant, self.device = variant, device
-        self.cfg = run_config(sizes, device, out_dir, variant.precision, variant.refinement)
+        self.cfg = run_config(sizes, device, out_dir, variant.precision, variant.refinement, variant.batchnorm)
         self.trainer = CoTrainer(self.cfg, datasets=datasets)
         t = self.trainer
         for backbone in t.model.backbones.values():
@@ -420,12 +434,17 @@ def stage1_and_eval(
     precision: str,
     cudnn_benchmark: bool,
     console: Console,
+    eval_rates: dict[int, float],
 ) -> tuple[Measured, Measured]:
-    """A stage-1 step (L_cls on ``stage1.batch_size`` source clips) and the evaluation forward, as the loop runs them."""
+    """A stage-1 step (L_cls on ``stage1.batch_size`` source clips) and the evaluation forward, as the loop runs them.
+
+    The forward is timed at every batch size of ``sizes.eval_batches`` (clips/s into ``eval_rates``);
+    the returned one is the fastest per clip.
+    """
     step1, forward = Measured(), Measured()
     torch.backends.cudnn.benchmark = cudnn_benchmark
     try:
-        _stage1_and_eval(step1, forward, sizes, device, datasets, out_dir, precision)
+        _stage1_and_eval(step1, forward, sizes, device, datasets, out_dir, precision, eval_rates)
     except Exception as exc:
         for r in (step1, forward):
             if not r.seconds:
@@ -443,6 +462,7 @@ def _stage1_and_eval(
     datasets: dict[str, Any],
     out_dir: Path,
     precision: str,
+    eval_rates: dict[int, float],
 ) -> None:
     """The measuring frame of :func:`stage1_and_eval` (its trainer is freed when it ends, raised or not)."""
     cfg = run_config(sizes, device, out_dir, precision)
@@ -469,22 +489,28 @@ def _stage1_and_eval(
     step1.peak_gib, step1.clips = peak_gib(device), sizes.stage1_batch
     clips = stage1_batch = None  # free the stage-1 clips before the evaluation batch
     t.model.eval()
-    batch = random_clips(sizes.eval_batch, sizes, mods, device, 5)
+    # the evaluation forward at each batch size: the fastest per clip is the one to configure
+    for size in sizes.eval_batches:
+        batch = random_clips(size, sizes, mods, device, 5)
 
-    def one_forward() -> float:  # what experiments.evaluation.evaluate runs per batch
-        sync(device)
-        start = time.perf_counter()
-        with torch.no_grad(), t.autocast():
-            torch.softmax(t.model(batch).logits.float(), dim=1)
-        sync(device)
-        return time.perf_counter() - start
+        def one_forward() -> float:  # what experiments.evaluation.evaluate runs per batch
+            sync(device)
+            start = time.perf_counter()
+            with torch.no_grad(), t.autocast():
+                torch.softmax(t.model(batch).logits.float(), dim=1)
+            sync(device)
+            return time.perf_counter() - start
 
-    for _ in range(2):
-        one_forward()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    forward.seconds = [one_forward() for _ in range(max(3, sizes.steps))]
-    forward.peak_gib, forward.clips = peak_gib(device), sizes.eval_batch
+        for _ in range(2):
+            one_forward()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = [one_forward() for _ in range(max(3, sizes.steps))]
+        rate = size / statistics.median(seconds)
+        eval_rates[size] = rate
+        if not forward.seconds or rate > forward.clips / forward.median:
+            forward.seconds, forward.peak_gib, forward.clips = seconds, peak_gib(device), size
+        batch = None
 
 
 # ---------------------------------------------------------------------- data path
@@ -577,10 +603,19 @@ def data_path(root: Path, sizes: Sizes, device: torch.device, smoke: bool, conso
 
 
 # ---------------------------------------------------------------------- projection
-def evaluation_count(cfg: RunConfig) -> int:
-    """Evaluations of stage 2, as CoTrainer._run_stage2 schedules them (every ``evaluation.every`` steps and the last)."""
-    every, steps = cfg.evaluation.every, cfg.stage2.steps
-    return steps // every + (1 if steps % every else 0)
+def evaluation_count(cfg: RunConfig) -> tuple[int, int]:
+    """``(full evaluations, monitors)`` of stage 2, as ``CoTrainer.evaluation_steps`` schedules them."""
+    e = cfg.evaluation
+    full = full_evaluation_steps(cfg.stage2.steps, e.every, e.last, e.schedule)
+    monitors = monitor_steps(cfg.stage2.steps, e.monitor_every, full) if e.schedule == "protocol" else []
+    return len(full), len(monitors)
+
+
+def evaluation_clips(cfg: RunConfig) -> int:
+    """Test clips the evaluations of one pair forward: full passes over the test split and the monitors' subsample."""
+    full, monitors = evaluation_count(cfg)
+    test_windows = EPIC_SEGMENTS["test"][cfg.data.target] * cfg.evaluation.windows
+    return full * test_windows + monitors * min(cfg.evaluation.monitor_windows, test_windows)
 
 
 def project(
@@ -594,12 +629,13 @@ def project(
     """Hours of one pair (``cfg``'s recipe and domains) from per-step times and per-clip rates.
 
     decode="cpu" overlaps with compute (workers prefetch): a step takes max(compute, batch / loader).
-    decode="gpu" runs in the main process before each step: compute + batch x its time per clip.
-    Evaluations and the snapshot read CPU-decoded test-mode clips (``epic_splits`` keeps the test set
-    on the CPU), bounded by the slower of the forward and the loader.
+    decode="gpu" runs in the main process before each step: compute + batch x its time per clip; the
+    evaluations decode the same way (forward + decode per clip). With decode="cpu" the evaluations,
+    and the snapshot in either mode, are bounded by the slower of the forward and the loader.
     """
     s1, b1, s2, b2 = cfg.stage1.steps, cfg.stage1.batch_size, cfg.stage2.steps, cfg.stage2.batch_size
-    eval_clips = evaluation_count(cfg) * EPIC_SEGMENTS["test"][cfg.data.target] * cfg.evaluation.windows
+    eval_clips = evaluation_clips(cfg)
+    full_evaluations, monitors = evaluation_count(cfg)
     snapshots = (
         (1 if cfg.snapshots.every == 0 else cfg.stage2.steps // cfg.snapshots.every) if cfg.snapshots.enabled else 0
     )
@@ -607,7 +643,8 @@ def project(
     read_rate = min(forward_clips_s, loader_cpu_clips_s)
     out = {
         "pair": f"{cfg.data.source}->{cfg.data.target}",
-        "evaluations": evaluation_count(cfg),
+        "evaluations": full_evaluations,
+        "monitors": monitors,
         "evaluation_clips": eval_clips,
         "snapshot_clips": snap_clips,
         "stage1_compute_h": s1 * step1_s / 3600,
@@ -627,7 +664,14 @@ def project(
     if gpu_decode_s_per_clip is not None:
         out["stage1_gpu_decode_h"] = s1 * (step1_s + b1 * gpu_decode_s_per_clip) / 3600
         out["stage2_gpu_decode_h"] = s2 * (step2_s + b2 * gpu_decode_s_per_clip) / 3600
-        out["total_gpu_decode_h"] = out["stage1_gpu_decode_h"] + out["stage2_gpu_decode_h"] + rest
+        out["evaluations_gpu_decode_h"] = eval_clips * (1 / forward_clips_s + gpu_decode_s_per_clip) / 3600
+        out["total_gpu_decode_h"] = (
+            out["stage1_gpu_decode_h"]
+            + out["stage2_gpu_decode_h"]
+            + out["evaluations_gpu_decode_h"]
+            + out["snapshot_h"]
+        )
+        out["evaluations_share_gpu_decode"] = out["evaluations_gpu_decode_h"] / out["total_gpu_decode_h"]
     return out
 
 
@@ -778,7 +822,9 @@ def projection_table(results: dict[str, Any], smoke: bool) -> Table:
         table.add_row(
             PROJECTION_ROWS[2],
             f"{p['evaluations_h']:.2f}",
-            f"{p['evaluations']} x {p['evaluation_clips'] // max(1, p['evaluations'])} clips (test segments x windows)",
+            f"{p['evaluations']} full test passes + {p.get('monitors', 0)} monitors: {p['evaluation_clips']} clips, "
+            f"decode=cpu; {fmt(p.get('evaluations_gpu_decode_h'), '.2f')} h with decode=gpu"
+            f" ({fmt(p.get('evaluations_share_gpu_decode'), '.1%')} of the pair)",
         )
         table.add_row(PROJECTION_ROWS[3], f"{p['snapshot_h']:.2f}", f"{p['snapshot_clips']} clips")
         table.add_row(PROJECTION_ROWS[4], f"{p['total_compute_h']:.2f}", "no data bound")
@@ -940,9 +986,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 [Variant(STEP_ROWS[1])],
                 [Variant(STEP_ROWS[2], precision="bf16"), adv],
                 [Variant(STEP_ROWS[3], precision="bf16", cudnn_benchmark=True)],
+                [Variant(STEP_ROWS[11], precision="bf16", cudnn_benchmark=True, batchnorm="joint")],
             ]
         else:  # no bf16 / cudnn / compile / nccl: the pair is the fp32 default and adversarial-only, DDP runs on gloo
-            groups = [[Variant(STEP_ROWS[0], channels_last=False)], [Variant(STEP_ROWS[1]), adv]]
+            groups = [
+                [Variant(STEP_ROWS[0], channels_last=False)],
+                [Variant(STEP_ROWS[1]), adv],
+                [Variant(STEP_ROWS[11], batchnorm="joint")],
+            ]
             for name in STEP_ROWS[2:5]:
                 results["steps"][name] = {"error": NA, "variant": ""}
         # after the data path, so that a process group that will not start, or minutes of compiling, cost nothing else
@@ -956,15 +1007,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         described = {
             STEP_ROWS[5]: f"{'nccl' if cuda else 'gloo (smoke; nccl needs CUDA)'}, {lowp}, channels_last_3d",
             STEP_ROWS[6]: f"{lowp}, channels_last_3d, 0 agents",
+            STEP_ROWS[11]: f"{lowp}, model.batchnorm = 'joint': one batch of {2 * sizes.half} (not the paper's recipe)",
         }
         for group in groups:
             run_group(group, sizes, device, datasets, out_dir, console, results, described)
             save()
-        step1, forward = stage1_and_eval(sizes, device, datasets, out_dir, lowp, cuda, console)
+        eval_rates: dict[int, float] = {}
+        step1, forward = stage1_and_eval(sizes, device, datasets, out_dir, lowp, cuda, console, eval_rates)
+        results["evaluation_batches"] = {str(k): v for k, v in eval_rates.items()}
         tuned = ", channels_last_3d" + (", cudnn.benchmark" if cuda else "")
+        rates = ", ".join(f"{k}: {v:.0f}" for k, v in eval_rates.items())
         for name, m, what in (
             (STEP_ROWS[7], step1, f"{sizes.stage1_batch} clips, {lowp}{tuned}"),
-            (STEP_ROWS[8], forward, f"batch {sizes.eval_batch}, {lowp}{tuned}"),
+            (STEP_ROWS[8], forward, f"batch {forward.clips} (fastest; clips/s by batch {rates}), {lowp}{tuned}"),
         ):
             results["steps"][name] = {**m.as_dict(), "variant": what}
         save()

@@ -20,4 +20,9 @@ export PYTHONPATH="/tmp/site:$repo${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 # the I3D trunk by pool implementation first (seconds on a GPU); its table lands beside the main check's
 if [ -n "${OUT:-}" ]; then python3 "$here/i3d_pools.py" --json "$OUT/i3d_pools.json" || echo "i3d_pools.py failed (exit $?)"; fi
+# the agent loop on the GPU: env steps/s of mmir-dqn on the batched env beside SB3's DQN (a minute)
+if [ -n "${OUT:-}" ]; then
+    python3 "$here/agent_throughput.py" --device cuda --timesteps 20000 --episodes 500 --json "$OUT/agent_throughput.json" ||
+        echo "agent_throughput.py failed (exit $?)"
+fi
 exec python3 "$here/gpu_cotrain.py" "$@"

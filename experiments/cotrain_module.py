@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from experiments.objectives import Objective, StepOutputs
-from experiments.refiners import RefinementResult, Refiner
+from experiments.refiners import RefinementResult, Refiner, refine_all
 from experiments.refiners.diagnostics import domain_auc
 from experiments.steps import StepBatch, StepStrategy
 
@@ -118,20 +118,22 @@ class CoTrainModule(nn.Module):
     def refine(self, f_src: dict[str, Tensor], f_tgt: dict[str, Tensor] | None, batch: StepBatch) -> Refined:
         """Every refiner on its half-batch of one modality (features detached inside): keep masks, results, losses."""
         assert f_tgt is not None, "refinement needs the target half (stage 2)"
-        out = Refined()
-        for modality in f_src:
+        inputs = {
+            (modality, domain): (feats[modality], negative)
+            for modality in f_src
             for domain, feats, negative in (
-                ("source", f_src[modality], batch.source_negative),
-                ("target", f_tgt[modality], batch.target_negative),
-            ):
-                refiner = self.refiners.get((modality, domain))
-                if refiner is None:
-                    continue
-                result = refiner.refine(feats, negative)
-                out.results[f"{modality}/{domain}"] = result
-                out.keep[(modality, domain)] = result.keep
-                if result.loss is not None:
-                    out.losses.append(result.loss)
+                ("source", f_src, batch.source_negative),
+                ("target", f_tgt, batch.target_negative),
+            )
+            if (modality, domain) in self.refiners
+        }
+        out = Refined()
+        for (modality, domain), result in refine_all(self.refiners, inputs).items():  # the agents as one group
+            out.results[f"{modality}/{domain}"] = result
+            out.keep[(modality, domain)] = result.keep
+            if result.loss is not None:
+                out.losses.append(result.loss)
+        for modality in f_src:
             add_domain_aucs(out.results.get(f"{modality}/source"), out.results.get(f"{modality}/target"))
         return out
 

@@ -64,7 +64,11 @@ def test_smoke_run_prints_every_row_and_writes_json(tmp_path):
     assert [r["workers"] for r in results["data"]["cpu"]] == [0, 1]
     assert all(v["max"] == 0 for v in results["data"]["fallback"].values())  # the fallback is decode="cpu" exactly
     assert "projection" not in results  # a CPU projection would be meaningless; only the code path ran
-    assert results["projection_of_smoke_numbers_not_meaningful"]["evaluations"] == 160  # 8000 steps / every 50
+    projection = results["projection_of_smoke_numbers_not_meaningful"]
+    assert (projection["evaluations"], projection["monitors"]) == (9, 37)  # the protocol: steps 7600-8000 every 50
+    assert steps[script.STEP_ROWS[11]]["s_per_step_median"] > 0  # the joint-BatchNorm step ran
+    assert set(results["evaluation_batches"]) == {"4", "8"}  # the evaluation forward at each batch size
+    assert steps[script.STEP_ROWS[8]]["clips"] in (4, 8)  # the fastest of them
 
 
 def test_projection_arithmetic():
@@ -73,8 +77,14 @@ def test_projection_arithmetic():
     p = script.project(
         cfg, step1_s=0.5, step2_s=0.4, forward_clips_s=1000.0, loader_cpu_clips_s=160.0, gpu_decode_s_per_clip=0.001
     )
-    assert p["pair"] == "D2->D1" and p["evaluations"] == 160
-    assert p["evaluation_clips"] == 160 * 435 * 5  # D1 test segments x windows
+    # the protocol's 9 full passes over the D1 test split (435 segments x 5 windows), 37 monitors of 200 windows
+    # (every 200 steps, but at 7600 and 7800, which are full evaluations, and at 8000)
+    assert p["pair"] == "D2->D1" and (p["evaluations"], p["monitors"]) == (9, 37)
+    assert p["evaluation_clips"] == 9 * 435 * 5 + 37 * 200
+    assert p["evaluations_gpu_decode_h"] == pytest.approx(p["evaluation_clips"] * (1 / 1000.0 + 0.001) / 3600)
+    assert p["total_gpu_decode_h"] == pytest.approx(
+        p["stage1_gpu_decode_h"] + p["stage2_gpu_decode_h"] + p["evaluations_gpu_decode_h"] + p["snapshot_h"]
+    )
     assert p["stage1_compute_h"] == pytest.approx(4000 * 0.5 / 3600)
     assert p["stage2_cpu_decode_h"] == pytest.approx(8000 * max(0.4, 80 / 160) / 3600)  # loader-bound: 0.5 s a step
     assert p["stage2_gpu_decode_h"] == pytest.approx(8000 * (0.4 + 80 * 0.001) / 3600)

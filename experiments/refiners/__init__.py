@@ -20,7 +20,7 @@ A new policy is one module with a class satisfying :class:`Refiner` and a call o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,7 +29,15 @@ from torch import Tensor, nn
 
 from experiments.registries import REFINERS
 
-__all__ = ["REFINERS", "Refiner", "RefinerContext", "RefinementResult", "build_refiner", "register_refiner"]
+__all__ = [
+    "REFINERS",
+    "Refiner",
+    "RefinerContext",
+    "RefinementResult",
+    "build_refiner",
+    "refine_all",
+    "register_refiner",
+]
 
 
 @dataclass(frozen=True)
@@ -110,3 +118,25 @@ def resolve_refiner(name: str) -> RefinerFactory:
 def build_refiner(name: str, context: RefinerContext) -> Refiner:
     """The refiner registered as ``name`` for one (modality, domain)."""
     return resolve_refiner(name)(context)
+
+
+def refine_all(
+    refiners: Mapping[Hashable, Refiner], inputs: Mapping[Hashable, tuple[Tensor, Tensor | None]]
+) -> dict[Hashable, RefinementResult]:
+    """Every refiner on its ``(features, is_negative)`` input, results in the order of ``inputs``.
+
+    Refiners whose class offers ``refine_together(refiners, inputs) -> results`` run through it in
+    one call per class (the agents of :class:`~experiments.refiners.agent.AgentRefiner` then act and
+    learn as one batched network); the others run their own :meth:`Refiner.refine`.
+    """
+    results: dict[Hashable, RefinementResult] = {}
+    together: dict[Callable[..., list[RefinementResult]], list[Hashable]] = {}
+    for key, (features, negative) in inputs.items():
+        runner = getattr(type(refiners[key]), "refine_together", None)
+        if runner is None:
+            results[key] = refiners[key].refine(features, negative)
+        else:
+            together.setdefault(runner, []).append(key)
+    for runner, keys in together.items():
+        results.update(zip(keys, runner([refiners[k] for k in keys], [inputs[k] for k in keys])))
+    return {key: results[key] for key in inputs}

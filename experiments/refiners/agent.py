@@ -11,11 +11,14 @@ train after it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from agents.grouped import AgentGroup, groupable
 from agents.stepwise import make_stepwise_agent
 from experiments.config_layers import ConfigError
 from experiments.refiners import RefinementResult, RefinerContext
@@ -46,6 +49,27 @@ def refinement_env(context: RefinerContext) -> BatchedRefinementEnv:
         feature_dim=context.feature_dim,
         score_all_rows=True,
     )
+
+
+@dataclass
+class Selection:
+    """One half-batch's selection in progress (:meth:`AgentRefiner.begin` -> ``record`` x E -> ``finish``)."""
+
+    features: Tensor  # [B, d]
+    is_negative: Tensor | None  # [B] planted ground truth
+    negatives: Tensor | None  # [S, n_c] the same, per candidate set
+    stats: dict[str, float]
+    diagnose: bool  # this step takes the diagnostics
+    obs: Tensor  # [S, n_c, d] the env's current observation
+    first_mask: Tensor  # [S, n_c] selectable rows before the first selection
+    greedy: Tensor | None  # [S] the agent's greedy choice before the first selection (diagnostics)
+    relevance: Tensor | None = None  # [B] every row's relevance before the first selection (reports)
+    reward_total: Tensor | None = None  # the sets' rewards summed over the selection steps so far (float64)
+    negatives_removed: list[Tensor] = field(default_factory=list)  # per selection step: planted negatives removed
+
+    def next_state(self, env: BatchedRefinementEnv) -> tuple[Tensor, Tensor]:
+        """``(state, mask)`` of the next selection: copies, because the env zeroes chosen rows of its live buffer in place."""
+        return self.obs.clone(), env.mask.clone()
 
 
 class AgentRefiner:
@@ -109,6 +133,38 @@ class AgentRefiner:
 
     def refine(self, features: Tensor, is_negative: Tensor | None = None) -> RefinementResult:
         """Select rows out of ``features: [B, d]`` (detached: the agents do not train the backbone)."""
+        selection = self.begin(features, is_negative)
+        for _ in range(self.E):
+            state, mask = selection.next_state(self.env)
+            self.record(selection, state, mask, self.agent.act(state, mask))
+        return self.finish(selection, self.agent.update(optimize=False) if self.agent.joint_loss else None)
+
+    @staticmethod
+    def refine_together(
+        refiners: Sequence[AgentRefiner], inputs: Sequence[tuple[Tensor, Tensor | None]]
+    ) -> list[RefinementResult]:
+        """:meth:`refine` of several refiners, their agents acting and learning as one :class:`~agents.grouped.AgentGroup`.
+
+        The same results as each refiner's own :meth:`refine` (the agents draw from their own
+        generators in the same order); agents that cannot be grouped (other algorithms, other
+        shapes) refine one by one.
+        """
+        agents = [r.agent for r in refiners]
+        same_shape = len({(r.E, tuple(x[0].shape)) for r, x in zip(refiners, inputs)}) == 1
+        if not (same_shape and groupable(agents)):
+            return [r.refine(*x) for r, x in zip(refiners, inputs)]
+        group = AgentGroup(agents)  # type: ignore[arg-type]
+        selections = [r.begin(*x) for r, x in zip(refiners, inputs)]
+        for _ in range(refiners[0].E):
+            states, masks = zip(*(sel.next_state(r.env) for r, sel in zip(refiners, selections)))
+            actions = group.act(torch.stack(states), torch.stack(masks))
+            for r, sel, state, mask, chosen in zip(refiners, selections, states, masks, actions):
+                r.record(sel, state, mask, chosen)
+        losses = group.td_losses()
+        return [r.finish(sel, loss) for r, sel, loss in zip(refiners, selections, losses)]
+
+    def begin(self, features: Tensor, is_negative: Tensor | None) -> Selection:
+        """Load the half-batch's candidate sets into the env (and take the diagnostics that precede selection)."""
         b, d = features.shape
         s = b // self.n_c
         stats: dict[str, float] = {}
@@ -122,30 +178,51 @@ class AgentRefiner:
         obs = self.env.load_candidate_sets(sets, negatives)
         first_mask = self.env.mask.clone()
         greedy = self.agent.greedy(obs, first_mask) if diagnose and hasattr(self.agent, "greedy") else None
-        relevance: Tensor | None = None  # every row's relevance before the first selection (reports)
-        total_reward = 0.0
-        negatives_removed = 0
-        for _ in range(self.E):
-            mask = self.env.mask.clone()
-            state = obs.clone()  # the env zeroes the chosen rows of its live buffer in place
-            actions = self.agent.act(state, mask)
-            obs, rewards, terminated, _, info = self.env.step(actions)
-            if relevance is None and "relevance_rows" in info:
-                relevance = info["relevance_rows"].reshape(-1)
-            self.agent.observe(
-                state, actions, rewards, None, terminated, self.env.mask, obs_masks=mask
-            )  # the replay copies
-            total_reward += float(rewards.sum())
-            if "is_negative" in info:
-                negatives_removed += int(info["is_negative"].sum())
+        return Selection(features, is_negative, negatives, stats, diagnose, obs, first_mask, greedy)
+
+    def record(self, selection: Selection, state: Tensor, mask: Tensor, actions: Tensor) -> None:
+        """One selection step: the env removes ``actions``' rows and rewards them; the agent stores the transitions."""
+        obs, rewards, terminated, _, info = self.env.step(actions)
+        selection.obs = obs
+        if selection.relevance is None and "relevance_rows" in info:
+            selection.relevance = info["relevance_rows"].reshape(-1)
+        self.agent.observe(
+            state, actions, rewards, None, terminated, self.env.mask, obs_masks=mask
+        )  # the replay copies
+        reward = rewards.sum().double()  # summed in float64 in selection order, as Python floats would be
+        selection.reward_total = reward if selection.reward_total is None else selection.reward_total + reward
+        if "is_negative" in info:
+            selection.negatives_removed.append(info["is_negative"].sum())
+
+    def finish(self, selection: Selection, loss: Tensor | None) -> RefinementResult:
+        """The keep mask and statistics of the finished selection; ``loss``: the agent's TD loss (joint-loss agents)."""
+        sel, stats = selection, selection.stats
+        s = sel.first_mask.shape[0]
         chosen = ~self.env.mask
         keep = self.env.mask.reshape(-1).clone()
-        removed = int((~keep).sum())  # what the agent chose, also when it may not remove (learn-only, warm-up)
+        # one host synchronisation for the step's counts, not one per selection step
+        counts = torch.stack(
+            [
+                sel.reward_total if sel.reward_total is not None else keep.new_zeros((), dtype=torch.float64),
+                (~keep).sum().double(),
+                torch.stack(sel.negatives_removed).sum().double()
+                if sel.negatives_removed
+                else keep.new_zeros((), dtype=torch.float64),
+                sel.is_negative.sum().double()
+                if sel.is_negative is not None
+                else keep.new_zeros((), dtype=torch.float64),
+            ]
+        ).tolist()
+        total_reward, removed, negatives_removed, negatives_present = (
+            counts[0],
+            int(counts[1]),
+            int(counts[2]),
+            int(counts[3]),
+        )
         holding = self.learn_only or self.calls < self.warmup_steps
         self.calls += 1
         if holding:
             keep = torch.ones_like(keep)
-        loss = self.agent.update(optimize=False) if self.agent.joint_loss else None
         stats["replay"] = float(self.agent.replay_size())
         if loss is not None:
             stats["td_loss"] = float(loss.detach())
@@ -154,19 +231,25 @@ class AgentRefiner:
             stats["selected"], stats["selected_negatives"] = float(removed), float(negatives_removed)
             negatives_removed = 0
         p_target = None
-        if relevance is not None and diagnose:
+        if sel.relevance is not None and sel.diagnose:
             diag = set_diagnostics(
-                relevance.reshape(s, self.n_c), first_mask, greedy, chosen, negatives, self.reward_kind, self.tau
+                sel.relevance.reshape(s, self.n_c),
+                sel.first_mask,
+                sel.greedy,
+                chosen,
+                sel.negatives,
+                self.reward_kind,
+                self.tau,
             )
             stats.update({f"diag/{k}": v for k, v in diag.items()})
-            p_target = self._p_target(features, relevance)
+            p_target = self._p_target(sel.features, sel.relevance)
         return RefinementResult(
             keep=keep,
             mean_reward=total_reward / (s * self.E),
-            removed=int((~keep).sum()),
+            removed=0 if holding else removed,
             negatives_removed=negatives_removed,
-            negatives_present=0 if is_negative is None else int(is_negative.sum()),
-            relevance=relevance,
+            negatives_present=negatives_present,
+            relevance=sel.relevance,
             p_target=p_target,
             loss=loss,
             stats=stats,

@@ -1,0 +1,124 @@
+"""Several step-wise DQN agents acting and learning as one batched computation.
+
+Co-training runs four agents per step (an S- and a T-agent per modality), each on a handful of
+candidate sets with a Q-network of a few thousand parameters: per agent, the work is dozens of tiny
+kernels, and launching them costs more than computing them. :class:`AgentGroup` runs the agents'
+Q-networks as one stacked network: the parameters of the ``G`` networks are stacked (a
+differentiable ``torch.stack``, so each agent's own parameters still receive their gradients and
+its own optimizer steps them) and every layer is one batched matrix product over the group, so an
+act or a TD loss of the four is one network call, not four.
+
+What stays per agent, so that a group consumes exactly the random numbers of its agents acting
+alone: exploration draws and replay sampling from each agent's own generator, replay buffers,
+optimizers, target networks, counters and checkpoints. On the CPU the batched products give the
+very bits of the agents' own ``nn.Linear`` calls (``tests/test_grouped_agents.py``); on a GPU
+they may differ in rounding only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from agents.qnets import CandidateSetQNet, masked_q
+from agents.stepwise import StepwiseRefinementDQN
+
+
+def groupable(agents: Sequence[object]) -> bool:
+    """Whether ``agents`` can run as one :class:`AgentGroup`: two or more mmir-dqn agents with the same
+    set Q-network shape (feature dim, width), candidate-set size, minibatch, loss and device."""
+    if len(agents) < 2 or not all(type(a) is StepwiseRefinementDQN for a in agents):
+        return False
+    nets = [a.q_net for a in agents]  # type: ignore[attr-defined]
+    if not all(type(n) is CandidateSetQNet for n in nets):
+        return False
+    keys = {
+        (n.feature_dim, n.hidden_dim, a.n_c, a.batch_size, a.hyperparameters["loss"], a.device)  # type: ignore[attr-defined]
+        for a, n in zip(agents, nets)
+    }
+    return len(keys) == 1
+
+
+def stacked_set_q(nets: Sequence[CandidateSetQNet], obs: Tensor, mask: Tensor) -> Tensor:
+    """``G`` :class:`~agents.qnets.CandidateSetQNet` s on their own inputs at once.
+
+    ``obs: [G, B, n_c, d]``, ``mask: [G, B, n_c]`` -> Q ``[G, B, n_c]``; the same arithmetic as
+    ``CandidateSetQNet.forward`` with every ``nn.Linear`` a batched product over the group.
+    """
+    g, b, n_c, d = obs.shape
+    w1, b1, w2, b2, w3, b3, w4, b4 = (torch.stack(p) for p in zip(*(_set_q_parameters(n) for n in nets)))
+    rows = obs.reshape(g, b * n_c, d)
+    hidden = torch.relu(torch.baddbmm(b1.unsqueeze(1), rows, w1.transpose(1, 2)))
+    phi = torch.relu(torch.baddbmm(b2.unsqueeze(1), hidden, w2.transpose(1, 2))).reshape(g, b, n_c, -1)
+    weights = mask.unsqueeze(-1).to(phi.dtype)
+    context = (phi * weights).sum(-2) / weights.sum(-2).clamp_min(1.0)
+    joint = torch.cat([phi, context.unsqueeze(-2).expand_as(phi)], dim=-1).reshape(g, b * n_c, -1)
+    hidden = torch.relu(torch.baddbmm(b3.unsqueeze(1), joint, w3.transpose(1, 2)))
+    # one output per row: W h^T, the order in which nn.Linear's matrix-vector product adds (the same bits)
+    return torch.baddbmm(b4.unsqueeze(-1), w4, hidden.transpose(1, 2)).reshape(g, b, n_c)
+
+
+def _set_q_parameters(net: CandidateSetQNet) -> tuple[Tensor, ...]:
+    enc, head = net.row_encoder, net.head
+    return (
+        enc[0].weight,
+        enc[0].bias,
+        enc[2].weight,
+        enc[2].bias,
+        head[0].weight,
+        head[0].bias,
+        head[2].weight,
+        head[2].bias,
+    )
+
+
+class AgentGroup:
+    """``G`` :class:`~agents.stepwise.StepwiseRefinementDQN` agents whose act and TD loss run as one network call.
+
+    Each agent keeps its generator, replay, optimizer and target network: ``act`` and ``td_losses``
+    give exactly what the agents' own :meth:`act` and :meth:`update` would (see the module docstring).
+    """
+
+    def __init__(self, agents: Sequence[StepwiseRefinementDQN]) -> None:
+        if not groupable(agents):
+            raise ValueError("an AgentGroup needs two or more mmir-dqn agents with the same set Q-network shape")
+        self.agents = list(agents)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, mask: Tensor) -> Tensor:
+        """Masked epsilon-greedy actions ``[G, B]`` for ``obs: [G, B, n_c, d]`` and ``mask: [G, B, n_c]``; counts selections."""
+        draws = [agent.exploration_draws(m) for agent, m in zip(self.agents, mask)]
+        explore = torch.stack([e for e, _ in draws])
+        random_actions = torch.stack([r for _, r in draws])
+        if bool(explore.all()):  # nobody acts greedily: no Q forward
+            actions = random_actions
+        else:
+            q = stacked_set_q([a.q_net for a in self.agents], obs, mask)
+            actions = torch.where(explore, random_actions, masked_q(q, mask).argmax(dim=-1))
+        for agent in self.agents:
+            agent.selections += obs.shape[1]
+        return actions
+
+    def td_losses(self) -> list[Tensor]:
+        """Each agent's eq. 6 TD loss (attached to its Q-network's graph), a zero tensor for an agent not yet ready."""
+        ready = [i for i, agent in enumerate(self.agents) if agent.ready()]
+        losses = [torch.zeros((), device=agent.device) for agent in self.agents]
+        if not ready:
+            return losses
+        batches = [self.agents[i].td_batch() for i in ready]
+        if len(ready) == 1:
+            (i,), ((batch, target),) = ready, batches
+            losses[i] = self.agents[i].td_error(self.agents[i].q_net(batch.obs, batch.mask), batch.actions, target)
+            return losses
+        obs = torch.stack([batch.obs for batch, _ in batches])
+        mask = torch.stack([batch.mask for batch, _ in batches])
+        q = stacked_set_q([self.agents[i].q_net for i in ready], obs, mask)
+        for j, i in enumerate(ready):
+            batch, target = batches[j]
+            losses[i] = self.agents[i].td_error(q[j], batch.actions, target)
+        return losses
+
+
+__all__ = ["AgentGroup", "groupable", "stacked_set_q"]
