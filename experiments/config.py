@@ -171,6 +171,9 @@ class EvaluationConfig:
     schedule: Literal["protocol", "every"] = "protocol"
     monitor_every: int = 200  # "protocol": steps between cheap monitors on a fixed test subsample (0: none)
     monitor_windows: int = 200  # test windows the monitor evaluates (the same ones every time)
+    # label-free validators (experiments.validators), recorded as val/NAME at every full evaluation
+    validators: list[str] = field(default_factory=list)
+    validator_rows: int = 512  # rows per domain the validators see (a fixed seeded subset); 0: all
     windows: int = 5  # test clips per segment, softmax of summed logits averaged
     batch_size: int = 16
     # registered evaluation hooks (experiments.evaluation), in order: "adabn" (AdaBN) or a plug-in's
@@ -460,6 +463,10 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError("stage1 trains without refiners (eq. 11): stage1.refinement must be false")
     if config.refinement.diagnostics_every < 1:
         raise ConfigError(f"refinement.diagnostics_every must be >= 1, got {config.refinement.diagnostics_every}")
+    if config.evaluation.validator_rows < 0:
+        raise ConfigError(
+            f"evaluation.validator_rows must be >= 0 (0: all rows), got {config.evaluation.validator_rows}"
+        )
     if config.evaluation.monitor_every < 0:
         raise ConfigError(
             f"evaluation.monitor_every must be >= 0 (0: no monitor), got {config.evaluation.monitor_every}"
@@ -562,6 +569,13 @@ def _validate_parts(config: RunConfig) -> None:
             f"refinement.relabel = true re-scores the replay inside mmir-dqn's TD loss; agents.algorithm = "
             f"{config.agents.algorithm!r} does not support it"
         )
+    from experiments.validators import VALIDATORS  # no torch
+
+    for name in config.evaluation.validators:
+        if name not in VALIDATORS:
+            raise ConfigError(
+                f"evaluation.validators names {name!r}; known validators: {', '.join(VALIDATORS.names())}"
+            )
     for hook in config.evaluation.hooks:
         if hook not in EVALUATION_HOOKS:
             raise ConfigError(f"evaluation.hooks names {hook!r}; known hooks: {', '.join(sorted(EVALUATION_HOOKS))}")

@@ -11,6 +11,12 @@ A cell pools seeds of one setting only (:func:`group_runs`): runs of a method wh
 differ in more than where and how they ran (a step budget, a learning rate, ...) become rows of
 their own named by what differs (``MMIR [stage2.steps=300]``), and a second run of the same
 setting and seed is counted once, with the reason among the skipped runs.
+
+Label-free model selection (docs/validators.md): a run evaluated with ``evaluation.validators``
+records ``val/NAME`` beside its target top-1; :func:`select_designs` ranks the designs of each pair
+by a validator, beside the design target accuracy would pick (the oracle), and
+:func:`validator_correlations` gives each validator's Spearman rank correlation with target
+accuracy over the runs (``mmir report --rank-by NAME``, ``mmir sweep --select-by NAME``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 
 from experiments.config import ConfigError, RunConfig, from_dict, migrate_legacy
 from experiments.methods import METHODS
+from experiments.validators import METRIC_PREFIX
 from features.atomic_io import atomic_path
 
 TABLE_TITLES = {
@@ -52,6 +59,10 @@ class RunRecord:
     config: dict[str, Any] = field(repr=False)
     # the settings that set this run's row apart from other runs of its method ("stage2.steps=300"); "" for most
     variant: str = ""
+    # how many of the last evaluations top1 averages (summary.json's evaluations_averaged; 0: all of them)
+    averaged: int = 0
+    # label-free validators' values, NAME -> mean of val/NAME over those evaluations (run_validators fills it)
+    validators: dict[str, float] | None = field(default=None, repr=False)
 
     @property
     def row(self) -> str:
@@ -110,6 +121,9 @@ NOT_SETTINGS = (
     "snapshots.dtype",
     "refinement.diagnostics",
     "distributed.backend",
+    # what an evaluation also measures without changing training (docs/validators.md)
+    "evaluation.validators",
+    "evaluation.validator_rows",
 )
 
 
@@ -199,9 +213,15 @@ def _load_run(run: Path) -> RunRecord | None:
             float(summary["mean_class_accuracy_last"]),
             summary["evaluations"],
             config,
+            averaged=_count(summary.get("evaluations_averaged")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ValueError(f"{run}: summary.json lacks a usable {err} value") from None
+
+
+def _count(value: Any) -> int:
+    """A non-negative count from a summary field (0 when missing or not a count)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass(frozen=True)
@@ -536,6 +556,212 @@ def differences_table(diffs: list[PairedDifference], style: str = "rich", what: 
     table = RichTable(title=title)
     for i, col in enumerate(header):
         table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in body:
+        table.add_row(*row)
+    return table
+
+
+# -- label-free validators ------------------------------------------------------------------------
+def run_validators(record: RunRecord) -> dict[str, float]:
+    """The run's label-free validator values: NAME -> mean of ``val/NAME`` over the evaluations its top-1 averages.
+
+    Read from summary.json's evaluations, or, when they hold none, from the stage-2 rows of
+    metrics.jsonl (``eval/val/NAME``). Non-finite values are left out of the mean; a validator
+    without any value is absent. Cached on the record.
+    """
+    if record.validators is None:
+        evaluations, prefix = record.evaluations, METRIC_PREFIX
+        if not any(_prefixed(e, prefix) for e in evaluations):
+            try:
+                logged = _metrics(record)
+            except (OSError, ValueError):  # a damaged metrics.jsonl: no values, as a run without validators
+                logged = []
+            evaluations = [x for x in logged if x.get("stage") == 2 and "eval/top1" in x]
+            prefix = "eval/" + METRIC_PREFIX
+        last = evaluations[-record.averaged :] if record.averaged else evaluations
+        values: dict[str, list[float]] = defaultdict(list)
+        for evaluation in last:
+            for name, value in _prefixed(evaluation, prefix).items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    values[name].append(float(value))
+        record.validators = {name: float(np.mean(v)) for name, v in sorted(values.items())}
+    return record.validators
+
+
+def _prefixed(record: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {key[len(prefix) :]: value for key, value in record.items() if key.startswith(prefix)}
+
+
+def average_ranks(values: Any) -> np.ndarray:
+    """1-based ranks of ``values``; tied values share the mean of the ranks they span ([5, 7, 7, 9] -> [1, 2.5, 2.5, 4])."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        return x
+    order = np.argsort(x, kind="stable")
+    ordered = x[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]  # where each run of equal values starts
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], x.size]
+    ranks = np.empty(x.size)
+    ranks[order] = ((starts + 1 + ends) / 2)[np.cumsum(first) - 1]  # mean of ranks starts+1 .. ends
+    return ranks
+
+
+def spearman(x: Any, y: Any) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the average ranks (ties handled); NaN when n < 2 or either is constant."""
+    rx, ry = average_ranks(x), average_ranks(y)
+    if rx.shape != ry.shape:
+        raise ValueError(f"spearman needs two samples of one size, got {rx.size} and {ry.size}")
+    if rx.size < 2:
+        return math.nan
+    dx, dy = rx - rx.mean(), ry - ry.mean()
+    norm = math.sqrt(float((dx * dx).sum() * (dy * dy).sum()))
+    return float((dx * dy).sum() / norm) if norm > 0 else math.nan
+
+
+def _target(record: RunRecord, metric: str) -> float:
+    return record.top1 if metric == "top1" else record.mean_class_accuracy
+
+
+@dataclass(frozen=True)
+class DesignScore:
+    """One design (a row of the tables: a method and its settings) on one pair, mean over its seeds."""
+
+    row: str
+    method: str
+    score: float  # the validator's value
+    target: float  # target accuracy (what the oracle selects by)
+    seeds: int
+
+    @property
+    def title(self) -> str:
+        return _title(self.method) + self.row[len(self.method) :]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Model selection on one pair: the designs ranked by a validator, beside what target accuracy (the oracle) would pick."""
+
+    pair: str
+    validator: str
+    designs: tuple[DesignScore, ...]  # best validator value first
+    spearman: float  # over the runs (each seed a point): validator value vs target accuracy
+    runs: int
+
+    @property
+    def chosen(self) -> DesignScore:
+        return self.designs[0]
+
+    @property
+    def oracle(self) -> DesignScore:
+        return max(self.designs, key=lambda d: d.target)  # the first of equals in validator order
+
+    @property
+    def regret(self) -> float:
+        """How much target accuracy choosing by the validator loses against the oracle (0: it chose as well)."""
+        return self.oracle.target - self.chosen.target
+
+    def text(self, what: str = "target top-1") -> str:
+        chosen, oracle = self.chosen, self.oracle
+        rho = "-" if math.isnan(self.spearman) else f"{self.spearman:+.2f}"
+        return (
+            f"{self.pair}: {self.validator} selects {chosen.title} ({what} {100 * chosen.target:.1f}); "
+            f"the oracle ({what}) selects {oracle.title} ({100 * oracle.target:.1f}); regret "
+            f"{100 * self.regret:.1f} points; Spearman over {self.runs} runs {rho}"
+        )
+
+
+def select_designs(records: list[RunRecord], validator: str, metric: str = "top1") -> list[Selection]:
+    """Per pair, the designs of ``records`` ranked by ``validator`` (mean over seeds, higher first) and the oracle's pick.
+
+    Runs without the validator's value are left out (:func:`run_validators`); a pair with none is absent.
+    """
+    by_pair: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if validator in run_validators(r):
+            by_pair[r.pair].append(r)
+    out = []
+    for pair, runs in sorted(by_pair.items()):
+        rows: dict[str, list[RunRecord]] = defaultdict(list)
+        for r in runs:
+            rows[r.row].append(r)
+        designs = [
+            DesignScore(
+                row,
+                group[0].method,
+                float(np.mean([run_validators(r)[validator] for r in group])),
+                float(np.mean([_target(r, metric) for r in group])),
+                len(group),
+            )
+            for row, group in rows.items()
+        ]
+        designs.sort(key=lambda d: (-d.score, d.row))
+        rho = spearman([run_validators(r)[validator] for r in runs], [_target(r, metric) for r in runs])
+        out.append(Selection(pair, validator, tuple(designs), rho, len(runs)))
+    return out
+
+
+def validator_correlations(records: list[RunRecord], metric: str = "top1") -> dict[str, dict[str, tuple[float, int]]]:
+    """validator -> pair -> (Spearman over that pair's runs between the validator and target accuracy, runs), for every validator the runs carry."""
+    names = sorted({name for r in records for name in run_validators(r)})
+    out: dict[str, dict[str, tuple[float, int]]] = {}
+    for name in names:
+        out[name] = {s.pair: (s.spearman, s.runs) for s in select_designs(records, name, metric)}
+    return out
+
+
+def selection_table(selections: list[Selection], style: str = "rich", what: str = "target top-1") -> Any:
+    """The designs of each pair ranked by the validator, with their target accuracy and the oracle's rank."""
+    validator = selections[0].validator if selections else "?"
+    header = ["pair", "rank", "design", METRIC_PREFIX + validator, f"{what} (%)", "oracle rank", "seeds"]
+    body = []
+    for s in selections:
+        by_target = sorted(s.designs, key=lambda d: -d.target)
+        for rank, d in enumerate(s.designs, 1):
+            oracle_rank = 1 + sum(o.target > d.target for o in by_target)
+            body.append(
+                [s.pair, str(rank), d.title, f"{d.score:.4g}", f"{100 * d.target:.1f}", str(oracle_rank), str(d.seeds)]
+            )
+    title = f"Designs ranked by {validator} (higher is better; mean over seeds of each run's last evaluations)"
+    return _simple_table(title, header, body, style, left=(0, 2))
+
+
+def correlation_table(
+    correlations: dict[str, dict[str, tuple[float, int]]], style: str = "rich", what: str = "target top-1"
+) -> Any:
+    """Spearman's rank correlation between each validator and target accuracy, per pair (over its runs), and their mean."""
+    pairs = sorted({p for per in correlations.values() for p in per})
+    mean_column = len(pairs) > 1
+    header = ["validator", *pairs, *(["mean"] if mean_column else [])]
+    body = []
+    for name, per in correlations.items():
+        line = [name]
+        for pair in pairs:
+            rho, n = per.get(pair, (math.nan, 0))
+            line.append("-" if math.isnan(rho) else f"{rho:+.2f} (n={n})")
+        if mean_column:
+            finite = [rho for rho, _ in per.values() if not math.isnan(rho)]
+            line.append(f"{np.mean(finite):+.2f}" if finite else "-")
+        body.append(line)
+    title = f"Spearman rank correlation of each validator with {what} over each pair's runs"
+    return _simple_table(title, header, body, style, left=(0,))
+
+
+def _simple_table(title: str, header: list[str], body: list[list[str]], style: str, left: tuple[int, ...]) -> Any:
+    """A rich table, or Markdown text, whose columns ``left`` are left-aligned (text) and the others right-aligned."""
+    if style == "markdown":
+        lines = [
+            f"### {title}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" if i in left else "---:" for i in range(len(header))) + "|",
+        ]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body]) + "\n"
+    from rich.table import Table as RichTable
+
+    table = RichTable(title=title)
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i in left else "right", no_wrap=i in left)
     for row in body:
         table.add_row(*row)
     return table

@@ -22,6 +22,10 @@ A *pair* is ``synthetic`` (the demo's generated video domains at the demo's size
 such as ``D2-D1`` (``experiments/configs/paper/D2-D1.toml``, which needs ``--data-root``), or the path
 of any run config (TOML), e.g. ``experiments/configs/watch/left-to-right/mmir.toml``; its folder is
 named ``SOURCE-TARGET`` after the config's domains.
+
+Model selection without target labels: runs trained with ``evaluation.validators`` record each
+validator as ``val/NAME``; :func:`select_in_sweep` picks each pair's design by one of them and
+names, beside it, the design target accuracy would have picked (the oracle of selection).
 """
 
 from __future__ import annotations
@@ -36,12 +40,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments.config import ConfigError, RunConfig, from_dict, load_config, migrate_legacy, validate
 from experiments.config_layers import Layers
 from experiments.runs import RunLock, clear_run, config_differences
 from features.atomic_io import atomic_write_text, folder_problem, json_text
+
+if TYPE_CHECKING:
+    from experiments.report import Selection
 
 PAPER_DIR = Path(__file__).parent / "configs" / "paper"
 PAPER_PAIRS = ("D2-D1", "D3-D1", "D1-D2", "D3-D2", "D1-D3", "D2-D3")
@@ -501,6 +508,47 @@ def run_sweep_submitit(
                 + "; finished runs stay done: run the same command again to retry the others"
             )
     return stage2_jobs
+
+
+def check_selection(options: SweepOptions, validator: str) -> None:
+    """``--select-by VALIDATOR`` names a registered validator (a plug-in's too) that the sweep's runs compute.
+
+    :raises ConfigError: naming ``--select-by`` and the known validators, or the ``--set`` that makes the runs compute it.
+    """
+    from experiments.validators import VALIDATORS
+
+    _, stage2 = plan(options)  # imports the configs' plug-ins, which may register validators
+    if validator not in VALIDATORS:
+        raise ConfigError(
+            f"--select-by {validator!r} is not a known validator; choose one of {', '.join(VALIDATORS.names())}"
+        )
+    for job in stage2:
+        computed = job.config.get("evaluation", {}).get("validators")
+        if computed is not None and validator not in computed:
+            raise ConfigError(
+                f"--select-by {validator}: the runs do not compute it (evaluation.validators = {computed}); "
+                f"add --set 'evaluation.validators=[\"{validator}\"]'"
+            )
+
+
+def select_in_sweep(jobs: list[Job], validator: str, metric: str = "top1") -> list[Selection]:
+    """Each pair's design chosen by ``validator`` among the finished runs of ``jobs``, beside the oracle's
+    (:class:`experiments.report.Selection`, one per pair).
+
+    :raises ConfigError: no finished run of ``jobs`` recorded ``val/VALIDATOR``.
+    """
+    from experiments.report import find_runs, select_designs
+    from experiments.validators import metric_name
+
+    done = [job.run_dir for job in jobs if job.kind == "stage2" and (job.run_dir / "summary.json").is_file()]
+    skipped: list[str] = []
+    selections = select_designs(find_runs(done, skipped), validator, metric) if done else []
+    if not selections:
+        raise ConfigError(
+            f"--select-by {validator}: no finished run of the sweep recorded {metric_name(validator)}; "
+            f"run it with --set 'evaluation.validators=[\"{validator}\"]'"
+        )
+    return selections
 
 
 class SweepError(RuntimeError):

@@ -23,6 +23,14 @@ from mmir_env.domains import DOMAIN_NAMES, SOURCE, TARGET, domain_id
 from mmir_env.env import InstanceRefinementEnv
 from mmir_env.reward import REWARD_KINDS, rank_reward, refinement_reward, relevance
 from mmir_env.scoring import discriminator_relevance
+from mmir_env.signals import (
+    SIGNALS,
+    RelevanceSignal,
+    SignalInputs,
+    SignalReward,
+    negative_auc,
+    register_signal,
+)
 from mmir_env.sources import (
     ArraySource,
     CandidateBatch,
@@ -32,7 +40,12 @@ from mmir_env.sources import (
     SyntheticSource,
     generate_synthetic_domains,
 )
-from mmir_env.synthetic_env import make_synthetic_batched_env, make_synthetic_refinement_env, make_synthetic_source
+from mmir_env.synthetic_env import (
+    make_synthetic_batched_env,
+    make_synthetic_refinement_env,
+    make_synthetic_source,
+    synthetic_row_inputs,
+)
 
 INSTANCE_REFINEMENT_ID = "mmir/InstanceRefinement-v0"
 SYNTHETIC_REFINEMENT_ID = "mmir/SyntheticRefinement-v0"
@@ -67,8 +80,12 @@ __all__ = [
     "INSTANCE_REFINEMENT_ID",
     "InstanceRefinementEnv",
     "REWARD_KINDS",
+    "RelevanceSignal",
+    "SIGNALS",
     "SOURCE",
     "SYNTHETIC_REFINEMENT_ID",
+    "SignalInputs",
+    "SignalReward",
     "SnapshotSource",
     "BatchedRefinementEnv",
     "SyntheticConfig",
@@ -82,8 +99,11 @@ __all__ = [
     "make_synthetic_batched_env",
     "make_synthetic_refinement_env",
     "make_synthetic_source",
+    "negative_auc",
     "rank_reward",
     "refinement_reward",
+    "register_signal",
     "relevance",
     "seeded_discriminator",
+    "synthetic_row_inputs",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,9 +14,18 @@ from gymnasium.vector.utils import batch_space
 from torch import Tensor, nn
 
 from mmir_env.domains import DOMAIN_NAMES, domain_id
-from mmir_env.env import FLOAT32_MAX, check_int, check_logit_noise, check_refinement_args
+from mmir_env.env import (
+    FLOAT32_MAX,
+    check_int,
+    check_logit_noise,
+    check_refinement_args,
+    handed_in_inputs,
+    pool_reference,
+    source_inputs,
+)
 from mmir_env.reward import margin_reward, rank_reward, refinement_reward
 from mmir_env.scoring import discriminator_relevance, module_device, resolve_discriminator
+from mmir_env.signals import EnvSignals, SignalInputs, SignalReward
 from mmir_env.sources.base import ArraySource, CandidateSource, sample_distinct_rows
 
 
@@ -28,7 +39,8 @@ class BatchedRefinementEnv(VectorEnv):
     ``reset``/``step`` return **torch tensors on ``device``** (observations ``[num_envs, n_c, d]``
     float32, rewards float32, terminations/truncations bool); actions may be a tensor or array.
     Step ``infos``: ``action_mask`` ``[num_envs, n_c]`` (of the returned observation),
-    ``relevance`` (NaN where invalid), ``invalid_action``, ``is_negative`` (with ground truth);
+    ``relevance`` (NaN where invalid; the combined relevance with ``reward_signals``),
+    ``invalid_action``, ``is_negative`` (with ground truth);
     in ``SAME_STEP`` mode, for the sets that ended, ``final_obs`` and ``final_info["action_mask"]``
     (the terminal state, before the automatic reset) with the ``_final_obs``/``_final_info`` masks.
 
@@ -47,6 +59,14 @@ class BatchedRefinementEnv(VectorEnv):
         return it as ``info["relevance_rows"]`` (``[num_envs, n_c]``, before the selection; NaN-free
         only for rows still present). Same cost at small sizes, and callers that report on kept
         versus removed rows need no second forward.
+    :param observation_signals: relevance signals appended as ``k`` per-row observation columns
+        (observations ``[num_envs, n_c, d + k]``); :param reward_signals: ``{signal: weight}``, the
+        reward's combination; :param signal_options: ``{signal: {option: value}}``;
+        :param row_inputs: pool-aligned ``logits`` / ``other_logits`` per domain. All four as for
+        :class:`~mmir_env.env.InstanceRefinementEnv` (its docstring documents every signal). Sets
+        handed in bring their own inputs: ``load_candidate_sets(features, is_negative, logits=,
+        other_logits=, reference=)``. With observation signals, :attr:`pool` is None (a pool row no
+        longer is a whole state), so replay buffers store observations.
     Other arguments as for :class:`~mmir_env.env.InstanceRefinementEnv`.
     """
 
@@ -67,6 +87,10 @@ class BatchedRefinementEnv(VectorEnv):
         include_final_obs: bool = True,
         score_all_rows: bool = False,
         feature_dim: int | None = None,
+        observation_signals: Sequence[str] | None = None,
+        reward_signals: Mapping[str, float] | None = None,
+        signal_options: Mapping[str, Mapping[str, Any]] | None = None,
+        row_inputs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.n_c, self.E, self.tau, self.reward_kind = check_refinement_args(n_c, E, tau, reward)
         self.num_envs = check_int("num_envs", num_envs, 1)
@@ -97,9 +121,18 @@ class BatchedRefinementEnv(VectorEnv):
         self.copy = bool(copy)
         self.include_final_obs = bool(include_final_obs)
         self.score_all_rows = bool(score_all_rows)
+        self.signals = EnvSignals(observation_signals, reward_signals, signal_options, row_inputs).to(self.device)
+        self.observation_signals = self.signals.observation
+        self.reward_signals = None if self.signals.reward is None else dict(self.signals.reward.weights)
+        self._available = {"discriminator"}
+        if source is not None:
+            self._available = source_inputs(source, self.signals)
+        elif self.signals.row_inputs:
+            raise ValueError("row_inputs need a source (they are aligned with its pools); hand logits in with the sets")
+        k = len(self.observation_signals)
 
         self.single_observation_space = spaces.Box(
-            -FLOAT32_MAX, FLOAT32_MAX, shape=(self.n_c, self.feature_dim), dtype=np.float32
+            -FLOAT32_MAX, FLOAT32_MAX, shape=(self.n_c, self.feature_dim + k), dtype=np.float32
         )
         self.single_action_space = spaces.Discrete(self.n_c)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -113,7 +146,11 @@ class BatchedRefinementEnv(VectorEnv):
             neg = source.is_negative(self.domain)
             self._pool_negative = None if neg is None else neg.to(self.device)
         n, dev = self.num_envs, self.device
-        self._obs = torch.zeros((n, self.n_c, self.feature_dim), device=dev)
+        self._obs = torch.zeros((n, self.n_c, self.feature_dim + k), device=dev)  # the observation buffer
+        self._feats = self._obs if k == 0 else self._obs[..., : self.feature_dim]  # its features (a view)
+        self._rows: dict[str, Tensor] = {}  # per-set signal inputs: logits [num_envs, n_c, C]
+        self._reference: Tensor | None = None  # the density signal's reference rows (other domain)
+        self._pool_reference: Tensor | None = None
         self._mask = torch.zeros((n, self.n_c), dtype=torch.bool, device=dev)
         self._index = torch.full((n, self.n_c), -1, dtype=torch.int64, device=dev)
         self._is_negative: Tensor | None = None
@@ -137,9 +174,10 @@ class BatchedRefinementEnv(VectorEnv):
         """``[P, d]`` features of the in-memory pool the sets are drawn from, on ``device`` (None otherwise).
 
         With a pool, ``candidate_index`` identifies a state completely, which lets replay buffers
-        store a few integers per transition instead of ``n_c x d`` floats.
+        store a few integers per transition instead of ``n_c x d`` floats. None with observation
+        signals: their columns are not in the pool.
         """
-        return self._pool
+        return None if self.observation_signals else self._pool
 
     @property
     def needs_reset(self) -> Tensor:
@@ -151,6 +189,13 @@ class BatchedRefinementEnv(VectorEnv):
         """``[num_envs, n_c]`` planted ground truth of the current sets, when known."""
         return self._is_negative
 
+    @property
+    def reward_threshold(self) -> float | Tensor:
+        """What the threshold and margin rewards compare relevance with: ``tau``, or a 0-d tensor 0 (the set's
+        mean) when ``reward_signals`` is a standardised combination (pass it to ``row_rewards`` / ``compute_reward``)."""
+        combination = self.signals.signal_reward
+        return self.tau if combination is None else combination.threshold(self.tau)
+
     def action_masks(self) -> np.ndarray:
         """Selectable rows as a numpy ``[num_envs, n_c]`` array (sb3-contrib's contract)."""
         return self._mask.cpu().numpy().copy()
@@ -160,7 +205,8 @@ class BatchedRefinementEnv(VectorEnv):
         super().reset(seed=seed)
         options = options or {}
         if "features" in options:
-            self.load_candidate_sets(options["features"], options.get("is_negative"))
+            extra = {key: options[key] for key in ("logits", "other_logits", "reference") if key in options}
+            self.load_candidate_sets(options["features"], options.get("is_negative"), **extra)
         else:
             which = options.get("reset_mask")
             envs = (
@@ -172,9 +218,20 @@ class BatchedRefinementEnv(VectorEnv):
         return self._out(self._obs), {"action_mask": self._out(self._mask), "candidate_index": self._index.clone()}
 
     def load_candidate_sets(
-        self, features: Tensor | np.ndarray, is_negative: Tensor | np.ndarray | None = None
+        self,
+        features: Tensor | np.ndarray,
+        is_negative: Tensor | np.ndarray | None = None,
+        *,
+        logits: Tensor | np.ndarray | None = None,
+        other_logits: Tensor | np.ndarray | None = None,
+        reference: Tensor | np.ndarray | None = None,
     ) -> Tensor:
-        """Replace all sets by ``features: [num_envs, n_c, d]`` (e.g. a training batch's) and return the observation."""
+        """Replace all sets by ``features: [num_envs, n_c, d]`` (e.g. a training batch's) and return the observation.
+
+        For the relevance signals: ``logits`` / ``other_logits`` ``[num_envs, n_c, C]`` (or
+        ``[num_envs * n_c, C]``, a half-batch's rows in order) and ``reference`` ``[R, d]`` or
+        ``[num_envs, R, d]`` (features of the other domain; default: the other pool, if any).
+        """
         feats = torch.as_tensor(features)
         expected = (self.num_envs, self.n_c, self.feature_dim)
         if tuple(feats.shape) != expected:
@@ -183,7 +240,17 @@ class BatchedRefinementEnv(VectorEnv):
             raise TypeError(f"features must be floating point, got dtype {feats.dtype}")
         if not bool(torch.isfinite(feats).all()):
             raise ValueError("features contains NaN or inf values")
-        self._obs.copy_(feats.detach())
+        inputs = handed_in_inputs(
+            {"logits": logits, "other_logits": other_logits, "reference": reference}, self.num_envs, self.n_c
+        )
+        if self.signals.needs:
+            given = {"discriminator", *inputs} | ({"is_negative"} if is_negative is not None else set())
+            if self.source is not None and "reference" in self._available:
+                given.add("reference")
+            self.signals.check_available(given, "load_candidate_sets()", " (pass it with the features)")
+        self._feats.copy_(feats.detach())
+        self._rows = {key: v.to(self.device) for key, v in inputs.items() if key != "reference"}
+        self._reference = inputs["reference"].to(self.device) if "reference" in inputs else self._default_reference()
         self._mask.fill_(True)
         self._steps.zero_()
         self._done.fill_(False)
@@ -195,6 +262,8 @@ class BatchedRefinementEnv(VectorEnv):
             .reshape(self.num_envs, self.n_c)
             .clone()
         )
+        if self.observation_signals:
+            self._obs[..., self.feature_dim :] = self.signals.extras(self._signal_inputs()).to(self.device)
         return self._out(self._obs)
 
     def step(self, actions: Tensor | np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
@@ -218,17 +287,20 @@ class BatchedRefinementEnv(VectorEnv):
 
         ar = self._arange
         valid = self._mask[ar, a] & stepping
-        chosen = self._obs[ar, a]  # [N, d]
+        chosen = self._feats[ar, a]  # [N, d]
         rel_rows = None
-        if self.reward_kind == "rank":
+        combination = self.signals.signal_reward
+        if combination is not None:
+            rel_rows, rel, rewards = self._combined_reward(a, combination)
+        elif self.reward_kind == "rank":
             rel_rows = discriminator_relevance(
-                self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c))
+                self.discriminator, self._feats, self.domain, self._drift((self.num_envs, self.n_c))
             )
             rel = rel_rows[ar, a]
             rewards = rank_reward(rel_rows, a, self._mask)
         elif self.score_all_rows:
             rel_rows = discriminator_relevance(
-                self.discriminator, self._obs, self.domain, self._drift((self.num_envs, self.n_c))
+                self.discriminator, self._feats, self.domain, self._drift((self.num_envs, self.n_c))
             )
             rel = rel_rows[ar, a]
             rewards = self._chosen_reward(rel)
@@ -245,7 +317,8 @@ class BatchedRefinementEnv(VectorEnv):
         if self._is_negative is not None:
             infos["is_negative"] = self._is_negative[ar, a] & valid
 
-        self._obs[ar, a] = torch.where(valid.unsqueeze(-1), torch.zeros_like(chosen), chosen)
+        row = chosen if not self.observation_signals else self._obs[ar, a]  # features and extras
+        self._obs[ar, a] = torch.where(valid.unsqueeze(-1), torch.zeros_like(row), row)
         self._mask[ar, a] &= ~valid
         self._steps += stepping.long()
         terminated = stepping & (self._steps >= self.E)
@@ -273,24 +346,76 @@ class BatchedRefinementEnv(VectorEnv):
             index = torch.from_numpy(sample_distinct_rows(self.np_random, self._pool.shape[0], k, self.n_c)).to(
                 self.device
             )
-            self._obs[envs] = self._pool[index]
+            self._feats[envs] = self._pool[index]
             negative = None if self._pool_negative is None else self._pool_negative[index]
         else:
             batch = self.source.sample(self.np_random, self.domain, k, self.n_c)
             index = batch.index.to(self.device)
-            self._obs[envs] = batch.features.to(self.device, torch.float32)
+            self._feats[envs] = batch.features.to(self.device, torch.float32)
             negative = None if batch.is_negative is None else batch.is_negative.to(self.device)
         self._index[envs] = index
         if negative is not None:
             if self._is_negative is None or self._is_negative.shape != self._mask.shape:
                 self._is_negative = torch.zeros_like(self._mask)
             self._is_negative[envs] = negative
+        if self.observation_signals or self.signals.signal_reward is not None:
+            self._refill_signal_inputs(envs, index)
         self._mask[envs] = True
         self._steps[envs] = 0
         self._done[envs] = False
 
-    def _chosen_reward(self, rel: Tensor) -> Tensor:
-        return margin_reward(rel, self.tau) if self.reward_kind == "margin" else refinement_reward(rel, self.tau)
+    def _chosen_reward(self, rel: Tensor, tau: float | Tensor | None = None) -> Tensor:
+        tau = self.tau if tau is None else tau
+        return margin_reward(rel, tau) if self.reward_kind == "margin" else refinement_reward(rel, tau)
+
+    def _default_reference(self) -> Tensor | None:
+        """The other domain's pool on ``device`` (fetched once), when a signal needs it and the source has one."""
+        if self._pool_reference is None and "reference" in self.signals.needs and self.source is not None:
+            ref = pool_reference(self.source, self.domain)
+            self._pool_reference = None if ref is None else ref.to(self.device, torch.float32)
+        return self._pool_reference
+
+    def _refill_signal_inputs(self, envs: Tensor, index: Tensor) -> None:
+        """Pool-aligned row inputs and observation columns of the freshly drawn sets ``envs``."""
+        for key, rows in self.signals.gather(DOMAIN_NAMES[self.domain], index, self.device).items():
+            held = self._rows.get(key)
+            if held is None or held.shape[-1] != rows.shape[-1]:
+                held = self._rows[key] = rows.new_zeros((self.num_envs, self.n_c, rows.shape[-1]))
+            held[envs] = rows
+        self._reference = self._default_reference()  # sets drawn from the pool: the other pool
+        if self.observation_signals:
+            self._obs[envs, :, self.feature_dim :] = self.signals.extras(self._signal_inputs(envs)).to(self.device)
+
+    def _signal_inputs(self, envs: Tensor | None = None) -> SignalInputs:
+        """Signal inputs of all sets, or of the sets ``envs``."""
+
+        def part(t: Tensor | None) -> Tensor | None:
+            return None if t is None or envs is None else t[envs]
+
+        ref = self._reference
+        return SignalInputs(
+            features=self._feats if envs is None else self._feats[envs],
+            domain=self.domain,
+            discriminator=self.discriminator,
+            logits=self._rows.get("logits") if envs is None else part(self._rows.get("logits")),
+            other_logits=self._rows.get("other_logits") if envs is None else part(self._rows.get("other_logits")),
+            reference=ref if ref is None or ref.ndim == 2 or envs is None else ref[envs],
+            is_negative=self._is_negative if envs is None else part(self._is_negative),
+        )
+
+    def _combined_reward(self, a: Tensor, combination: SignalReward) -> tuple[Tensor | None, Tensor, Tensor]:
+        """``(relevance_rows or None, chosen rows' relevance, rewards)`` under the signal combination."""
+        drifts = "discriminator" in combination.needs
+        inputs = self._signal_inputs()
+        if self.reward_kind == "rank" or self.score_all_rows or combination.standardized:
+            noise = self._drift((self.num_envs, self.n_c)) if drifts else None
+            rel_rows = combination.relevance(replace(inputs, logit_noise=noise), self._mask)
+            rel = rel_rows[self._arange, a]
+            return rel_rows, rel, combination.reward(self.reward_kind, rel_rows, a, self._mask, self.tau)
+        noise = self._drift((self.num_envs,)) if drifts else None  # as eq. 3's path: one draw per chosen row
+        chosen = replace(inputs.select_rows(a.unsqueeze(-1)), logit_noise=None if noise is None else noise[:, None])
+        rel = combination.relevance(chosen)[:, 0]
+        return None, rel, self._chosen_reward(rel, combination.threshold(self.tau))
 
     def _drift(self, shape: tuple[int, ...]) -> Tensor | None:
         if self.logit_noise == 0.0:

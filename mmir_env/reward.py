@@ -71,7 +71,7 @@ def margin_reward(relevance: Tensor, tau: float | Tensor = 0.5) -> Tensor:
     return tau - relevance
 
 
-def row_rewards(kind: str, relevance_rows: Tensor, selectable: Tensor, tau: float) -> Tensor:
+def row_rewards(kind: str, relevance_rows: Tensor, selectable: Tensor, tau: float | Tensor) -> Tensor:
     """The reward each row ``[..., n_c]`` would earn if it were the one selected (rows not selectable: -1).
 
     What an agent's choice is compared against in diagnostics: the greedy oracle's reward, a random
@@ -95,9 +95,13 @@ def compute_reward(
     relevance_rows: Tensor,
     action: Tensor,
     selectable: Tensor,
-    tau: float,
+    tau: float | Tensor,
 ) -> Tensor:
-    """Reward of selecting ``action`` from rows with ``relevance_rows: [..., n_c]`` under ``kind``."""
+    """Reward of selecting ``action`` from rows with ``relevance_rows: [..., n_c]`` under ``kind``.
+
+    ``tau`` is a float in (0, 1) (eq. 4), or a tensor, which skips that check: the threshold of a
+    standardised signal combination is 0 (:class:`~mmir_env.signals.SignalReward`).
+    """
     if kind == "threshold":
         chosen = relevance_rows.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         return refinement_reward(chosen, tau)

@@ -13,6 +13,7 @@ examples:
   mmir sweep --methods source-only,mmir --seeds 2 --out runs/sweep   # the synthetic pair, CPU-sized
   mmir sweep --pairs D2-D1,D3-D1 --data-root /data/epic --jobs 2 --out runs/paper
   mmir sweep --pairs D2-D1 --data-root /data/epic --launcher slurm --slurm-partition gpu --dry-run
+  mmir sweep --methods adversarial-only,mmir --set 'evaluation.validators=["snd"]' --select-by snd
 """
 
 
@@ -67,6 +68,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files (RUN/tensorboard)")
     p.add_argument(
+        "--select-by",
+        default=None,
+        metavar="VALIDATOR",
+        help="after the sweep, choose each pair's design by a label-free validator the runs recorded (val/VALIDATOR; "
+        "evaluation.validators) and print it beside the design target accuracy would choose (docs/validators.md)",
+    )
+    p.add_argument(
         "--launcher",
         choices=("processes", "slurm", "submitit-local"),
         default="processes",
@@ -95,10 +103,12 @@ def run(args: argparse.Namespace) -> int:
         SlurmOptions,
         SweepError,
         SweepOptions,
+        check_selection,
         is_done,
         plan,
         run_sweep,
         run_sweep_submitit,
+        select_in_sweep,
         stored_differences,
     )
     from features.atomic_io import DiskFullError
@@ -125,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
         console = Console()
+        if args.select_by is not None:
+            check_selection(options, args.select_by)  # before hours of training, not after
         if args.dry_run:
             stage1, stage2 = plan(options)
             for job in stage1 + stage2:
@@ -135,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 )
             return 0
         if args.launcher == "processes":
-            run_sweep(options, jobs=args.jobs, console=console, threads=args.threads)
+            stage2 = run_sweep(options, jobs=args.jobs, console=console, threads=args.threads)
         else:
             resources = SlurmOptions(
                 partition=args.slurm_partition,
@@ -144,12 +156,23 @@ def run(args: argparse.Namespace) -> int:
                 cpus=args.slurm_cpus,
                 mem_gb=args.slurm_mem_gb,
             )
-            run_sweep_submitit(
+            stage2 = run_sweep_submitit(
                 options, args.launcher, jobs=args.jobs, console=console, threads=args.threads, slurm=resources
             )
+        if args.select_by is not None:
+            _print_selection(console, select_in_sweep(stage2, args.select_by))
     except (ConfigError, RunFolderError, SweepError) as err:
         raise CLIError(str(err)) from err
     except DiskFullError as err:
         raise CLIError(f"{err}; free some space and run the same command again (finished runs stay done)") from None
     console.print(f"done: `mmir report {args.out}` prints the tables")
     return 0
+
+
+def _print_selection(console: Any, selections: list[Any]) -> None:  # experiments.report.Selection
+    """The designs ranked by the validator, and per pair its choice beside the oracle's (target accuracy)."""
+    from experiments.report import selection_table
+
+    console.print(selection_table(selections))
+    for selection in selections:
+        console.print(selection.text(), highlight=False)

@@ -7,6 +7,7 @@ chosen by the config: ``evaluation.hooks = ["adabn"]`` (:mod:`experiments.evalua
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 
 from experiments.data_streams import worker_init_fn
 from experiments.registries import EVALUATION_HOOKS
+from experiments.validators import validation_metrics
 
 EvaluationHook = Callable[[nn.Module, Mapping[str, Any], Any, torch.device], nn.Module]
 
@@ -85,8 +87,13 @@ def evaluate(
     valid = truth >= 0
     correct = pred[valid] == truth[valid]
     per_class = [float(correct[truth[valid] == c].mean()) for c in np.unique(truth[valid])]
-    return {
+    result = {
         "top1": float(correct.mean()),
         "mean_class_accuracy": float(np.mean(per_class)),
         "segments": int(valid.sum()),
     }
+    if indices is None:  # full evaluations only: the monitor stays cheap
+        # a validator that cannot score (NaN: e.g. a degenerate domain classifier) is left out, never a bare NaN in JSON
+        scores = validation_metrics(tested, datasets, cfg, device, autocast)
+        result.update({k: v for k, v in scores.items() if math.isfinite(v)})
+    return result
