@@ -133,3 +133,49 @@ def test_d2_d1_paper_preset_trains_on_the_shipped_splits_with_only_data_root_set
     summary = json.loads((run / "summary.json").read_text())
     assert [e["step"] for e in summary["evaluations"]] == [1]
     assert summary["evaluations"][0]["segments"] == 435  # every segment of the shipped D1 test split
+
+
+def test_d2_d1_paper_preset_trains_from_an_installed_wheel(tmp_path):
+    """The wheel carries the presets and the split files: ``mmir train`` of the installed preset, outside the repository."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = PRESET.parents[3]
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns(".venv", ".git", ".whl", "runs", "build", "*.egg-info", "__pycache__", "tests")
+    shutil.copytree(repo, source, ignore=ignore)
+    wheels = tmp_path / "wheels"
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), "."]
+    subprocess.run(build, cwd=source, check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("mmir-*.whl")
+    site = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)]
+    subprocess.run(install, check=True, capture_output=True, timeout=300)
+    preset = site / "experiments" / "configs" / "paper" / "D2-D1.toml"
+    assert preset.is_file() and (site / "features" / "data" / "epic_splits" / "D1_test.csv").is_file()
+
+    root = tmp_path / "EPIC"
+    epic_frames_for_the_run(root)
+    overrides = {**OVERRIDES, "data.root": json.dumps(str(root)), "output_dir": json.dumps(str(tmp_path / "runs"))}
+    args = ["-m", "experiments.cli", "train", str(preset), "--no-tensorboard"]
+    for key, value in overrides.items():
+        args += ["--set", f"{key}={value}"]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import experiments; print(experiments.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(site))  # the installed copy, not the repository's
+    proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [
+        json.loads(line) for line in (tmp_path / "runs" / "mmir-D2-D1" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [(r["stage"], r["step"]) for r in records] == [(1, 1), (2, 1)]
+    summary = json.loads((tmp_path / "runs" / "mmir-D2-D1" / "summary.json").read_text())
+    assert summary["evaluations"][0]["segments"] == 435  # the wheel's D1 test split
