@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 #: wall time of `mmir demo` with its defaults on a quiet 2-core machine, data generation included (README)
-DEMO_SECONDS_MEASURED = 325
+DEMO_SECONDS_MEASURED = 268
 
 EXAMPLES = """\
 examples:
