@@ -36,7 +36,7 @@ import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -437,6 +437,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run_jobs(
+    job: Callable[[Any], list[dict[str, Any]]],
+    jobs: Sequence[Any],
+    workers: int,
+    done: Callable[[Any, list[dict[str, Any]]], None],
+) -> list[dict[str, Any]]:
+    """``job(j)`` for every ``j`` of ``jobs``: here when ``workers <= 1``, else in ``workers`` spawned processes.
+
+    ``job`` must be a module-level function (it is pickled); every process is warmed up first.
+    ``done(j, records)`` is called as each finishes (in completion order when parallel).
+    """
+    records: list[dict[str, Any]] = []
+    if workers <= 1:
+        _warm_up()
+        for j in jobs:
+            mine = job(j)
+            records += mine
+            done(j, mine)
+        return records
+    # spawn: fresh interpreters, no OpenMP state inherited from this process
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
+    ) as pool:
+        futures = {pool.submit(job, j): j for j in jobs}
+        for future in as_completed(futures):
+            mine = future.result()
+            records += mine
+            done(futures[future], mine)
+    return records
+
+
 def run_benchmark(
     out: Path,
     seeds: Sequence[int],
@@ -457,23 +488,11 @@ def run_benchmark(
             folder = out / f"c{c:g}"
         for seed in seeds:
             jobs.append((seed, tuple(methods), str(folder), extra, threads))
-    records: list[dict[str, Any]] = []
-    if workers <= 1:
-        _warm_up()
-        for job in jobs:
-            records += _job(job)
-            log(f"seed {job[0]} done ({job[2]})")
-        return records
-    # spawn: fresh interpreters, no OpenMP state inherited from this process
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_warm_up
-    ) as pool:
-        futures = {pool.submit(_job, job): job for job in jobs}
-        for future in as_completed(futures):
-            job = futures[future]
-            mine = future.result()
-            records += mine
-            log(f"seed {job[0]:3d} ({job[2]}): " + "  ".join(f"{r['method']} {100 * r['top1']:.1f}" for r in mine))
+
+    def done(job: tuple, mine: list[dict[str, Any]]) -> None:
+        log(f"seed {job[0]:3d} ({job[2]}): " + "  ".join(f"{r['method']} {100 * r['top1']:.1f}" for r in mine))
+
+    records = run_jobs(_job, jobs, workers, done)
     order = {m: i for i, m in enumerate(methods)}
     return sorted(records, key=lambda r: (r["contamination"], r["seed"], order[r["method"]]))
 

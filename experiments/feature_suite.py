@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +50,7 @@ import numpy as np
 
 from experiments.config import ConfigError, RunConfig, parse_overrides
 from experiments.config_layers import read_toml
-from experiments.feature_benchmark import PRESETS, _warm_up, known_methods, parse_seeds, run_config, run_seed
+from experiments.feature_benchmark import PRESETS, known_methods, parse_seeds, run_config, run_jobs, run_seed
 from features.atomic_io import atomic_write_text, json_text
 from features.data.negative_transfer import NegativeTransferParams
 
@@ -175,20 +173,7 @@ def run_suite(
 ) -> list[dict[str, Any]]:
     """Every (geometry, seed) of ``methods`` in ``jobs`` processes of one torch thread; one record per run."""
     work = [(g, s, tuple(methods), str(out), dict(overrides or {})) for g in geometries for s in seeds]
-    records: list[dict[str, Any]] = []
-    if jobs <= 1:
-        _warm_up()
-        for job in work:
-            records += _job(job)
-            log(f"{job[0]} seed {job[1]} done")
-    else:
-        # spawn: fresh interpreters, no OpenMP state inherited from this process
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_warm_up) as pool:
-            futures = {pool.submit(_job, job): job for job in work}
-            for future in as_completed(futures):
-                records += future.result()
-                log(f"{futures[future][0]} seed {futures[future][1]} done")
+    records = run_jobs(_job, work, jobs, lambda job, _: log(f"{job[0]} seed {job[1]} done"))
     g_order, m_order = {g: i for i, g in enumerate(geometries)}, {m: i for i, m in enumerate(methods)}
     return sorted(records, key=lambda r: (g_order[r["geometry"]], r["seed"], m_order[r["method"]]))
 
