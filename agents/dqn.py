@@ -304,15 +304,17 @@ class RefinementDQN:
         """A replay minibatch drawn from this agent's generator and its TD targets ``y`` (eq. 5, no gradient)."""
         batch = self.replay.sample(self.batch_size, self.generator if self.device.type == "cpu" else None)
         with torch.no_grad():
-            bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
             target = (
-                batch.rewards.clone()
+                batch.rewards
                 if self.reward_relabel is None
                 else self.reward_relabel(batch.obs, batch.mask, batch.actions).float()
             )
-            if self.gamma > 0 and bool(bootstrap.any()):  # with E = 1 every transition is terminal: y = r
-                next_q = masked_q(self.q_net_target(batch.next_obs, batch.next_mask), batch.next_mask).amax(dim=1)
-                target += self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
+            # with E = 1 every transition is terminal (y = r): one check, no target network forward
+            if self.gamma > 0 and not bool(batch.dones.all()):
+                bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
+                next_mask = batch.next_mask
+                next_q = masked_q(self.q_net_target(batch.next_obs, next_mask), next_mask).amax(dim=1)
+                target = target + self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
         return batch, target
 
     def td_error(self, q: Tensor, actions: Tensor, target: Tensor) -> Tensor:
@@ -321,6 +323,13 @@ class RefinementDQN:
         if self.hyperparameters["loss"] == "huber":
             return F.smooth_l1_loss(taken, target)
         return F.mse_loss(taken, target)
+
+    def td_errors(self, q: Tensor, actions: Tensor, targets: Tensor) -> Tensor:
+        """Eq. 6 for a stack of minibatches (an :class:`~agents.grouped.AgentGroup`'s): ``q [G, B, n_c]``,
+        ``actions`` and ``targets`` ``[G, B]`` -> ``[G]``, each the mean over its ``B`` as :meth:`td_error`."""
+        taken = q.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        loss = F.smooth_l1_loss if self.hyperparameters["loss"] == "huber" else F.mse_loss
+        return loss(taken, targets, reduction="none").mean(-1)
 
     def update(self, optimize: bool = True) -> Tensor:
         """One gradient step's TD loss (eq. 6); zero while fewer than ``learning_starts`` transitions are stored.

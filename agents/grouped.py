@@ -41,23 +41,47 @@ def groupable(agents: Sequence[object]) -> bool:
     return len(keys) == 1
 
 
-def stacked_set_q(nets: Sequence[CandidateSetQNet], obs: Tensor, mask: Tensor) -> Tensor:
-    """``G`` :class:`~agents.qnets.CandidateSetQNet` s on their own inputs at once.
+SetQWeights = tuple[Tensor, ...]  # the group's stacked layers, ready for batched products (see stack_set_q_weights)
+
+
+def stack_set_q_weights(nets: Sequence[CandidateSetQNet]) -> SetQWeights:
+    """The ``G`` networks' layers stacked over the group (differentiable: each network's parameters get their gradients).
+
+    A snapshot: valid until an optimizer steps the networks. Computing it once per step serves
+    the group's acts and its TD losses alike.
+    """
+    w1, b1, w2, b2, w3, b3, w4, b4 = (torch.stack(p) for p in zip(*(_set_q_parameters(n) for n in nets)))
+    # [G, 1, out] biases and [G, in, out] weights for baddbmm; the last layer stays [G, 1, in]
+    return (
+        b1.unsqueeze(1),
+        w1.transpose(1, 2),
+        b2.unsqueeze(1),
+        w2.transpose(1, 2),
+        b3.unsqueeze(1),
+        w3.transpose(1, 2),
+        b4.unsqueeze(-1),
+        w4,
+    )
+
+
+def stacked_set_q(nets: Sequence[CandidateSetQNet] | SetQWeights, obs: Tensor, mask: Tensor) -> Tensor:
+    """``G`` :class:`~agents.qnets.CandidateSetQNet` s (or their :func:`stack_set_q_weights`) on their own inputs at once.
 
     ``obs: [G, B, n_c, d]``, ``mask: [G, B, n_c]`` -> Q ``[G, B, n_c]``; the same arithmetic as
     ``CandidateSetQNet.forward`` with every ``nn.Linear`` a batched product over the group.
     """
+    weights = nets if isinstance(nets, tuple) else stack_set_q_weights(nets)  # type: ignore[arg-type]
+    b1, w1, b2, w2, b3, w3, b4, w4 = weights
     g, b, n_c, d = obs.shape
-    w1, b1, w2, b2, w3, b3, w4, b4 = (torch.stack(p) for p in zip(*(_set_q_parameters(n) for n in nets)))
     rows = obs.reshape(g, b * n_c, d)
-    hidden = torch.relu(torch.baddbmm(b1.unsqueeze(1), rows, w1.transpose(1, 2)))
-    phi = torch.relu(torch.baddbmm(b2.unsqueeze(1), hidden, w2.transpose(1, 2))).reshape(g, b, n_c, -1)
-    weights = mask.unsqueeze(-1).to(phi.dtype)
-    context = (phi * weights).sum(-2) / weights.sum(-2).clamp_min(1.0)
+    hidden = torch.relu(torch.baddbmm(b1, rows, w1))
+    phi = torch.relu(torch.baddbmm(b2, hidden, w2)).reshape(g, b, n_c, -1)
+    weights_rows = mask.unsqueeze(-1).to(phi.dtype)
+    context = (phi * weights_rows).sum(-2) / weights_rows.sum(-2).clamp_min(1.0)
     joint = torch.cat([phi, context.unsqueeze(-2).expand_as(phi)], dim=-1).reshape(g, b * n_c, -1)
-    hidden = torch.relu(torch.baddbmm(b3.unsqueeze(1), joint, w3.transpose(1, 2)))
+    hidden = torch.relu(torch.baddbmm(b3, joint, w3))
     # one output per row: W h^T, the order in which nn.Linear's matrix-vector product adds (the same bits)
-    return torch.baddbmm(b4.unsqueeze(-1), w4, hidden.transpose(1, 2)).reshape(g, b, n_c)
+    return torch.baddbmm(b4, w4, hidden.transpose(1, 2)).reshape(g, b, n_c)
 
 
 def _set_q_parameters(net: CandidateSetQNet) -> tuple[Tensor, ...]:
@@ -86,8 +110,13 @@ class AgentGroup:
             raise ValueError("an AgentGroup needs two or more mmir-dqn agents with the same set Q-network shape")
         self.agents = list(agents)
 
+    def weights(self) -> SetQWeights:
+        """The group's Q-networks stacked (:func:`stack_set_q_weights`): pass it to :meth:`act` and :meth:`td_losses`
+        of the same step to stack once; it is stale once the agents' optimizers have stepped."""
+        return stack_set_q_weights([a.q_net for a in self.agents])
+
     @torch.no_grad()
-    def act(self, obs: Tensor, mask: Tensor) -> Tensor:
+    def act(self, obs: Tensor, mask: Tensor, weights: SetQWeights | None = None) -> Tensor:
         """Masked epsilon-greedy actions ``[G, B]`` for ``obs: [G, B, n_c, d]`` and ``mask: [G, B, n_c]``; counts selections."""
         draws = [agent.exploration_draws(m) for agent, m in zip(self.agents, mask)]
         explore = torch.stack([e for e, _ in draws])
@@ -95,30 +124,45 @@ class AgentGroup:
         if bool(explore.all()):  # nobody acts greedily: no Q forward
             actions = random_actions
         else:
-            q = stacked_set_q([a.q_net for a in self.agents], obs, mask)
+            q = stacked_set_q(self.weights() if weights is None else weights, obs, mask)
             actions = torch.where(explore, random_actions, masked_q(q, mask).argmax(dim=-1))
         for agent in self.agents:
             agent.selections += obs.shape[1]
         return actions
 
-    def td_losses(self) -> list[Tensor]:
-        """Each agent's eq. 6 TD loss (attached to its Q-network's graph), a zero tensor for an agent not yet ready."""
+    def td_losses(self, weights: SetQWeights | None = None) -> list[Tensor]:
+        """Each agent's eq. 6 TD loss (attached to its Q-network's graph), a zero tensor for an agent not yet ready.
+
+        ``weights``: this step's :meth:`weights` (stacked with gradients enabled), else they are stacked here.
+        """
         ready = [i for i, agent in enumerate(self.agents) if agent.ready()]
-        losses = [torch.zeros((), device=agent.device) for agent in self.agents]
         if not ready:
-            return losses
+            return [torch.zeros((), device=agent.device) for agent in self.agents]
         batches = [self.agents[i].td_batch() for i in ready]
         if len(ready) == 1:
             (i,), ((batch, target),) = ready, batches
-            losses[i] = self.agents[i].td_error(self.agents[i].q_net(batch.obs, batch.mask), batch.actions, target)
-            return losses
+            loss = self.agents[i].td_error(self.agents[i].q_net(batch.obs, batch.mask), batch.actions, target)
+            return self._in_place_of_ready(ready, [loss])
         obs = torch.stack([batch.obs for batch, _ in batches])
         mask = torch.stack([batch.mask for batch, _ in batches])
-        q = stacked_set_q([self.agents[i].q_net for i in ready], obs, mask)
-        for j, i in enumerate(ready):
-            batch, target = batches[j]
-            losses[i] = self.agents[i].td_error(q[j], batch.actions, target)
-        return losses
+        actions = torch.stack([batch.actions for batch, _ in batches])
+        targets = torch.stack([target for _, target in batches])
+        if weights is None:
+            weights = stack_set_q_weights([self.agents[i].q_net for i in ready])
+        elif len(ready) < len(self.agents):
+            index = torch.tensor(ready, device=obs.device)
+            weights = tuple(w.index_select(0, index) for w in weights)
+        q = stacked_set_q(weights, obs, mask)
+        # one gather and one loss for the group: each agent's mean over its minibatch, the bits of its td_error
+        return self._in_place_of_ready(ready, self.agents[ready[0]].td_errors(q, actions, targets).unbind())
+
+    def _in_place_of_ready(self, ready: list[int], losses: Sequence[Tensor]) -> list[Tensor]:
+        """One loss per agent: ``losses`` for the ``ready`` agents, a zero tensor for the others."""
+        by_agent = dict(zip(ready, losses))
+        return [
+            by_agent[i] if i in by_agent else torch.zeros((), device=agent.device)
+            for i, agent in enumerate(self.agents)
+        ]
 
 
-__all__ = ["AgentGroup", "groupable", "stacked_set_q"]
+__all__ = ["AgentGroup", "SetQWeights", "groupable", "stack_set_q_weights", "stacked_set_q"]

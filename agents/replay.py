@@ -21,9 +21,14 @@ class ReplaySample:
     mask: Tensor  # [B, n_c]
     actions: Tensor  # [B]
     rewards: Tensor  # [B]
-    next_obs: Tensor  # [B, n_c, d]
     next_mask: Tensor  # [B, n_c]
     dones: Tensor  # [B]
+    states: Tensor  # [B, n_c, d] the stored sets before any row was zeroed
+
+    @property
+    def next_obs(self) -> Tensor:
+        """``[B, n_c, d]`` the next states (built on demand: with ``E = 1`` no TD target bootstraps from them)."""
+        return self.states * self.next_mask.unsqueeze(-1)
 
 
 class ReplayBuffer:
@@ -78,13 +83,21 @@ class ReplayBuffer:
                 t[sl] for t in (states, masks, actions, rewards, next_masks, dones)
             )
             b = self.capacity
-        slots = (self.pos + torch.arange(b, device=self.device)) % self.capacity
-        self.states[slots] = states.to(self.device, self.states.dtype)
-        self.masks[slots] = masks.to(self.device, torch.bool)
-        self.actions[slots] = actions.to(self.device, torch.int64)
-        self.rewards[slots] = rewards.to(self.device, torch.float32)
-        self.next_masks[slots] = next_masks.to(self.device, torch.bool)
-        self.dones[slots] = dones.to(self.device, torch.bool)
+        # a contiguous run of slots is a slice copy (cheaper than an index_put); a wrap-around is indexed
+        slots: slice | Tensor = (
+            slice(self.pos, self.pos + b)
+            if self.pos + b <= self.capacity
+            else (self.pos + torch.arange(b, device=self.device)) % self.capacity
+        )
+        for store, values in (
+            (self.states, states),
+            (self.masks, masks),
+            (self.actions, actions),
+            (self.rewards, rewards),
+            (self.next_masks, next_masks),
+            (self.dones, dones),
+        ):
+            store[slots] = values.to(self.device, store.dtype)
         self.pos = (self.pos + b) % self.capacity
         self.size = min(self.capacity, self.size + b)
 
@@ -99,8 +112,7 @@ class ReplayBuffer:
         else:
             base = self.pool[self.states[idx]]
         obs = base * mask.unsqueeze(-1)
-        next_obs = base * next_mask.unsqueeze(-1)
-        return ReplaySample(obs, mask, self.actions[idx], self.rewards[idx], next_obs, next_mask, self.dones[idx])
+        return ReplaySample(obs, mask, self.actions[idx], self.rewards[idx], next_mask, self.dones[idx], base)
 
     def spread(self, limit: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Up to ``limit`` stored transitions evenly spaced over the buffer: ``(obs, mask, actions, rewards)``.

@@ -173,7 +173,7 @@ def print_overheads(console: Console, what: str, adv: StepTimer, other: StepTime
         overhead, low, high = paired_overhead(adv_t, other_t)
         console.print(
             f"{what} overhead, {label}: {overhead:+.1f}% of the adversarial-only step "
-            f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 5%)"
+            f"(95% bootstrap interval {low:+.1f}% .. {high:+.1f}%; target <= 3%)"
         )
 
 

@@ -123,6 +123,9 @@ class CoTrainer:
             self.module = convert_sync_batchnorm(self.module, self.device)
         self.parts = parts
         self.forward: nn.Module = self.module
+        # the agents' Q-network parameters, listed once: clearing their gradients every step without a module walk
+        # (optimizers and checkpoints update these tensors in place, never replace them)
+        self._agent_parameters = list(self.module.agents.parameters())
         self.refinement_stats = RefinementStats(cfg.model.num_classes)
         self.stage, self.step = 1, 0
         self.positions = {"stage1": StreamPosition(), "source": StreamPosition(), "target": StreamPosition()}
@@ -193,9 +196,9 @@ class CoTrainer:
         refiners = list(self.refiners.values()) if self.stage == 2 else []
         for opt in self.optimizers.values():  # 1. clear the gradients of everything that trains
             opt.zero_grad(set_to_none=True)
-        for refiner in refiners:
-            for net in refiner.trainable_modules():
-                net.zero_grad(set_to_none=True)
+        if refiners:  # the agents' Q-networks (the module holds every refiner's trainable modules)
+            for parameter in self._agent_parameters:
+                parameter.grad = None
         skip = self.cfg.nonfinite_loss == "skip"
         buffers = [b.detach().clone() for b in self.module.buffers()] if skip else []  # BatchNorm statistics
         with self.autocast():  # 2. the forward work, inside DDP under torchrun (CoTrainModule.forward):

@@ -273,20 +273,23 @@ class BatchedRefinementEnv(VectorEnv):
                 f"actions must be {self.num_envs} integer row indices, got shape {tuple(a.shape)} dtype {a.dtype}"
             )
         a = a.long()
-        if bool(((a < 0) | (a >= self.n_c)).any()):
-            raise ValueError(
-                f"actions must be row indices in [0, {self.n_c}), got values in [{int(a.min())}, {int(a.max())}]"
-            )
-        stepping = ~self._done
+        low, high = torch.stack(torch.aminmax(a)).tolist()  # one host synchronisation
+        if low < 0 or high >= self.n_c:
+            raise ValueError(f"actions must be row indices in [0, {self.n_c}), got values in [{low}, {high}]")
+        # stepping: the sets this call steps; None when every set steps (the common case: fewer kernels)
+        stepping: Tensor | None = None
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             restart = self._done.clone()
             if bool(restart.any()):
+                stepping = ~restart
                 self._refill(self._arange[restart])
-        elif not bool(stepping.all()):
+        elif bool(self._done.any()):
             raise RuntimeError("some candidate sets have ended and were not reset: call reset() (autoreset DISABLED)")
 
         ar = self._arange
-        valid = self._mask[ar, a] & stepping
+        selectable = self._mask[ar, a]
+        valid = selectable if stepping is None else selectable & stepping
+        invalid = ~valid
         chosen = self._feats[ar, a]  # [N, d]
         rel_rows = None
         combination = self.signals.signal_reward
@@ -309,21 +312,30 @@ class BatchedRefinementEnv(VectorEnv):
                 self.discriminator, chosen, self.domain, self._drift((self.num_envs,))
             )  # one forward
             rewards = self._chosen_reward(rel)
-        rewards = torch.where(valid, rewards, torch.full_like(rewards, -1.0))
-        rel = torch.where(valid, rel, torch.full_like(rel, float("nan")))
-        infos: dict[str, Any] = {"relevance": rel, "invalid_action": ~valid & stepping}
+        rewards = rewards.masked_fill(invalid, -1.0)
+        rel = rel.masked_fill(invalid, float("nan"))
+        infos: dict[str, Any] = {
+            "relevance": rel,
+            "invalid_action": invalid if stepping is None else invalid & stepping,
+        }
         if self.score_all_rows and rel_rows is not None:
             infos["relevance_rows"] = rel_rows
         if self._is_negative is not None:
             infos["is_negative"] = self._is_negative[ar, a] & valid
 
         row = chosen if not self.observation_signals else self._obs[ar, a]  # features and extras
-        self._obs[ar, a] = torch.where(valid.unsqueeze(-1), torch.zeros_like(row), row)
-        self._mask[ar, a] &= ~valid
-        self._steps += stepping.long()
-        terminated = stepping & (self._steps >= self.E)
+        self._obs[ar, a] = row.masked_fill(valid.unsqueeze(-1), 0.0)
+        # a valid selection leaves the set; an invalid one changes nothing: selectable & ~valid
+        if stepping is None:
+            self._mask[ar, a] = False
+            self._steps += 1
+            terminated = self._steps >= self.E
+        else:
+            self._mask[ar, a] = selectable & ~stepping
+            self._steps += stepping.long()
+            terminated = stepping & (self._steps >= self.E)
         self._done |= terminated
-        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+        if stepping is not None and self.autoreset_mode == AutoresetMode.NEXT_STEP:
             rewards = torch.where(stepping, rewards, torch.zeros_like(rewards))
         elif self.autoreset_mode == AutoresetMode.SAME_STEP and bool(terminated.any()):
             if self.include_final_obs:

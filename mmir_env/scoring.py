@@ -27,9 +27,18 @@ def _mode_dependent(module: nn.Module) -> bool:
     return known
 
 
+# A module's first parameter, found once: its ``.device`` follows ``module.to(...)``, which converts parameters
+# in place, so the environments' every-step device lookup costs no walk over the module's children.
+_FIRST_PARAMETER: weakref.WeakKeyDictionary[nn.Module, Tensor] = weakref.WeakKeyDictionary()
+
+
 def module_device(module: nn.Module) -> torch.device:
     """Device of a module's first parameter or buffer (CPU for a parameter-free module)."""
+    first = _FIRST_PARAMETER.get(module)
+    if first is not None:
+        return first.device
     for tensor in module.parameters():
+        _FIRST_PARAMETER[module] = tensor
         return tensor.device
     for tensor in module.buffers():
         return tensor.device

@@ -34,6 +34,7 @@ A reward is a named combination of signals (:class:`SignalReward`), e.g. ``{"dis
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -490,11 +491,11 @@ class EnvSignals:
         """The combination the reward is computed from, or None where it is eq. 3 (the paper's code path)."""
         return None if self.reward is None or self.reward.is_eq3 else self.reward
 
-    @property
-    def needs(self) -> set[str]:
-        """Optional inputs that the observation extras and the reward read."""
+    @functools.cached_property
+    def needs(self) -> frozenset[str]:
+        """Optional inputs that the observation extras and the reward read (fixed at construction; read every env step)."""
         names = set(self.observation) | (set() if self.signal_reward is None else set(self.signal_reward.names))
-        return {n for name in names for n in resolve_signal(name).needs}
+        return frozenset(n for name in names for n in resolve_signal(name).needs)
 
     def check_available(self, available: set[str], where: str, hint: str = "") -> None:
         """One-line ValueError naming the first signal whose input ``where`` does not provide."""

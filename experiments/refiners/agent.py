@@ -12,7 +12,7 @@ train after it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,7 +65,7 @@ class Selection:
     greedy: Tensor | None  # [S] the agent's greedy choice before the first selection (diagnostics)
     relevance: Tensor | None = None  # [B] every row's relevance before the first selection (reports)
     reward_total: Tensor | None = None  # the sets' rewards summed over the selection steps so far (float64)
-    negatives_removed: list[Tensor] = field(default_factory=list)  # per selection step: planted negatives removed
+    negatives_removed: Tensor | None = None  # planted negatives removed over the selection steps so far (int64)
 
     def next_state(self, env: BatchedRefinementEnv) -> tuple[Tensor, Tensor]:
         """``(state, mask)`` of the next selection: copies, because the env zeroes chosen rows of its live buffer in place."""
@@ -154,14 +154,20 @@ class AgentRefiner:
         if not (same_shape and groupable(agents)):
             return [r.refine(*x) for r, x in zip(refiners, inputs)]
         group = AgentGroup(agents)  # type: ignore[arg-type]
+        weights = group.weights()  # stacked once for the acts and the TD losses of this step
         selections = [r.begin(*x) for r, x in zip(refiners, inputs)]
         for _ in range(refiners[0].E):
-            states, masks = zip(*(sel.next_state(r.env) for r, sel in zip(refiners, selections)))
-            actions = group.act(torch.stack(states), torch.stack(masks))
+            # stacking copies the envs' live buffers, which their steps zero in place: the states stay as acted on
+            states = torch.stack([sel.obs for sel in selections])
+            masks = torch.stack([r.env.mask for r in refiners])
+            actions = group.act(states, masks, weights)
             for r, sel, state, mask, chosen in zip(refiners, selections, states, masks, actions):
                 r.record(sel, state, mask, chosen)
-        losses = group.td_losses()
-        return [r.finish(sel, loss) for r, sel, loss in zip(refiners, selections, losses)]
+        losses = group.td_losses(weights)
+        counts = torch.stack(
+            [r.counts(sel, loss, r.env.mask) for r, sel, loss in zip(refiners, selections, losses)]
+        ).tolist()  # one host synchronisation for the group's statistics
+        return [r.finish(sel, loss, c) for r, sel, loss, c in zip(refiners, selections, losses, counts)]
 
     def begin(self, features: Tensor, is_negative: Tensor | None) -> Selection:
         """Load the half-batch's candidate sets into the env (and take the diagnostics that precede selection)."""
@@ -192,27 +198,39 @@ class AgentRefiner:
         reward = rewards.sum().double()  # summed in float64 in selection order, as Python floats would be
         selection.reward_total = reward if selection.reward_total is None else selection.reward_total + reward
         if "is_negative" in info:
-            selection.negatives_removed.append(info["is_negative"].sum())
+            hits = info["is_negative"].sum()
+            selection.negatives_removed = (
+                hits if selection.negatives_removed is None else selection.negatives_removed + hits
+            )
 
-    def finish(self, selection: Selection, loss: Tensor | None) -> RefinementResult:
-        """The keep mask and statistics of the finished selection; ``loss``: the agent's TD loss (joint-loss agents)."""
+    @staticmethod
+    def counts(selection: Selection, loss: Tensor | None, mask: Tensor) -> Tensor:
+        """``[5]`` float64 on the device: the selection's total reward, rows removed, planted negatives removed and
+        present, and the TD loss (NaN without one); ``mask``: the env's selectable rows after the selection.
+
+        Read to the host in one synchronisation (for a group of refiners: one for all of them).
+        """
+        zero = torch.zeros((), dtype=torch.float64, device=mask.device)
+        return torch.stack(
+            [
+                zero if selection.reward_total is None else selection.reward_total,
+                (~mask).sum().double(),
+                zero if selection.negatives_removed is None else selection.negatives_removed.double(),
+                zero if selection.is_negative is None else selection.is_negative.sum().double(),
+                zero.new_full((), float("nan")) if loss is None else loss.detach().double(),
+            ]
+        )
+
+    def finish(
+        self, selection: Selection, loss: Tensor | None, counts: Sequence[float] | None = None
+    ) -> RefinementResult:
+        """The keep mask and statistics of the finished selection; ``loss``: the agent's TD loss (joint-loss agents);
+        ``counts``: :meth:`counts` already read to the host (else read here)."""
         sel, stats = selection, selection.stats
         s = sel.first_mask.shape[0]
-        chosen = ~self.env.mask
         keep = self.env.mask.reshape(-1).clone()
-        # one host synchronisation for the step's counts, not one per selection step
-        counts = torch.stack(
-            [
-                sel.reward_total if sel.reward_total is not None else keep.new_zeros((), dtype=torch.float64),
-                (~keep).sum().double(),
-                torch.stack(sel.negatives_removed).sum().double()
-                if sel.negatives_removed
-                else keep.new_zeros((), dtype=torch.float64),
-                sel.is_negative.sum().double()
-                if sel.is_negative is not None
-                else keep.new_zeros((), dtype=torch.float64),
-            ]
-        ).tolist()
+        if counts is None:
+            counts = self.counts(sel, loss, self.env.mask).tolist()
         total_reward, removed, negatives_removed, negatives_present = (
             counts[0],
             int(counts[1]),
@@ -225,7 +243,7 @@ class AgentRefiner:
             keep = torch.ones_like(keep)
         stats["replay"] = float(self.agent.replay_size())
         if loss is not None:
-            stats["td_loss"] = float(loss.detach())
+            stats["td_loss"] = counts[4]
         self._stats = stats
         if holding:  # the selections, for the agents' precision; nothing left L_adv
             stats["selected"], stats["selected_negatives"] = float(removed), float(negatives_removed)
@@ -236,7 +254,7 @@ class AgentRefiner:
                 sel.relevance.reshape(s, self.n_c),
                 sel.first_mask,
                 sel.greedy,
-                chosen,
+                ~self.env.mask,
                 sel.negatives,
                 self.reward_kind,
                 self.tau,

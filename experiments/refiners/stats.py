@@ -24,41 +24,59 @@ class RefinementStats:
 
     def __init__(self, num_classes: int) -> None:
         self.num_classes = int(num_classes)
-        # counts stay tensors on the rows' device between checkpoints: adding them costs no host synchronisation
-        self._counts: dict[str, dict[str, Tensor]] = {}
+        # per agent: relevance histograms [2, BINS] (kept, removed) and class counts [2, C] (kept, removed) as
+        # tensors on the rows' device between checkpoints: adding them costs no host synchronisation
+        self._counts: dict[str, tuple[Tensor, Tensor]] = {}
 
     def add(self, key: str, result: RefinementResult, labels: Tensor | None) -> None:
         keep = result.keep
         entry = self._counts.get(key)
-        if entry is None:
-            zeros = {"kept_histogram": self.BINS, "removed_histogram": self.BINS}
-            zeros |= {"seen_per_class": self.num_classes, "removed_per_class": self.num_classes}
-            entry = self._counts[key] = {
-                name: torch.zeros(size, dtype=torch.int64, device=keep.device) for name, size in zeros.items()
-            }
-        elif entry["seen_per_class"].device != keep.device:  # restored from a checkpoint on the CPU
-            entry = self._counts[key] = {name: t.to(keep.device) for name, t in entry.items()}
+        if entry is None or entry[0].device != keep.device:  # first add, or restored from a checkpoint on the CPU
+            entry = self._counts[key] = (
+                torch.zeros((2, self.BINS), dtype=torch.int64, device=keep.device)
+                if entry is None
+                else entry[0].to(keep.device),
+                torch.zeros((2, self.num_classes), dtype=torch.int64, device=keep.device)
+                if entry is None
+                else entry[1].to(keep.device),
+            )
+        histograms, classes = entry
+        removed = (~keep).long()
         if result.relevance is not None:
             bins = (result.relevance.to(keep.device) * self.BINS).long().clamp(0, self.BINS - 1)
-            for name, rows in (("kept_histogram", keep), ("removed_histogram", ~keep)):
-                entry[name] += torch.bincount(bins[rows], minlength=self.BINS)
+            # one bincount for both rows: code = bin + BINS * removed
+            histograms += torch.bincount(bins + self.BINS * removed, minlength=2 * self.BINS).view(2, self.BINS)
         if labels is not None:
             labels = labels.to(keep.device).long()
             valid = (labels >= 0) & (labels < self.num_classes)
-            for name, rows in (("seen_per_class", valid), ("removed_per_class", valid & ~keep)):
-                entry[name] += torch.bincount(labels[rows], minlength=self.num_classes)
+            codes = (labels + self.num_classes * removed)[valid]
+            classes += torch.bincount(codes, minlength=2 * self.num_classes).view(2, self.num_classes)
 
     @property
     def agents(self) -> dict[str, dict[str, list[int]]]:
         """Per agent (``modality/domain``): the four count lists."""
-        return {key: {name: t.tolist() for name, t in entry.items()} for key, entry in self._counts.items()}
+        out = {}
+        for key, (histograms, classes) in self._counts.items():
+            hist, cls = histograms.tolist(), classes.tolist()
+            out[key] = {
+                "kept_histogram": hist[0],
+                "removed_histogram": hist[1],
+                "seen_per_class": [k + r for k, r in zip(cls[0], cls[1])],
+                "removed_per_class": cls[1],
+            }
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"bins": self.BINS, "num_classes": self.num_classes, "agents": self.agents}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.num_classes = int(state["num_classes"])
-        self._counts = {
-            key: {name: torch.tensor(list(values), dtype=torch.int64) for name, values in entry.items()}
-            for key, entry in state["agents"].items()
-        }
+        self._counts = {}
+        for key, entry in state["agents"].items():
+            seen, removed = (
+                torch.tensor(list(entry[n]), dtype=torch.int64) for n in ("seen_per_class", "removed_per_class")
+            )
+            histograms = torch.tensor(
+                [list(entry["kept_histogram"]), list(entry["removed_histogram"])], dtype=torch.int64
+            )
+            self._counts[key] = (histograms, torch.stack([seen - removed, removed]))
