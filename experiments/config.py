@@ -144,6 +144,9 @@ class RefinementConfig:
     # ... on every N-th stage-2 step (1: every step): they re-score replayed transitions and run an
     # extra greedy pass, about half of what refinement costs a step when taken every step
     diagnostics_every: int = 10
+    # relevance signals (mmir_env.signals) whose AUC against the planted negatives is logged on
+    # diagnostics steps as diag/auc/NAME (data with planted negatives only)
+    signal_aucs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -153,6 +156,12 @@ class EnvConfig:
     tau_s: float = 0.5
     tau_t: float = 0.5
     reward: Literal["threshold", "rank", "margin"] = "threshold"
+    # relevance signals (mmir_env.signals) of the reward, name -> weight; empty: eq. 3 (the paper)
+    reward_signals: dict[str, float] = field(default_factory=dict)
+    # signals appended to the agents' state as per-row columns (d + k wide); empty: the paper's state
+    observation_signals: list[str] = field(default_factory=list)
+    # per-signal options, e.g. {density = {k = 10}}
+    signal_options: dict[str, dict[str, int | float | str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -579,6 +588,78 @@ def _validate_parts(config: RunConfig) -> None:
     for hook in config.evaluation.hooks:
         if hook not in EVALUATION_HOOKS:
             raise ConfigError(f"evaluation.hooks names {hook!r}; known hooks: {', '.join(sorted(EVALUATION_HOOKS))}")
+    _validate_signals(config)
+
+
+# What co-training hands the relevance signals: "other_logits" only with a second modality.
+_COTRAIN_INPUTS = {"discriminator", "logits", "reference", "is_negative"}
+
+
+def _validate_signals(config: RunConfig) -> None:
+    """``env.reward_signals``, ``env.observation_signals``, ``env.signal_options`` and ``refinement.signal_aucs``
+    name registered signals (plug-ins imported) whose inputs co-training provides, with options they take."""
+    from mmir_env.signals import SIGNALS, resolve_signal
+
+    env, refinement = config.env, config.refinement
+    available = _COTRAIN_INPUTS | ({"other_logits"} if len(config.model.modalities) > 1 else set())
+    used: dict[str, list[str]] = {
+        "env.reward_signals": list(env.reward_signals),
+        "env.observation_signals": list(env.observation_signals),
+        "refinement.signal_aucs": list(refinement.signal_aucs),
+        "env.signal_options": list(env.signal_options),
+    }
+    for key, names in used.items():
+        for name in names:
+            if name not in SIGNALS:
+                raise ConfigError(
+                    f"{key} names {name!r}, which is not a registered relevance signal; known: {', '.join(SIGNALS.names())}"
+                )
+            missing = sorted(set(resolve_signal(name).needs) - available)
+            if missing:
+                raise ConfigError(
+                    f"{key} names {name!r}, which needs {missing[0]!r}, which co-training with model.modalities "
+                    f"{config.model.modalities} does not provide"
+                )
+        if key != "env.signal_options" and len(set(names)) != len(names):
+            raise ConfigError(f"{key} must name distinct signals, got {names}")
+    for name, options in env.signal_options.items():
+        try:
+            _try_signal(name, options)
+        except ValueError as err:
+            raise ConfigError(f"env.signal_options.{name}: {err}") from None
+    if refinement.relabel:
+        for name in env.reward_signals:
+            extra = sorted(set(resolve_signal(name).needs) - {"discriminator"})
+            if extra:
+                raise ConfigError(
+                    f"refinement.relabel = true re-scores replayed states, which hold features only: "
+                    f"env.reward_signals names {name!r}, which needs {extra[0]!r}"
+                )
+
+
+def _try_signal(name: str, options: dict[str, Any]) -> None:
+    """Run signal ``name`` with ``options`` on two tiny sets: a bad option fails here, before anything trains."""
+    import torch
+
+    from mmir_env.signals import SignalInputs, resolve_signal
+
+    class SumLogit(torch.nn.Module):  # a discriminator without parameters: nothing draws from the global generator
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum(-1)
+
+    signal = resolve_signal(name, "signal_options")
+    signal.check_options(options)
+    rows = torch.linspace(-1.0, 1.0, 24)
+    inputs = SignalInputs(
+        features=rows.reshape(2, 3, 4),
+        domain=0,
+        discriminator=SumLogit(),
+        logits=rows[:18].reshape(2, 3, 3),
+        other_logits=rows[6:].reshape(2, 3, 3),
+        reference=rows[:20].reshape(5, 4),
+        is_negative=torch.zeros(2, 3, dtype=torch.bool),
+    )
+    signal(inputs, **options)
 
 
 def _sections(config: RunConfig) -> list[tuple[str, dict[str, Any]]]:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from experiments.objectives import Objective, StepOutputs
-from experiments.refiners import RefinementResult, Refiner, refine_all
+from experiments.refiners import RefinementResult, Refiner, RefinerInput, SignalRows, refine_all, signal_needs
 from experiments.refiners.diagnostics import domain_auc
 from experiments.steps import StepBatch, StepStrategy
 
@@ -116,17 +116,33 @@ class CoTrainModule(nn.Module):
         return extract(self.model, source, target, self.per_domain_bn)
 
     def refine(self, f_src: dict[str, Tensor], f_tgt: dict[str, Tensor] | None, batch: StepBatch) -> Refined:
-        """Every refiner on its half-batch of one modality (features detached inside): keep masks, results, losses."""
+        """Every refiner on its half-batch of one modality (features detached inside): keep masks, results, losses.
+
+        A refiner whose relevance signals read more than features (``signal_needs``) also gets them
+        (:class:`~experiments.refiners.SignalRows`): its modality's classifier logits of its rows, the
+        other modality's, and its modality's features of the other half (the other domain); logits
+        are computed only for halves whose refiners ask for them.
+        """
         assert f_tgt is not None, "refinement needs the target half (stage 2)"
-        inputs = {
-            (modality, domain): (feats[modality], negative)
-            for modality in f_src
-            for domain, feats, negative in (
-                ("source", f_src, batch.source_negative),
-                ("target", f_tgt, batch.target_negative),
+        halves = {"source": (f_src, batch.source_negative), "target": (f_tgt, batch.target_negative)}
+        keys = [(m, d) for m in f_src for d in ("source", "target") if (m, d) in self.refiners]
+        needs = {key: signal_needs(self.refiners[key]) for key in keys}
+        wanted = {d for (_, d), need in needs.items() if need & {"logits", "other_logits"}}
+        logits = {d: self.signal_logits(halves[d][0]) for d in ("source", "target") if d in wanted}
+        inputs: dict[tuple[str, str], tuple[Tensor, Tensor | None] | RefinerInput] = {}
+        for modality, domain in keys:
+            feats, negative = halves[domain]
+            need = needs[(modality, domain)]
+            if not need:  # the paper's refiners: features and ground truth only
+                inputs[(modality, domain)] = (feats[modality], negative)
+                continue
+            other_half = halves["target" if domain == "source" else "source"][0]
+            rows = SignalRows(
+                logits=logits[domain][modality] if "logits" in need else None,
+                other_logits=_other_logits(logits[domain], modality) if "other_logits" in need else None,
+                reference=other_half[modality].detach() if "reference" in need else None,
             )
-            if (modality, domain) in self.refiners
-        }
+            inputs[(modality, domain)] = RefinerInput(feats[modality], negative, rows)
         out = Refined()
         for (modality, domain), result in refine_all(self.refiners, inputs).items():  # the agents as one group
             out.results[f"{modality}/{domain}"] = result
@@ -136,6 +152,22 @@ class CoTrainModule(nn.Module):
         for modality in f_src:
             add_domain_aucs(out.results.get(f"{modality}/source"), out.results.get(f"{modality}/target"))
         return out
+
+    @torch.no_grad()
+    def signal_logits(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Per modality, the classifier's logits ``C^k(f^k)`` of detached features, as the relevance signals read them.
+
+        In eval mode (no dropout draws: the run's random stream is untouched), every submodule put
+        back in the mode it was in.
+        """
+        modes = [(module, module.training) for module in self.model.modules()]
+        self.model.eval()
+        try:
+            out = self.model.classify({k: v.detach() for k, v in features.items()}).modality_logits
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        return {k: v.detach().float() for k, v in out.items()}
 
     def loss_terms(self, outputs: StepOutputs, stage: int) -> dict[str, tuple[float, Tensor]]:
         """``term -> (weight, value)`` of the objectives that train in ``stage``, in the order they join the graph."""
@@ -148,6 +180,15 @@ class CoTrainModule(nn.Module):
             for term, value in objective(outputs).items():
                 terms[term] = (w, value)
         return terms
+
+
+def _other_logits(logits: Mapping[str, Tensor], modality: str) -> Tensor | None:
+    """The other modality's logits of the same rows; with more than two modalities the sum of the others' (their
+    late fusion, eq. 1); None with one modality."""
+    others = [v for k, v in logits.items() if k != modality]
+    if not others:
+        return None
+    return others[0] if len(others) == 1 else torch.stack(others).sum(0)
 
 
 def _sum(losses: list[Tensor], device: torch.device) -> Tensor:

@@ -43,7 +43,9 @@ def run_diagnostics(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
             continue
         for key, value in row.items():
             if key.startswith("diag/") and isinstance(value, (int, float)) and math.isfinite(value):
-                sums.setdefault(key.split("/")[1], []).append(float(value))
+                parts = key.split("/")
+                name = f"auc/{parts[2]}" if parts[1] == "auc" else parts[1]  # diag/auc/SIGNAL/...: one per signal
+                sums.setdefault(name, []).append(float(value))
     return {name: float(np.mean(values)) for name, values in sums.items()}
 
 
@@ -128,11 +130,14 @@ def diagnostics_table(rows: list[MethodDiagnostics], style: str = "rich") -> Any
         "Refinement diagnostics, stage-2 mean over agents and seeds (chance in brackets): D AUC = GRL discriminator, "
         "rel. AUC = the rewards' relevance model, source vs target; agreement = greedy choice is the least relevant row; "
         "precision/recall against planted negatives; neg. AUC = negatives rated less relevant; stale = replayed "
-        "rewards whose sign the current relevance model flips"
+        "rewards whose sign the current relevance model flips; AUC SIGNAL = neg. AUC of that relevance signal"
     )
     if style == "markdown":
         names = [n for n in COLUMNS if any(n in r.means for r in rows)]
-        header = ["method", "pair", "seeds", *[COLUMNS[n] for n in names], "precision - chance [95%]"]
+        signals = sorted({n for r in rows for n in r.means if n.startswith("auc/")})  # refinement.signal_aucs
+        titles = [COLUMNS[n] for n in names] + [f"AUC {n[4:]}" for n in signals]
+        names += signals
+        header = ["method", "pair", "seeds", *titles, "precision - chance [95%]"]
         body = [[r.method, r.pair, str(r.seeds), *[r.cell(n) for n in names], _excess(r)] for r in rows]
         lines = [
             "### Refinement diagnostics",

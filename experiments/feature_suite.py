@@ -429,7 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--methods",
         default=",".join(METHODS),
-        help="comma-separated presets of experiments/configs/feature-benchmark (default: %(default)s)",
+        help="comma-separated presets of experiments/configs/feature-benchmark (default: %(default)s; known: "
+        + ", ".join(known_methods())
+        + ")",
     )
     p.add_argument("--seeds", default="0-19", help="seeds, e.g. 0-19 (test, default) or 100-109 (validation)")
     p.add_argument(

@@ -27,6 +27,7 @@ from experiments.registries import OBJECTIVES
 from experiments.steps import StepStrategy, build_strategy
 from features.domain_discriminator import DomainDiscriminator
 from features.domains import DOMAINS
+from mmir_env.signals import resolve_signal
 
 
 @dataclass
@@ -87,13 +88,21 @@ def refinement_pairs(cfg: RunConfig, modalities: tuple[str, ...]) -> list[tuple[
 
 
 def _check_ground_truth(cfg: RunConfig, datasets: Mapping[str, Any]) -> None:
-    if cfg.refinement.policy != "ground-truth" or not cfg.stage2.refinement:
+    if not cfg.stage2.refinement:
         return
+    if cfg.refinement.policy == "ground-truth":
+        reader = "refinement.policy = 'ground-truth'"
+    else:  # a signal of the reward or the state that reads the planted ground truth (the oracle)
+        names = [*cfg.env.reward_signals, *cfg.env.observation_signals]
+        oracles = [n for n in names if "is_negative" in resolve_signal(n).needs]
+        if not oracles:
+            return
+        reader = f"the relevance signal {oracles[0]!r} (env.reward_signals / env.observation_signals)"
     for role in DOMAINS:
         ds = datasets[role]
         if len(ds) and "is_negative" not in ds[0]:
             raise ConfigError(
-                f"refinement.policy = 'ground-truth' needs planted negatives, but the {role} items of "
+                f"{reader} needs planted negatives, but the {role} items of "
                 f"data.kind = {cfg.data.kind!r} carry no 'is_negative'"
             )
 

@@ -196,6 +196,19 @@ class BatchedRefinementEnv(VectorEnv):
         combination = self.signals.signal_reward
         return self.tau if combination is None else combination.threshold(self.tau)
 
+    def signal_inputs(self) -> SignalInputs:
+        """What the relevance signals see of the current sets (removed rows zeroed; no drift): to score any signal."""
+        return self._signal_inputs()
+
+    @torch.no_grad()
+    def reward_relevance(self) -> Tensor:
+        """``[num_envs, n_c]`` relevance of every row of the current sets as the reward sees it, without drift:
+        the ``reward_signals`` combination (standardised over the selectable rows), else eq. 3."""
+        combination = self.signals.signal_reward
+        if combination is None:
+            return discriminator_relevance(self.discriminator, self._feats, self.domain)
+        return combination.relevance(self._signal_inputs(), self._mask)
+
     def action_masks(self) -> np.ndarray:
         """Selectable rows as a numpy ``[num_envs, n_c]`` array (sb3-contrib's contract)."""
         return self._mask.cpu().numpy().copy()

@@ -169,6 +169,7 @@ def test_the_presets_write_every_key_and_differ_only_in_the_method():
         "refinement.relabel",
         "refinement.warmup_steps",
         "env.reward",
+        "env.reward_signals",
         "agents.epsilon",
         "feature_benchmark.clean",
     }

@@ -10,19 +10,25 @@ graph that the step's one backward trains) and per-step statistics. Built in (``
 - ``none``: keeps every row;
 - ``random``: removes ``env.E`` uniformly random rows per candidate set (the agents' removal
   rate: the control every table needs);
-- ``relevance``: removes the ``env.E`` rows of lowest relevance (eq. 3) per set: the reward's own
-  greedy oracle;
+- ``relevance``: removes the ``env.E`` rows of lowest relevance per set (eq. 3, or the
+  ``env.reward_signals`` combination): the reward's own greedy oracle;
 - ``ground-truth``: removes exactly the planted negatives (``is_negative``): the bound.
 
 A new policy is one module with a class satisfying :class:`Refiner` and a call of
 :func:`register_refiner`; ``refinement.policy = "NAME"`` selects it.
+
+Refiners whose reward, observation or diagnostics use relevance signals (:mod:`mmir_env.signals`)
+say which inputs their next call reads with ``signal_needs() -> frozenset`` (of
+:data:`SIGNAL_ROW_INPUTS`); the co-training module then computes them (:class:`SignalRows`) and
+calls ``refine(features, is_negative, signals)``. A refiner without ``signal_needs`` is called as
+``refine(features, is_negative)``, as ever.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -31,13 +37,20 @@ from experiments.registries import REFINERS
 
 __all__ = [
     "REFINERS",
+    "SIGNAL_ROW_INPUTS",
     "Refiner",
+    "RefinerInput",
     "RefinerContext",
     "RefinementResult",
+    "SignalRows",
     "build_refiner",
     "refine_all",
     "register_refiner",
+    "signal_needs",
 ]
+
+#: The relevance signals' inputs a refiner may ask the co-training module for (the fields of :class:`SignalRows`).
+SIGNAL_ROW_INPUTS: frozenset[str] = frozenset({"logits", "other_logits", "reference"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,34 @@ class RefinementResult:
         None  # the policy's loss term for the step's backward (None: it learns otherwise or not at all)
     )
     stats: dict[str, float] = field(default_factory=dict)  # extra per-step statistics (logged as NAME/modality/domain)
+
+
+@dataclass(frozen=True)
+class SignalRows:
+    """The relevance signals' inputs of one modality's half-batch (all detached; None: not asked for)."""
+
+    logits: Tensor | None = None  # [B, C] this modality's classifier logits of the half's rows
+    other_logits: Tensor | None = None  # [B, C] the other modality's logits of the same rows
+    reference: Tensor | None = None  # [R, d] this modality's features of the other domain's half
+
+    def env_inputs(self) -> dict[str, Tensor]:
+        """The given inputs as keyword arguments of ``BatchedRefinementEnv.load_candidate_sets``."""
+        given = {"logits": self.logits, "other_logits": self.other_logits, "reference": self.reference}
+        return {key: value for key, value in given.items() if value is not None}
+
+
+class RefinerInput(NamedTuple):
+    """One refiner's input: unpacks as ``refine(*input)``; ``signals`` only for refiners that asked for them."""
+
+    features: Tensor
+    is_negative: Tensor | None
+    signals: SignalRows | None = None
+
+
+def signal_needs(refiner: object) -> frozenset[str]:
+    """The signal inputs (of :data:`SIGNAL_ROW_INPUTS`) that ``refiner``'s next call reads; none without ``signal_needs``."""
+    asks = getattr(refiner, "signal_needs", None)
+    return frozenset() if asks is None else frozenset(asks()) & SIGNAL_ROW_INPUTS
 
 
 @dataclass(frozen=True)
@@ -121,9 +162,10 @@ def build_refiner(name: str, context: RefinerContext) -> Refiner:
 
 
 def refine_all(
-    refiners: Mapping[Hashable, Refiner], inputs: Mapping[Hashable, tuple[Tensor, Tensor | None]]
+    refiners: Mapping[Hashable, Refiner], inputs: Mapping[Hashable, tuple[Tensor, Tensor | None] | RefinerInput]
 ) -> dict[Hashable, RefinementResult]:
-    """Every refiner on its ``(features, is_negative)`` input, results in the order of ``inputs``.
+    """Every refiner on its ``(features, is_negative)`` input (or a :class:`RefinerInput` with the signal inputs
+    it asked for), results in the order of ``inputs``.
 
     Refiners whose class offers ``refine_together(refiners, inputs) -> results`` run through it in
     one call per class (the agents of :class:`~experiments.refiners.agent.AgentRefiner` then act and
@@ -131,10 +173,10 @@ def refine_all(
     """
     results: dict[Hashable, RefinementResult] = {}
     together: dict[Callable[..., list[RefinementResult]], list[Hashable]] = {}
-    for key, (features, negative) in inputs.items():
+    for key, given in inputs.items():
         runner = getattr(type(refiners[key]), "refine_together", None)
         if runner is None:
-            results[key] = refiners[key].refine(features, negative)
+            results[key] = refiners[key].refine(*given)
         else:
             together.setdefault(runner, []).append(key)
     for runner, keys in together.items():

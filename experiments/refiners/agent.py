@@ -7,6 +7,10 @@ left in are returned for the adversarial loss (eq. 8). The agent is any step-wis
 :mod:`agents.stepwise` (``agents.algorithm``): ``mmir-dqn`` adds its TD loss to the step's one
 backward (eq. 7/9); agents with their own optimizer step (SB3's ``dqn``, sb3-contrib's ``qrdqn``)
 train after it.
+
+With ``env.reward_signals`` / ``env.observation_signals`` the env's reward and the agent's state
+come from relevance signals (:mod:`mmir_env.signals`): the refiner asks the co-training module for
+their inputs (``signal_needs``) and hands them to the env with the candidate sets.
 """
 
 from __future__ import annotations
@@ -21,16 +25,18 @@ from torch import Tensor, nn
 from agents.grouped import AgentGroup, groupable
 from agents.stepwise import make_stepwise_agent
 from experiments.config_layers import ConfigError
-from experiments.refiners import RefinementResult, RefinerContext
-from experiments.refiners.diagnostics import set_diagnostics, staleness
+from experiments.refiners import SIGNAL_ROW_INPUTS, RefinementResult, RefinerContext, SignalRows
+from experiments.refiners.diagnostics import set_diagnostics, signal_aucs, staleness
 from mmir_env.batched import BatchedRefinementEnv
 from mmir_env.domains import SOURCE
 from mmir_env.reward import compute_reward
 from mmir_env.scoring import discriminator_relevance
+from mmir_env.signals import SignalInputs, resolve_signal
 
 
 def refinement_env(context: RefinerContext) -> BatchedRefinementEnv:
-    """The batched env that scores one half-batch's candidate sets with the live discriminator."""
+    """The batched env that scores one half-batch's candidate sets with the live discriminator (and the
+    relevance signals of ``env.reward_signals`` / ``env.observation_signals``; empty: the paper's env)."""
     env = context.config.env
     if context.batch_size % env.n_c:
         raise ValueError(f"the {context.domain} half-batch ({context.batch_size}) must be a multiple of n_c={env.n_c}")
@@ -48,7 +54,61 @@ def refinement_env(context: RefinerContext) -> BatchedRefinementEnv:
         copy=False,
         feature_dim=context.feature_dim,
         score_all_rows=True,
+        observation_signals=env.observation_signals or None,
+        reward_signals=env.reward_signals or None,
+        signal_options=env.signal_options or None,
     )
+
+
+class SignalDiagnostics:
+    """What a refiner with relevance signals asks for and reports: the inputs of its next call, ``diag/auc/*``.
+
+    ``refinement.signal_aucs`` names signals whose ``negative_auc`` against the planted negatives is
+    logged on diagnostics steps (``diag/auc/NAME``): computed from the state the env holds, with no
+    gradient and no random draw, so it never changes a run.
+    """
+
+    def __init__(self, context: RefinerContext, env: BatchedRefinementEnv) -> None:
+        r = context.config.refinement
+        self.env = env
+        self.aucs: tuple[str, ...] = tuple(r.signal_aucs)
+        self.diagnostics, self.every = bool(r.diagnostics), int(r.diagnostics_every)
+        self.env_needs = frozenset(env.signals.needs) & SIGNAL_ROW_INPUTS
+        self.auc_needs = frozenset(n for name in self.aucs for n in resolve_signal(name).needs) & SIGNAL_ROW_INPUTS
+
+    def diagnoses(self, calls: int) -> bool:
+        """Whether the refiner's call number ``calls`` (from 0) takes the diagnostics."""
+        return self.diagnostics and calls % self.every == 0
+
+    def needs(self, calls: int) -> frozenset[str]:
+        """The signal inputs that call number ``calls`` reads: the env's always, the AUCs' on diagnostics steps."""
+        return self.env_needs | self.auc_needs if self.aucs and self.diagnoses(calls) else self.env_needs
+
+    def aucs_now(self, negatives: Tensor | None) -> dict[str, float]:
+        """``diag/auc/NAME`` of the sets the env holds now (before any selection); none without ground truth."""
+        if not self.aucs or negatives is None:
+            return {}
+        values = signal_aucs(self.aucs, self.env.signal_inputs(), negatives, self.env.signals.options)
+        return {f"diag/{k}": v for k, v in values.items()}
+
+    def report_relevance(self, scorer: nn.Module, sets: Tensor) -> Tensor | None:
+        """``[B]`` eq. 3 relevance of every row for the reports when the reward's relevance is a combination
+        (else None: the env's rows are eq. 3 already)."""
+        if self.env.signals.signal_reward is None:
+            return None
+        return discriminator_relevance(scorer, sets, self.env.domain).reshape(-1)
+
+
+def relabel_blocker(env: BatchedRefinementEnv) -> str | None:
+    """Why replayed states cannot be re-scored under the env's reward (a signal reads more than their features), or None."""
+    combination = env.signals.signal_reward
+    if combination is None:
+        return None
+    for name in combination.names:
+        extra = sorted(set(resolve_signal(name).needs) - {"discriminator"})
+        if extra:
+            return f"env.reward_signals names {name!r}, which needs {extra[0]!r}"
+    return None
 
 
 @dataclass
@@ -63,7 +123,10 @@ class Selection:
     obs: Tensor  # [S, n_c, d] the env's current observation
     first_mask: Tensor  # [S, n_c] selectable rows before the first selection
     greedy: Tensor | None  # [S] the agent's greedy choice before the first selection (diagnostics)
-    relevance: Tensor | None = None  # [B] every row's relevance before the first selection (reports)
+    relevance: Tensor | None = None  # [B] every row's eq. 3 relevance before the first selection (reports)
+    # [S, n_c] every row's relevance under the reward's signal combination before the first selection
+    # (diagnostics); None: the reward's relevance is eq. 3, ``relevance``
+    reward_relevance: Tensor | None = None
     reward_total: Tensor | None = None  # the sets' rewards summed over the selection steps so far (float64)
     negatives_removed: Tensor | None = None  # planted negatives removed over the selection steps so far (int64)
 
@@ -91,12 +154,19 @@ class AgentRefiner:
         self.n_c, self.E = env.n_c, env.E
         self.env = refinement_env(context)
         self.reward_kind, self.tau = self.env.reward_kind, self.env.tau
+        # what the threshold and margin rewards compare with: tau, or 0 for a standardised signal combination
+        self.reward_threshold = self.env.reward_threshold
+        self.reward_signals = self.env.signals.signal_reward  # None: eq. 3
+        self.feature_dim = context.feature_dim
+        self.signals = SignalDiagnostics(context, self.env)
+        # replayed states hold features only: a reward that reads more cannot score them again
+        self.relabel_blocker = relabel_blocker(self.env)
         self.discriminator, self.scorer = context.discriminator, context.scorer
         a = context.config.agents
         self.agent = make_stepwise_agent(
             a.algorithm,
             n_c=env.n_c,
-            feature_dim=context.feature_dim,
+            feature_dim=self.env.single_observation_space.shape[-1],  # d, plus a column per observation signal
             device=context.device,
             seed=context.seed,
             q_net=a.q_net,
@@ -123,26 +193,40 @@ class AgentRefiner:
                     f"refinement.relabel = true needs an agent that re-scores its replay (mmir-dqn), "
                     f"not agents.algorithm = {a.algorithm!r}"
                 )
+            if self.relabel_blocker is not None:
+                raise ConfigError(
+                    f"refinement.relabel = true re-scores replayed states, which hold features only: {self.relabel_blocker}"
+                )
             self.agent.reward_relabel = self.current_reward
 
     @torch.no_grad()
     def current_reward(self, obs: Tensor, mask: Tensor, actions: Tensor) -> Tensor:
-        """The reward of selecting ``actions`` from states ``obs [N, n_c, d]`` under the relevance model as it is now."""
-        rel = discriminator_relevance(self.scorer, obs, self.env.domain)
-        return compute_reward(self.reward_kind, rel, actions.long(), mask.bool(), self.tau)
+        """The reward of selecting ``actions`` from states ``obs [N, n_c, d (+ k)]`` under the relevance model as
+        it is now (and the env's signal combination, whose signals then read features only)."""
+        feats = obs if obs.shape[-1] == self.feature_dim else obs[..., : self.feature_dim]  # without signal columns
+        if self.reward_signals is None:
+            rel = discriminator_relevance(self.scorer, feats, self.env.domain)
+        else:
+            rel = self.reward_signals.relevance(SignalInputs(feats, self.env.domain, self.scorer), mask.bool())
+        return compute_reward(self.reward_kind, rel, actions.long(), mask.bool(), self.reward_threshold)
 
-    def refine(self, features: Tensor, is_negative: Tensor | None = None) -> RefinementResult:
-        """Select rows out of ``features: [B, d]`` (detached: the agents do not train the backbone)."""
-        selection = self.begin(features, is_negative)
+    def signal_needs(self) -> frozenset[str]:
+        """The relevance signals' inputs (``logits``, ``other_logits``, ``reference``) the next call reads."""
+        return self.signals.needs(self.calls)
+
+    def refine(
+        self, features: Tensor, is_negative: Tensor | None = None, signals: SignalRows | None = None
+    ) -> RefinementResult:
+        """Select rows out of ``features: [B, d]`` (detached: the agents do not train the backbone); ``signals``:
+        the inputs :meth:`signal_needs` asked for."""
+        selection = self.begin(features, is_negative, signals)
         for _ in range(self.E):
             state, mask = selection.next_state(self.env)
             self.record(selection, state, mask, self.agent.act(state, mask))
         return self.finish(selection, self.agent.update(optimize=False) if self.agent.joint_loss else None)
 
     @staticmethod
-    def refine_together(
-        refiners: Sequence[AgentRefiner], inputs: Sequence[tuple[Tensor, Tensor | None]]
-    ) -> list[RefinementResult]:
+    def refine_together(refiners: Sequence[AgentRefiner], inputs: Sequence[tuple[Any, ...]]) -> list[RefinementResult]:
         """:meth:`refine` of several refiners, their agents acting and learning as one :class:`~agents.grouped.AgentGroup`.
 
         The same results as each refiner's own :meth:`refine` (the agents draw from their own
@@ -169,28 +253,38 @@ class AgentRefiner:
         ).tolist()  # one host synchronisation for the group's statistics
         return [r.finish(sel, loss, c) for r, sel, loss, c in zip(refiners, selections, losses, counts)]
 
-    def begin(self, features: Tensor, is_negative: Tensor | None) -> Selection:
-        """Load the half-batch's candidate sets into the env (and take the diagnostics that precede selection)."""
+    def begin(self, features: Tensor, is_negative: Tensor | None, signals: SignalRows | None = None) -> Selection:
+        """Load the half-batch's candidate sets (and the signal inputs) into the env, and take the diagnostics that
+        precede selection."""
         b, d = features.shape
         s = b // self.n_c
         stats: dict[str, float] = {}
         diagnose = self.diagnostics and self.calls % self.diagnostics_every == 0
-        replayed = self.agent.replayed(self.STALENESS_ROWS) if diagnose and hasattr(self.agent, "replayed") else None
+        # staleness re-scores replayed states: only where the reward can score them again
+        can_rescore = diagnose and self.relabel_blocker is None and hasattr(self.agent, "replayed")
+        replayed = self.agent.replayed(self.STALENESS_ROWS) if can_rescore else None
         if replayed is not None:  # rewards stored by earlier steps against the relevance model now
             obs_r, mask_r, actions_r, rewards_r = replayed
             stats["diag/staleness"] = staleness(rewards_r, self.current_reward(obs_r, mask_r, actions_r))
         sets = features.detach().float().reshape(s, self.n_c, d)
         negatives = None if is_negative is None else is_negative.reshape(s, self.n_c)
-        obs = self.env.load_candidate_sets(sets, negatives)
+        obs = self.env.load_candidate_sets(sets, negatives, **({} if signals is None else signals.env_inputs()))
+        if diagnose:
+            stats.update(self.signals.aucs_now(negatives))
         first_mask = self.env.mask.clone()
         greedy = self.agent.greedy(obs, first_mask) if diagnose and hasattr(self.agent, "greedy") else None
-        return Selection(features, is_negative, negatives, stats, diagnose, obs, first_mask, greedy)
+        selection = Selection(features, is_negative, negatives, stats, diagnose, obs, first_mask, greedy)
+        selection.relevance = self.signals.report_relevance(self.scorer, sets)
+        return selection
 
     def record(self, selection: Selection, state: Tensor, mask: Tensor, actions: Tensor) -> None:
         """One selection step: the env removes ``actions``' rows and rewards them; the agent stores the transitions."""
         obs, rewards, terminated, _, info = self.env.step(actions)
         selection.obs = obs
-        if selection.relevance is None and "relevance_rows" in info:
+        if self.reward_signals is not None:
+            if selection.reward_relevance is None:
+                selection.reward_relevance = info["relevance_rows"]
+        elif selection.relevance is None and "relevance_rows" in info:
             selection.relevance = info["relevance_rows"].reshape(-1)
         self.agent.observe(
             state, actions, rewards, None, terminated, self.env.mask, obs_masks=mask
@@ -250,14 +344,9 @@ class AgentRefiner:
             negatives_removed = 0
         p_target = None
         if sel.relevance is not None and sel.diagnose:
+            rows = sel.relevance.reshape(s, self.n_c) if sel.reward_relevance is None else sel.reward_relevance
             diag = set_diagnostics(
-                sel.relevance.reshape(s, self.n_c),
-                sel.first_mask,
-                sel.greedy,
-                ~self.env.mask,
-                sel.negatives,
-                self.reward_kind,
-                self.tau,
+                rows, sel.first_mask, sel.greedy, ~self.env.mask, sel.negatives, self.reward_kind, self.reward_threshold
             )
             stats.update({f"diag/{k}": v for k, v in diag.items()})
             p_target = self._p_target(sel.features, sel.relevance)

@@ -1,10 +1,12 @@
 """Refiners that do not learn: the controls and bounds every refinement table needs.
 
 ``none`` keeps every row; ``random`` removes ``env.E`` uniformly random rows per candidate set (the
-agents' removal rate); ``relevance`` removes the ``env.E`` least relevant rows per set under the live
-discriminator (eq. 3: the reward's own greedy oracle); ``ground-truth`` removes exactly the planted
-negatives. ``random`` and ``relevance`` run through the same batched env as the agents, so their
-rewards and relevance statistics are comparable with the agents'.
+agents' removal rate); ``relevance`` removes the ``env.E`` least relevant rows per set under the
+reward's relevance: the live discriminator (eq. 3), or the ``env.reward_signals`` combination (the
+reward's own greedy oracle; with e.g. ``{density = 1.0}`` a label-free design that removes the rows
+least like the other domain); ``ground-truth`` removes exactly the planted negatives. ``random`` and
+``relevance`` run through the same batched env as the agents, so their rewards and relevance
+statistics are comparable with the agents'.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from experiments.refiners import RefinementResult, RefinerContext
-from experiments.refiners.agent import refinement_env
+from experiments.refiners import RefinementResult, RefinerContext, SignalRows
+from experiments.refiners.agent import SignalDiagnostics, refinement_env
 from experiments.refiners.diagnostics import set_diagnostics
 from mmir_env.domains import SOURCE
 from mmir_env.scoring import discriminator_relevance
@@ -68,16 +70,26 @@ class _SetwiseRefiner(_Stateless):
         self.diagnostics_every = int(context.config.refinement.diagnostics_every)
         self.calls = 0  # refine() calls so far: the diagnostics' clock, kept in checkpoints
         self.generator = torch.Generator(device=context.device).manual_seed(int(context.seed))
+        self.signals = SignalDiagnostics(context, self.env)
 
     def choose(self, obs: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def refine(self, features: Tensor, is_negative: Tensor | None = None) -> RefinementResult:
+    def signal_needs(self) -> frozenset[str]:
+        """The relevance signals' inputs (``logits``, ``other_logits``, ``reference``) the next call reads."""
+        return self.signals.needs(self.calls)
+
+    def refine(
+        self, features: Tensor, is_negative: Tensor | None = None, signals: SignalRows | None = None
+    ) -> RefinementResult:
         b, d = features.shape
         sets = features.detach().float().reshape(b // self.n_c, self.n_c, d)
         negatives = None if is_negative is None else is_negative.reshape(b // self.n_c, self.n_c)
-        obs = self.env.load_candidate_sets(sets, negatives)
+        obs = self.env.load_candidate_sets(sets, negatives, **({} if signals is None else signals.env_inputs()))
         first_mask = self.env.mask.clone()
+        diagnose = self.diagnostics and self.calls % self.diagnostics_every == 0
+        stats = self.signals.aucs_now(negatives) if diagnose else {}
+        report = self.signals.report_relevance(self.discriminator, sets)  # eq. 3 where the reward's is not
         relevance, total_reward, negatives_removed = None, 0.0, 0
         for _ in range(self.E):
             obs, rewards, _, _, info = self.env.step(self.choose(obs, self.env.mask.clone()))
@@ -88,8 +100,7 @@ class _SetwiseRefiner(_Stateless):
                 negatives_removed += int(info["is_negative"].sum())
         keep = self.env.mask.reshape(-1).clone()
         assert relevance is not None
-        diag, p_target = {}, None
-        diagnose = self.diagnostics and self.calls % self.diagnostics_every == 0
+        p_target = None
         self.calls += 1
         if diagnose:
             diag = set_diagnostics(
@@ -99,8 +110,12 @@ class _SetwiseRefiner(_Stateless):
                 ~self.env.mask,
                 negatives,
                 self.env.reward_kind,
-                self.env.tau,
+                self.env.reward_threshold,
             )
+            stats.update({f"diag/{k}": v for k, v in diag.items()})
+        if report is not None:
+            relevance = report
+        if diagnose:
             p_target = relevance if self.env.domain == SOURCE else 1.0 - relevance
         return RefinementResult(
             keep=keep,
@@ -110,7 +125,7 @@ class _SetwiseRefiner(_Stateless):
             negatives_present=0 if is_negative is None else int(is_negative.sum()),
             relevance=relevance,
             p_target=p_target if self.discriminator is self.gan_discriminator else None,
-            stats={f"diag/{k}": v for k, v in diag.items()},
+            stats=stats,
         )
 
     def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
@@ -131,11 +146,16 @@ class RandomRefiner(_SetwiseRefiner):
 
 
 class RelevanceRefiner(_SetwiseRefiner):
-    """``relevance``: the row of lowest eq. 3 relevance in each set, ``env.E`` times (greedy on the reward)."""
+    """``relevance``: the row of lowest relevance in each set, ``env.E`` times (greedy on the reward): eq. 3, or
+    the ``env.reward_signals`` combination over the rows still selectable."""
 
     @torch.no_grad()
     def choose(self, obs: Tensor, mask: Tensor) -> Tensor:
-        rel = discriminator_relevance(self.discriminator, obs, self.env.domain)
+        if self.env.signals.signal_reward is not None:
+            rel = self.env.reward_relevance()
+        else:
+            feats = obs if obs.shape[-1] == self.env.feature_dim else obs[..., : self.env.feature_dim]
+            rel = discriminator_relevance(self.discriminator, feats, self.env.domain)
         return rel.masked_fill(~mask, float("inf")).argmin(dim=-1)
 
 

@@ -9,10 +9,15 @@ never changes a run.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from mmir_env.reward import row_rewards
+from mmir_env.signals import SignalInputs, negative_auc, resolve_signal
 
 
 def auc(positive: Tensor, negative: Tensor) -> float | None:
@@ -36,16 +41,17 @@ def set_diagnostics(
     selected: Tensor,
     is_negative: Tensor | None,
     reward: str,
-    tau: float,
+    tau: float | Tensor,
 ) -> dict[str, float]:
     """Diagnostics of one half-batch's candidate sets before the agent's first selection.
 
-    :param relevance: ``[S, n_c]`` eq. 3 relevance of every row under the reward's relevance model.
+    :param relevance: ``[S, n_c]`` relevance of every row as the reward sees it: eq. 3 under the reward's
+        relevance model, or the ``env.reward_signals`` combination.
     :param selectable: ``[S, n_c]`` rows that could be selected.
     :param greedy: ``[S]`` the agent's greedy choice (no exploration), or None for a policy without one.
     :param selected: ``[S, n_c]`` rows the agent actually selected (over all ``E`` selections).
     :param is_negative: ``[S, n_c]`` planted ground truth, or None.
-    :param reward: the env's reward kind; ``tau`` its threshold.
+    :param reward: the env's reward kind; ``tau`` its threshold (the env's ``reward_threshold``).
 
     Returns ``spread`` (mean max-min relevance within a set), ``uniform_reward`` (share of sets
     whose selectable rows would all earn a reward of one sign: the agent cannot learn from them),
@@ -89,6 +95,28 @@ def set_diagnostics(
         negative_auc = auc(-relevance[negative & selectable], -relevance[~negative & selectable])
         if negative_auc is not None:
             out["negative_auc"] = negative_auc
+    return out
+
+
+@torch.no_grad()
+def signal_aucs(
+    names: Iterable[str],
+    inputs: SignalInputs,
+    is_negative: Tensor,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, float]:
+    """``auc/NAME``: how well each signal sees the planted negatives of the candidate sets ``inputs``.
+
+    :func:`~mmir_env.signals.negative_auc` of the signal's relevance over all (negative, clean) pairs
+    of the batch's rows, as ``negative_auc`` of :func:`set_diagnostics`; a batch without both kinds
+    of row gives none. ``options``: ``{signal: {option: value}}`` (the env's ``signal_options``).
+    """
+    options = options or {}
+    out: dict[str, float] = {}
+    for name in names:
+        value = negative_auc(resolve_signal(name)(inputs, **options.get(name, {})), is_negative)
+        if not math.isnan(value):
+            out[f"auc/{name}"] = value
     return out
 
 
