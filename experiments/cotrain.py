@@ -156,14 +156,23 @@ class CoTrainer:
         }
 
     def _wrap(self, stage: int, ddp: bool = False) -> None:
-        """One DistributedDataParallel wrapper per stage (their graph settings differ: ``Parts.ddp_settings``)."""
-        if not (self.dist.enabled or ddp) or getattr(self, "_wrapped_stage", None) == stage:
+        """One DistributedDataParallel wrapper per stage and agents' phase (their graph settings differ: ``Parts.ddp_settings``).
+
+        In stage 2 the agents' Q-networks get gradients only once their replays hold enough transitions:
+        until then DDP must look for unused parameters every step; from then on it need not, and the
+        wrapper is rebuilt once (every rank switches at the same step: replay sizes are the same on all).
+        """
+        if not (self.dist.enabled or ddp or getattr(self, "_ddp", False)):
+            return
+        learning = stage == 2 and self.parts.agents_learning()
+        if getattr(self, "_wrapped", None) == (stage, learning):
             return
         if isinstance(self.forward, DistributedDataParallel):
             self.forward = self.module
             gc.collect()  # the old wrapper's reducer (and its gradient hooks) must be gone first
-        self.forward = wrap_ddp(self.module, self.device, **self.parts.ddp_settings(stage))
-        self._wrapped_stage = stage
+        self.forward = wrap_ddp(self.module, self.device, **self.parts.ddp_settings(stage, learning))
+        self._wrapped = (stage, learning)
+        self._ddp = True
 
     def begin_stage(self, stage: int, ddp: bool = False) -> None:
         """Start ``stage`` from its first step: its optimizers and DistributedDataParallel wrapper, fresh data streams.
@@ -201,6 +210,10 @@ class CoTrainer:
                 parameter.grad = None
         skip = self.cfg.nonfinite_loss == "skip"
         buffers = [b.detach().clone() for b in self.module.buffers()] if skip else []  # BatchNorm statistics
+        if (
+            getattr(self, "_ddp", False) and self.stage == 2
+        ):  # the agents may have started learning: DDP's graph settings
+            self._wrap(2)
         with self.autocast():  # 2. the forward work, inside DDP under torchrun (CoTrainModule.forward):
             out = self.forward(batch, self.stage)  # features -> logits -> refiners' keep masks -> objectives -> sum
         if skip and not bool(torch.isfinite(out.loss)):

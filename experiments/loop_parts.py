@@ -38,16 +38,22 @@ class Parts:
     refiners: dict[tuple[str, str], Refiner]
     strategy: StepStrategy
 
-    def ddp_settings(self, stage: int) -> dict[str, bool]:
+    def agents_learning(self) -> bool:
+        """Whether every Q-network the module holds gets a gradient from the step's joint backward now
+        (each refiner with trainable modules learns through it: ``learns_in_backward``)."""
+        trainers = [r for r in self.refiners.values() if r.trainable_modules()]
+        return bool(trainers) and all(bool(getattr(r, "learns_in_backward", lambda: False)()) for r in trainers)
+
+    def ddp_settings(self, stage: int, agents_learning: bool = False) -> dict[str, bool]:
         """DistributedDataParallel's graph settings for ``stage``.
 
         A stage whose step uses the same parameters every time runs with ``static_graph`` (DDP then
-        learns once which parameters get no gradient: the discriminators in stage 1, say). Stage 2
-        changes its set when agents that learn through the joint backward start learning (their
-        replay fills) or when the strategy's phases train different parts (MCD): then
-        ``find_unused_parameters``, which traces the graph every step.
+        learns once which parameters get no gradient: the discriminators in stage 1, say). In stage 2
+        the agents' Q-networks get no gradient until their replays fill (``agents_learning`` false),
+        and a strategy's phases train different parts (MCD): then ``find_unused_parameters``, which
+        traces the graph every step. Once every agent learns, the set is the same every step again.
         """
-        dynamic = stage == 2 and (len(self.module.agents) > 0 or self.strategy.replaces_step)
+        dynamic = stage == 2 and (self.strategy.replaces_step or (len(self.module.agents) > 0 and not agents_learning))
         return {"static_graph": not dynamic, "find_unused_parameters": dynamic}
 
 

@@ -32,6 +32,7 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     cfg = toy_config(out)
     cfg.stage2.steps = 6
+    cfg.agents.learning_starts = 3  # the agents start learning mid-stage: DDP's graph settings switch there
     cfg.distributed.backend = "gloo"
     trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
     seen: list[list[int]] = []
@@ -51,6 +52,9 @@ def main(out: Path) -> None:
             [p.detach().flatten() for r in trainer.refiners.values() for p in r.agent.q_net.parameters()]
         ),
         "replay": torch.tensor([len(r.agent.replay) for r in trainer.refiners.values()]),
+        "agent_updates": torch.tensor([r.agent.updates for r in trainer.refiners.values()]),
+        "find_unused_at_end": torch.tensor(int(trainer.forward.find_unused_parameters)),
+        "static_graph_at_end": torch.tensor(int(trainer.forward.static_graph)),
         "first_batch": torch.tensor(seen[0]),
         "world_size": torch.tensor(trainer.dist.world_size),
     }

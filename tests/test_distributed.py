@@ -48,6 +48,10 @@ def test_two_gloo_processes_keep_identical_parameters(tmp_path):
     for key in ("model", "discriminators", "agents"):
         assert torch.equal(r0[key], r1[key]), key
     assert torch.all(r0["replay"] > 0) and torch.equal(r0["replay"], r1["replay"])
+    # the agents learned through the joint backward under DDP, and once they all did, DDP stopped tracing the
+    # graph for unused parameters every step (a static graph from then on)
+    assert torch.all(r0["agent_updates"] > 0) and torch.equal(r0["agent_updates"], r1["agent_updates"])
+    assert int(r0["find_unused_at_end"]) == 0 and int(r0["static_graph_at_end"]) == 1
     # each process trained on its own half of the global batch
     assert not set(r0["first_batch"].tolist()) & set(r1["first_batch"].tolist())
     # only rank 0 wrote the run folder's logs

@@ -381,6 +381,10 @@ class AgentRefiner:
     def trainable_modules(self) -> list[nn.Module]:
         return list(self.agent.trainable_modules())
 
+    def learns_in_backward(self) -> bool:
+        """Whether this step's joint backward reaches the agent's Q-network (a joint-loss agent with a full enough replay)."""
+        return bool(self.agent.joint_loss) and self.agent.ready()
+
     def state_dict(self, include_replay: bool = True) -> dict[str, Any]:
         return {**self.agent.state_dict(include_replay=include_replay), "refiner_calls": self.calls}
 
