@@ -42,6 +42,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "migrate_legacy",
+    "parse_overrides",
     "resolve_config",
     "validate",
 ]

@@ -13,13 +13,23 @@ validated :class:`~experiments.config.RunConfig`.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_DIR", "METHOD_METADATA", "ConfigError", "Layers", "config_label", "read_layers", "read_toml"]
+__all__ = [
+    "CONFIG_DIR",
+    "METHOD_METADATA",
+    "ConfigError",
+    "Layers",
+    "add_set_option",
+    "config_label",
+    "read_layers",
+    "read_toml",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -29,6 +39,11 @@ METHOD_METADATA = ("title", "citation", "tables", "order", "notes", "source_is_t
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file, the key and what was expected."""
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option every command shares (read by :func:`experiments.config.parse_overrides`)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def config_label(path: Path) -> str:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from experiments.config import ConfigError, parse_overrides
+from experiments.config_layers import add_set_option
 from experiments.feature_benchmark import known_methods, parse_seeds
 from experiments.feature_suite import BASELINE, BOUND, known_geometries, run_suite, suite_config
 from experiments.report import RunRecord, find_runs, run_validators, spearman
@@ -231,9 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validators", default=None, help="comma-separated validators (default: every registered one)")
     p.add_argument("--out", type=Path, default=Path("runs/design-selection"), help="run folders and tables")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes of one torch thread (default: %(default)s)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override every run's config"
-    )
+    add_set_option(p, "override every run's config")
     return p
 
 

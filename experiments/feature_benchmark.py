@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from experiments.config import CONFIG_DIR, RunConfig, load_config
+from experiments.config_layers import add_set_option
 from experiments.report import COMPARISONS as REPORT_COMPARISONS
 from experiments.runs import finished_run
 from features.atomic_io import atomic_write_text, json_text
@@ -426,14 +427,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=2, help="parallel processes, one seed each (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: %(default)s)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value of every run (as `mmir train --set`), e.g. stage2.steps=100",
-    )
+    add_set_option(p, "override a config value of every run (as `mmir train --set`), e.g. stage2.steps=100")
     return p.parse_args(argv)
 
 

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from experiments.config import ConfigError, RunConfig, parse_overrides
-from experiments.config_layers import read_toml
+from experiments.config_layers import add_set_option, read_toml
 from experiments.feature_benchmark import PRESETS, known_methods, parse_seeds, run_config, run_jobs, run_seed
 from features.atomic_io import atomic_write_text, json_text
 from features.data.negative_transfer import NegativeTransferParams
@@ -452,14 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3.0,
         help="keep geometries whose ground-truth gain is at least this many points (default: %(default)s)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value of every run, e.g. stage2.steps=20",
-    )
+    add_set_option(p, "override a config value of every run, e.g. stage2.steps=20")
     return p
 
 

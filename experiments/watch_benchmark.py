@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from experiments.config import CONFIG_DIR, RunConfig, load_config
+from experiments.config_layers import add_set_option
 from experiments.runs import finished_run
 from features.atomic_io import atomic_write_text, json_text
 
@@ -423,14 +424,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "are applied to the source-only preset",
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value of every run (as `mmir train --set`), e.g. stage2.steps=50",
-    )
+    add_set_option(p, "override a config value of every run (as `mmir train --set`), e.g. stage2.steps=50")
     p.add_argument("--reference-only", action="store_true", help="only the linear reference (seconds)")
     return p.parse_args(argv)
 

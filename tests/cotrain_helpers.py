@@ -12,6 +12,19 @@ from features.two_stream import TwoStream
 
 MODALITIES = ("alpha", "beta")  # the loop must not care what modalities are called
 
+# A feature-benchmark run small enough for a unit test: every stage, evaluation and agent update still happens.
+TINY_FEATURE_BENCHMARK = {
+    "feature_benchmark.source_size": 100,
+    "feature_benchmark.target_size": 100,
+    "feature_benchmark.test_size": 500,
+    "stage1.steps": 5,
+    "stage2.steps": 6,
+    "evaluation.every": 3,
+    "evaluation.last": 2,
+    "agents.learning_starts": 4,
+    "agents.batch_size": 4,
+}
+
 
 class ToyClips(Dataset):
     """Clips of a 2-modality toy domain: class-dependent means, a domain offset, planted negatives."""

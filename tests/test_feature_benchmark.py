@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cotrain_helpers import TINY_FEATURE_BENCHMARK
 
 from experiments.builders import build_datasets, build_model
 from experiments.config import CONFIG_DIR, ConfigError, FeatureBenchmarkConfig, RunConfig, load_config, validate
@@ -292,17 +293,7 @@ def test_ground_truth_removal_on_features_without_planted_negatives_is_a_config_
 
 
 # ---------------------------------------------------------------------- co-training on the benchmark
-TINY = {
-    "feature_benchmark.source_size": 100,
-    "feature_benchmark.target_size": 100,
-    "feature_benchmark.test_size": 500,
-    "stage1.steps": 5,
-    "stage2.steps": 6,
-    "evaluation.every": 3,
-    "evaluation.last": 2,
-    "agents.learning_starts": 4,
-    "agents.batch_size": 4,
-}
+TINY = TINY_FEATURE_BENCHMARK
 
 
 def test_a_tiny_co_training_run_on_the_benchmark_removes_exactly_the_planted_negatives(tmp_path):

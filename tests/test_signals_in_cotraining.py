@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from cotrain_helpers import MODALITIES, toy_config, toy_datasets, toy_model  # noqa: E402
+from cotrain_helpers import MODALITIES, TINY_FEATURE_BENCHMARK, toy_config, toy_datasets, toy_model  # noqa: E402
 
 from experiments.config import CONFIG_DIR, ConfigError, load_config, validate  # noqa: E402
 from experiments.cotrain import CoTrainer  # noqa: E402
@@ -22,17 +22,7 @@ from experiments.refiners import RefinerContext, SignalRows, build_refiner, sign
 from mmir_env import DomainDiscriminator  # noqa: E402
 
 PRESETS = CONFIG_DIR / "feature-benchmark"
-TINY = {
-    "feature_benchmark.source_size": 100,
-    "feature_benchmark.target_size": 100,
-    "feature_benchmark.test_size": 500,
-    "stage1.steps": 5,
-    "stage2.steps": 6,
-    "evaluation.every": 3,
-    "evaluation.last": 2,
-    "agents.learning_starts": 4,
-    "agents.batch_size": 4,
-}
+TINY = TINY_FEATURE_BENCHMARK
 NEW_PRESETS = (
     "relevance-density",
     "relevance-entropy",

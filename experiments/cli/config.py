@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from experiments.config_layers import add_set_option
+
 EXAMPLES = """examples:
   mmir config show paper/D2-D1
   mmir config show experiments/configs/feature-benchmark/mmir-robust.toml --set seed=3
@@ -30,14 +32,7 @@ def register(sub: Any) -> None:
         "show", help="print the resolved config", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     show.add_argument("preset", help="a TOML file, or a preset name under experiments/configs (e.g. paper/D2-D1)")
-    show.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a value (TOML syntax), as `mmir train --set`",
-    )
+    add_set_option(show, "override a value (TOML syntax), as `mmir train --set`")
     show.add_argument("--json", action="store_true", help="print the resolved config as JSON (no provenance)")
     show.set_defaults(func=run)
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from experiments.config_layers import add_set_option
+
 DEFAULT_METHODS = "source-only,adversarial-only,mmd,adabn,mcd,mm-sada,mmir"
 
 EXAMPLES = """\
@@ -52,14 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--data-root", default="", help="EPIC-layout folder for the paper pairs")
     p.add_argument("--stage1-steps", type=int, default=150, help="synthetic pair: stage-1 steps")
     p.add_argument("--stage2-steps", type=int, default=200, help="synthetic pair: stage-2 steps")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value of every run (TOML syntax), e.g. --set stage2.steps=100",
-    )
+    add_set_option(p, "override a config value of every run (TOML syntax), e.g. --set stage2.steps=100")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what is already done, run nothing")
     p.add_argument(
         "--overwrite",

@@ -7,6 +7,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from experiments.config_layers import add_set_option
+
 EXAMPLES = """\
 examples:
   mmir train experiments/configs/paper/D2-D1.toml --set data.root=/data/epic
@@ -47,13 +49,9 @@ def register(sub: Any) -> None:
         "mm-sada, mmir, supervised-target, or a Table 2 ablation such as mmir-no-rgb-agents), or a TOML overlay file "
         "of your own (docs/add-your-own-method.md)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set data.root=/data/epic --set stage2.steps=100 (TOML syntax for the value; "
+    add_set_option(
+        p,
+        "override a config value, e.g. --set data.root=/data/epic --set stage2.steps=100 (TOML syntax for the value; "
         "a bare word is a string only for string keys)",
     )
     p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files (RUN/tensorboard)")
