@@ -24,7 +24,6 @@ the seeds that chose a design never measure it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import time
@@ -38,7 +37,7 @@ import numpy as np
 from experiments.config import ConfigError, parse_overrides
 from experiments.config_layers import add_set_option
 from experiments.feature_benchmark import known_methods, parse_seeds
-from experiments.feature_suite import BASELINE, BOUND, known_geometries, run_suite, suite_config
+from experiments.feature_suite import BASELINE, BOUND, known_geometries, run_suite, signal_aucs, suite_config
 from experiments.report import RunRecord, find_runs, run_validators, spearman
 from features.atomic_io import atomic_write_text, json_text
 
@@ -112,23 +111,6 @@ def correlations(runs: list[RunRecord], candidates: Sequence[str], validator: st
     }
 
 
-def signal_aucs(runs: Sequence[RunRecord]) -> dict[str, dict[str, float]]:
-    """domain -> signal -> mean ``diag/auc/SIGNAL/<modality>/<domain>`` over the stage-2 steps of ``runs`` (both modalities)."""
-    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in runs:
-        if not r.metrics_path.is_file():
-            continue
-        for line in r.metrics_path.read_text().splitlines():
-            record = json.loads(line)
-            if record.get("stage") != 2:
-                continue
-            for key, value in record.items():
-                if key.startswith("diag/auc/") and isinstance(value, (int, float)) and math.isfinite(value):
-                    signal, _modality, domain = key[len("diag/auc/") :].rsplit("/", 2)
-                    sums[domain][signal].append(float(value))
-    return {dom: {s: float(np.mean(v)) for s, v in sorted(sig.items())} for dom, sig in sorted(sums.items())}
-
-
 def gt_share(runs: Sequence[RunRecord], design: str) -> float:
     """``mean(design - adversarial-only) / mean(ground truth - adversarial-only)`` over the seeds the three share."""
     by = {(r.method, r.seed): r.top1 for r in runs}
@@ -160,7 +142,9 @@ def summarise(
             g: {d: float(np.mean([r.top1 for r in records[g] if r.method == d] or [math.nan])) for d in methods}
             for g in geometries
         },
-        "signal_aucs": {g: signal_aucs([r for r in records[g] if r.method in candidates]) for g in geometries},
+        "signal_aucs": {
+            g: signal_aucs(r.metrics_path for r in records[g] if r.method in candidates) for g in geometries
+        },
     }
 
 

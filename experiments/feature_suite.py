@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +152,24 @@ def removal_counts(run_dir: Path) -> dict[str, dict[str, float]]:
         }
         for dom, s in sorted(sums.items())
     }
+
+
+def signal_aucs(metrics_paths: Iterable[Path]) -> dict[str, dict[str, float]]:
+    """domain -> signal -> mean ``diag/auc/SIGNAL/<modality>/<domain>`` over the stage-2 steps of the runs whose
+    ``metrics.jsonl`` files are given (both modalities; runs that log none add nothing)."""
+    sums: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for path in metrics_paths:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("stage") != 2:
+                continue
+            for key, value in record.items():
+                if key.startswith("diag/auc/") and isinstance(value, (int, float)) and math.isfinite(value):
+                    signal, _modality, domain = key[len("diag/auc/") :].rsplit("/", 2)
+                    sums[domain][signal].append(float(value))
+    return {dom: {s: float(np.mean(v)) for s, v in sorted(sig.items())} for dom, sig in sorted(sums.items())}
 
 
 # ---------------------------------------------------------------------- running
@@ -304,6 +324,7 @@ def summarise(records: Sequence[dict[str, Any]], min_gain: float = 0.03) -> dict
             "loss": difference(mine, [g], CLEAN, BASELINE),
             "gain": gain,
             "kept": bool(gain is not None and gain["value"] >= min_gain),
+            "signal_aucs": signal_aucs(Path(r["run_dir"]) / "metrics.jsonl" for r in mine if r.get("run_dir")),
         }
     kept = [g for g in geometries if per[g]["kept"]]
     groups = {g: [g] for g in geometries} | ({"pooled": kept} if kept else {})
@@ -405,11 +426,24 @@ def markdown(summary: dict[str, Any]) -> str:
                     + " | ".join(
                         "-"
                         if (c := cells.get(col)) is None
-                        else f"{100 * c['precision']:.1f}% vs {100 * c['chance']:.1f}% ({_pts(c['excess'])})"
+                        else f"{100 * c['precision']:.1f}% vs {100 * c['chance']:.1f}% = "
+                        f"{c['precision'] / c['chance']:.2f}x ({_pts(c['excess'])})"
                         for col in cols
                     )
                     + " |"
                 )
+    signals = sorted({s for g in per for dom in per[g].get("signal_aucs", {}).values() for s in dom})
+    if signals:
+        lines += [
+            "",
+            "negative_auc of each relevance signal, P(planted negative rated less relevant than a clean row), "
+            "mean over the stage-2 steps of the runs that log it (0.5: blind)",
+        ]
+        for dom in ("source", "target"):
+            lines += ["", f"{dom} rows:", "", "| signal | " + " | ".join(per) + " |", "|---|" + "---:|" * len(per)]
+            for s in signals:
+                cells = [per[g]["signal_aucs"].get(dom, {}).get(s) for g in per]
+                lines.append(f"| {s} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -84,7 +84,7 @@ def test_signal_aucs_average_over_steps_and_modalities_per_domain(tmp_path: Path
         ),
         _run(tmp_path, "a", 1, 0.5, {}, {"density/rgb/source": 1.0}),
     ]
-    aucs = ds.signal_aucs(runs)
+    aucs = ds.signal_aucs(r.metrics_path for r in runs)
     assert aucs["source"]["density"] == pytest.approx(0.8)
     assert aucs["target"]["entropy"] == pytest.approx(0.4)
 

@@ -187,6 +187,24 @@ def test_summary_keeps_geometries_with_a_large_enough_bound_and_pools_them() -> 
     assert p["excess"]["value"] == pytest.approx(0.11)
     text = fs.markdown(s)
     assert "B (dropped)" in text and "| mmir | 50% [50, 50]" in text
+    assert "41.0% vs 30.0% = 1.37x" in text
+
+
+def test_summary_tables_the_signal_aucs_of_the_runs_that_log_them(tmp_path: Path) -> None:
+    records = _records()
+    logged = next(r for r in records if r["geometry"] == "A" and r["method"] == "mmir")
+    logged["run_dir"] = str(tmp_path)
+    steps = [
+        {"stage": 1, "diag/auc/density/rgb/source": 0.0},  # stage 1 does not count
+        {"stage": 2, "diag/auc/density/rgb/source": 0.7, "diag/auc/density/flow/source": 0.9},
+        {"stage": 2, "diag/auc/density/rgb/source": 0.8, "diag/auc/entropy/flow/target": 0.4},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    s = fs.summarise(records, min_gain=0.03)
+    assert s["geometries"]["A"]["signal_aucs"]["source"]["density"] == pytest.approx(0.8)
+    assert s["geometries"]["B"]["signal_aucs"] == {}
+    text = fs.markdown(s)
+    assert "| density | 0.80 | - |" in text and "| entropy | 0.40 | - |" in text
 
 
 def test_removal_counts_from_a_metrics_file(tmp_path: Path) -> None:
