@@ -176,8 +176,10 @@ def test_the_presets_write_every_key_and_differ_only_in_the_method():
     }
     for path in presets:
         raw = tomllib.loads(path.read_text())
-        # a preset states only what differs: its base(s), its name and (clean variants) the generator's switch
-        assert set(raw) <= {"base", "name", "method", "feature_benchmark"}, path.name
+        # a preset states only what differs: its base(s), its name, (clean variants) the generator's switch
+        # and (one-domain variants) which agents exist
+        assert set(raw) <= {"base", "name", "method", "feature_benchmark", "agents"}, path.name
+        assert set(raw.get("agents", {})) <= {"s_agents", "t_agents"}, path.name
         mine = _flat(path)
         assert {k for k in base if base[k] != mine[k]} <= method_keys, path.name
         assert mine["method"] == path.stem and mine["feature_benchmark.clean"] == path.stem.endswith("-clean")
