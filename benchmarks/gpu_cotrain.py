@@ -388,29 +388,35 @@ def refiner_share(run: Stage2, steps: int) -> list[float]:
     adversarial-only difference includes it); the synchronisation adds a little to both.
     """
     spent = [0.0]
-    originals = {}
-    for key, refiner in run.trainer.refiners.items():
-        originals[key] = (refiner.refine, refiner.after_backward)
 
-        def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
-            def inner(*a: Any, **k: Any) -> Any:
-                sync(run.device)
-                start = time.perf_counter()
-                out = fn(*a, **k)
-                sync(run.device)
-                spent[0] += time.perf_counter() - start
-                return out
+    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def inner(*a: Any, **k: Any) -> Any:
+            sync(run.device)
+            start = time.perf_counter()
+            out = fn(*a, **k)
+            sync(run.device)
+            spent[0] += time.perf_counter() - start
+            return out
 
-            return inner
+        return inner
 
-        refiner.refine, refiner.after_backward = timed(refiner.refine), timed(refiner.after_backward)
+    # The refiners act together (refine_all -> AgentRefiner.refine_together), not through each one's
+    # refine(): time the module's refine, which runs them all, and each refiner's after_backward.
+    # Instance attributes, so the forward's self.refine and the loop's calls pick them up.
+    module, refiners = run.trainer.module, list(run.trainer.refiners.values())
+    module.refine = timed(module.refine)
+    for refiner in refiners:
+        refiner.after_backward = timed(refiner.after_backward)
     shares = []
-    for _ in range(steps):
-        spent[0] = 0.0
-        total = run.step()
-        shares.append(spent[0] / total)
-    for key, refiner in run.trainer.refiners.items():
-        refiner.refine, refiner.after_backward = originals[key]
+    try:
+        for _ in range(steps):
+            spent[0] = 0.0
+            total = run.step()
+            shares.append(spent[0] / total)
+    finally:
+        del module.refine
+        for refiner in refiners:
+            del refiner.after_backward
     return shares
 
 

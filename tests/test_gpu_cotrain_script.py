@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_cotrain.py"
 
@@ -107,3 +109,35 @@ def test_bad_arguments_are_one_line_errors(capsys):
         with pytest.raises(SystemExit):
             script.parse_args([])
         assert "no CUDA device: run with --smoke" in capsys.readouterr().err
+
+
+def test_the_refiners_own_time_counts_the_joint_refine_and_every_after_backward():
+    script = load_script()
+
+    class Refiner:
+        def after_backward(self) -> None:
+            time.sleep(0.002)
+
+    class Module:
+        def refine(self) -> None:  # the refiners run together from here, never through a refiner's own refine()
+            time.sleep(0.006)
+
+    class Run:
+        device = torch.device("cpu")
+
+        def __init__(self) -> None:
+            self.trainer = SimpleNamespace(module=Module(), refiners={"a": Refiner(), "b": Refiner()})
+
+        def step(self) -> float:
+            start = time.perf_counter()
+            self.trainer.module.refine()
+            for refiner in self.trainer.refiners.values():
+                refiner.after_backward()
+            time.sleep(0.010)  # the rest of the step
+            return time.perf_counter() - start
+
+    run = Run()
+    shares = script.refiner_share(run, steps=3)
+    assert len(shares) == 3 and all(0.35 < s < 0.7 for s in shares)  # 10 of 20 ms: refine and both after_backward
+    assert "refine" not in vars(run.trainer.module)  # the timing wrappers are gone afterwards
+    assert all("after_backward" not in vars(r) for r in run.trainer.refiners.values())
