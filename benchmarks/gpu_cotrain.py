@@ -88,6 +88,8 @@ DATA_ROWS = (
     "nvjpeg vs libjpeg-turbo, rgb",
     "nvjpeg vs libjpeg-turbo, flow",
     "CPU fallback vs decode=cpu",
+    "loop step fed by its loaders, decode=gpu, finished in front",
+    "loop step fed by its loaders, decode=gpu, prefetched",
 )
 PROJECTION_ROWS = (
     "stage 1",
@@ -97,6 +99,7 @@ PROJECTION_ROWS = (
     "one pair, compute only",
     "one pair, decode=cpu",
     "one pair, decode=gpu",
+    "one pair, decode=gpu, prefetched",
     "paper: 6 h on 4 RTX 3090",
     "goal: one pair on one H200",
 )
@@ -608,6 +611,62 @@ def data_path(root: Path, sizes: Sizes, device: torch.device, smoke: bool, conso
     return out
 
 
+def fed_steps(
+    root: Path, sizes: Sizes, device: torch.device, precision: str, out_dir: Path, console: Console
+) -> dict[str, Any]:
+    """Stage-2 loop steps fed by the loop's own loaders (``decode="gpu"``): the batch finished in front of
+    each step (``data.prefetch = "off"``) against finished in a thread on a side stream while the step runs.
+
+    Not interleaved: a prefetch thread would decode during the other trainer's step. Each step is
+    ``next_batch`` + ``training_step`` to a device synchronisation.
+    """
+    segments = EpicClips(root, "S", "train").segments
+    repeat = math.ceil(sizes.half * (sizes.steps + 16) / len(segments))
+    workers = max(sizes.workers)
+    out: dict[str, Any] = {"workers": workers}
+    for prefetch in ("off", "on"):
+        ds = EpicClips(
+            root,
+            "S",
+            "train",
+            decode="gpu",
+            size=sizes.size,
+            num_frames=sizes.frames,
+            seed=0,
+            segments=segments * repeat,
+        )
+        cfg = run_config(sizes, device, out_dir, precision)
+        cfg.data.decode, cfg.data.prefetch, cfg.data.num_workers = "gpu", prefetch, workers
+        measured = Measured(clips=2 * sizes.half)
+        trainer = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DecodeFallbackWarning)  # smoke: decode="gpu" on the CPU
+                trainer = CoTrainer(validate(cfg), datasets={"source": ds, "target": ds, "test": ds})
+                trainer.begin_stage(2)
+                trainer.module.train()
+                for _ in range(warmup_steps(cfg, sizes.half)):
+                    trainer.training_step(trainer.next_batch())
+                for _ in range(sizes.steps):
+                    sync(device)
+                    start = time.perf_counter()
+                    trainer.training_step(trainer.next_batch())
+                    sync(device)
+                    measured.seconds.append(time.perf_counter() - start)
+        except Exception as exc:
+            measured.error = failure(exc)
+            console.print(f"[yellow]loop step fed by its loaders, prefetch {prefetch}: {measured.error}[/]")
+        finally:
+            if trainer is not None:
+                trainer.close()
+            del trainer
+            free_memory(device)
+        out[prefetch] = {**measured.as_dict(), "variant": f"{precision}, channels_last_3d, {workers} workers"}
+        if measured.seconds:
+            console.print(f"  fed by its loaders, prefetch {prefetch}: {measured.median:.3f} s/step")
+    return out
+
+
 # ---------------------------------------------------------------------- projection
 def evaluation_count(cfg: RunConfig) -> tuple[int, int]:
     """``(full evaluations, monitors)`` of stage 2, as ``CoTrainer.evaluation_steps`` schedules them."""
@@ -631,6 +690,7 @@ def project(
     forward_clips_s: float,
     loader_cpu_clips_s: float,
     gpu_decode_s_per_clip: float | None,
+    prefetched_step_factor: float | None = None,
 ) -> dict[str, Any]:
     """Hours of one pair (``cfg``'s recipe and domains) from per-step times and per-clip rates.
 
@@ -638,6 +698,9 @@ def project(
     decode="gpu" runs in the main process before each step: compute + batch x its time per clip; the
     evaluations decode the same way (forward + decode per clip). With decode="cpu" the evaluations,
     and the snapshot in either mode, are bounded by the slower of the forward and the loader.
+    ``prefetched_step_factor`` (a loop step fed by its loaders with the batch prefetched, over the
+    compute-only step of the same variant, both measured) scales the training steps of
+    decode="gpu" with prefetching; its evaluations are those of decode="gpu".
     """
     s1, b1, s2, b2 = cfg.stage1.steps, cfg.stage1.batch_size, cfg.stage2.steps, cfg.stage2.batch_size
     eval_clips = evaluation_clips(cfg)
@@ -678,6 +741,13 @@ def project(
             + out["snapshot_h"]
         )
         out["evaluations_share_gpu_decode"] = out["evaluations_gpu_decode_h"] / out["total_gpu_decode_h"]
+        if prefetched_step_factor is not None:
+            out["prefetched_step_factor"] = prefetched_step_factor
+            out["total_gpu_decode_prefetched_h"] = (
+                (out["stage1_compute_h"] + out["stage2_compute_h"]) * prefetched_step_factor
+                + out["evaluations_gpu_decode_h"]
+                + out["snapshot_h"]
+            )
     return out
 
 
@@ -799,6 +869,19 @@ def data_table(results: dict[str, Any], smoke: bool) -> Table:
     fb = data.get("fallback")
     worst = max(v["max"] for v in fb.values()) if fb else None
     table.add_row(DATA_ROWS[6], "", f"max {worst:.0f}" if fb else NA, "", "grey levels; same decoder, so 0")
+    fed = results.get("fed", {})
+    for row, key in ((DATA_ROWS[7], "off"), (DATA_ROWS[8], "on")):
+        r = fed.get(key, {"error": "not run"})
+        if "error" in r:
+            table.add_row(row, str(fed.get("workers", "")), r["error"], "", "")
+        else:
+            table.add_row(
+                row,
+                str(fed["workers"]),
+                f"{r['clips_per_s']:.1f}",
+                vs(r["clips_per_s"]),
+                f"{r['s_per_step_median']:.3f} s/step, {r['variant']}",
+            )
     return table
 
 
@@ -809,7 +892,7 @@ def projection_table(results: dict[str, Any], smoke: bool) -> Table:
     for col in ("part", "hours", "note"):
         table.add_column(col, justify="right" if col == "hours" else "left")
     if not p:
-        for row in PROJECTION_ROWS[:7]:
+        for row in PROJECTION_ROWS[:8]:
             table.add_row(row, NA, "")
     else:
         cfg = paper_config()
@@ -845,19 +928,25 @@ def projection_table(results: dict[str, Any], smoke: bool) -> Table:
             fmt(p.get("total_gpu_decode_h"), ".2f"),
             "nvjpeg in the main process, serial with the step",
         )
+        table.add_row(
+            PROJECTION_ROWS[7],
+            fmt(p.get("total_gpu_decode_prefetched_h"), ".2f"),
+            f"training steps x {fmt(p.get('prefetched_step_factor'), '.2f')} (loop step fed by its loaders, "
+            "prefetched, over the compute-only step); evaluations as above",
+        )
     table.add_row(
-        PROJECTION_ROWS[7], f"{PAPER_GPU_HOURS / 4:.0f} (x 4 GPUs)", f"{PAPER_GPU_HOURS:.0f} GPU-hours (paper 4.1)"
+        PROJECTION_ROWS[8], f"{PAPER_GPU_HOURS / 4:.0f} (x 4 GPUs)", f"{PAPER_GPU_HOURS:.0f} GPU-hours (paper 4.1)"
     )
     if p:
         best = min(v for k, v in p.items() if k.startswith("total_"))
         table.add_row(
-            PROJECTION_ROWS[8],
+            PROJECTION_ROWS[9],
             f"< {GOAL_HOURS:.0f}",
             f"best projection {best:.2f} h: {best / GOAL_HOURS:.2f}x the goal, "
             f"{PAPER_GPU_HOURS / best:.1f}x fewer GPU-hours than the paper",
         )
     else:
-        table.add_row(PROJECTION_ROWS[8], f"< {GOAL_HOURS:.0f}", NA)
+        table.add_row(PROJECTION_ROWS[9], f"< {GOAL_HOURS:.0f}", NA)
     return table
 
 
@@ -1035,6 +1124,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["data"] = data_path(root, sizes, device, smoke, console)
         set_appetite(results)
         save()
+        console.print(
+            "loop steps fed by their loaders (decode=gpu), the batch in front of the step, then prefetched ..."
+        )
+        results["fed"] = fed_steps(root, sizes, device, lowp, out_dir, console)
+        save()
         # 3. the projection (again after torch.compile, should that be the fastest step)
         update_projection(results, cuda)
         save()
@@ -1099,6 +1193,13 @@ def update_projection(results: dict[str, Any], cuda: bool) -> None:
     if not best or "error" in s1 or "error" in fw:
         return
     gpu_rates = [r for r in results["data"].get("gpu", []) if "error" not in r]
+    fed = results.get("fed", {}).get("on", {})
+    same = results["steps"].get(STEP_ROWS[2] if cuda else STEP_ROWS[1], {})  # the fed steps' variant, compute only
+    factor = (
+        fed["s_per_step_median"] / same["s_per_step_median"]
+        if "s_per_step_median" in fed and "s_per_step_median" in same
+        else None
+    )
     projection = project(
         paper_config(),
         s1["s_per_step_median"],
@@ -1106,6 +1207,7 @@ def update_projection(results: dict[str, Any], cuda: bool) -> None:
         fw["clips_per_s"],
         max(r["clips_per_s"] for r in results["data"]["cpu"]),
         min(r["main_process_s_per_clip"] for r in gpu_rates) if gpu_rates else None,
+        factor,
     )
     projection["stage2_step_from"] = best
     results["projection" if cuda else "projection_of_smoke_numbers_not_meaningful"] = projection

@@ -64,6 +64,9 @@ class DataConfig:
     num_workers: int = 4
     # EPIC JPEGs decoded in the loader workers ("cpu") or batched on the GPU in the main process ("gpu")
     decode: Literal["cpu", "gpu"] = "cpu"
+    # finish the next batch on the device in a thread (a side CUDA stream) while the step runs: "auto" when
+    # decode = "gpu" on CUDA, where finishing is nvjpeg work; "on" anywhere (the same batches, in the same order)
+    prefetch: Literal["auto", "on", "off"] = "auto"
     # data.kind = "features": the snapshot whose target domain is the test split (data.root: the training snapshot)
     test_features: str = ""
 

@@ -19,6 +19,7 @@ The public API a benchmark or a notebook uses: ``CoTrainer(cfg)`` builds, ``begi
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from experiments.builders import build_datasets, build_model
 from experiments.config import ConfigError, RunConfig
 from experiments.cotrain_module import CoTrainModule
 from experiments.data_streams import StreamPosition, stream_loader, worker_init_fn
+from experiments.device_prefetch import DevicePrefetcher
 from experiments.distributed import convert_sync_batchnorm, init_distributed, wrap_ddp
 from experiments.evaluation import evaluate
 from experiments.evaluation.schedule import full_evaluation_steps, monitor_indices, monitor_steps
@@ -181,6 +183,16 @@ class CoTrainer:
         """
         self.stage, self.step = stage, 0
         self.optimizers = self._make_optimizers(stage, ddp)
+        self._close_streams()
+
+    def close(self) -> None:
+        """End the data streams and their prefetch thread (:meth:`run` does; a caller of :meth:`next_batch` should)."""
+        self._close_streams()
+
+    def _close_streams(self) -> None:
+        """End the current data streams (and a prefetch thread); the next batch starts them from the positions."""
+        if self._streams is not None:
+            self._streams.close()
         self._streams = None
 
     def next_batch(self) -> StepBatch:
@@ -262,11 +274,16 @@ class CoTrainer:
 
         The main process holds the run folder's :class:`~experiments.runs.RunLock` meanwhile.
         """
-        if not self.dist.is_main:
-            return self._run(resume)
-        with RunLock(self.run_dir):
-            remove_stale_temporaries(self.run_dir, RUN_FILES)  # of a killed write; ours alone while we hold the lock
-            return self._run(resume)
+        try:
+            if not self.dist.is_main:
+                return self._run(resume)
+            with RunLock(self.run_dir):
+                remove_stale_temporaries(
+                    self.run_dir, RUN_FILES
+                )  # of a killed write; ours alone while we hold the lock
+                return self._run(resume)
+        finally:
+            self.close()
 
     def _run(self, resume: bool) -> dict[str, Any]:
         kept: list[str] = []  # the metrics records this run continues (all of them before its checkpoint)
@@ -319,25 +336,41 @@ class CoTrainer:
             batch = transform(batch, self.device)
         return {m: batch[m].to(self.device, non_blocking=True) for m in self.model.modalities}
 
+    def _prefetching(self) -> bool:
+        """Whether the next batch is finished on the device while the step runs (``data.prefetch``)."""
+        if self.cfg.data.prefetch != "auto":
+            return self.cfg.data.prefetch == "on"
+        return self.device.type == "cuda" and self.cfg.data.decode == "gpu"
+
+    def _finished(self, raw: Iterator[Any], finish: Callable[[Any], Any]) -> Iterator[tuple[Any, Any]]:
+        """``(raw, finish(raw))`` per raw batch: finished in a prefetch thread or here, in the same order."""
+        if not self._prefetching():
+            for batch in raw:
+                yield batch, finish(batch)
+            return
+        with DevicePrefetcher(raw, finish, self.device) as prefetched:
+            yield from prefetched
+
     def _stage1_batches(self) -> Iterator[StepBatch]:
         batches, sampler = self._loader("stage1", self.cfg.stage1.batch_size, 0)
-        while True:
-            batch = next(batches)
-            sampler.advance()
-            yield StepBatch(self._clips(batch), batch["label"].to(self.device))
+        for batch, clips in self._finished(batches, self._clips):
+            sampler.advance()  # as a batch is used, not as it is fetched: checkpoints record what was trained on
+            yield StepBatch(clips, batch["label"].to(self.device))
 
     def _stage2_batches(self) -> Iterator[StepBatch]:
         half = self.cfg.stage2.batch_size // 2
         src_batches, src_sampler = self._loader("source", half, 1)
         tgt_batches, tgt_sampler = self._loader("target", half, 2)
-        while True:
-            src, tgt = next(src_batches), next(tgt_batches)
+        pairs = ((next(src_batches), next(tgt_batches)) for _ in itertools.count())
+        for (src, tgt), (src_clips, tgt_clips) in self._finished(
+            pairs, lambda pair: (self._clips(pair[0]), self._clips(pair[1], "target"))
+        ):
             src_sampler.advance()
             tgt_sampler.advance()
             yield StepBatch(
-                self._clips(src),
+                src_clips,
                 src["label"].to(self.device),
-                self._clips(tgt, "target"),
+                tgt_clips,
                 src.get("is_negative"),
                 tgt.get("is_negative"),
                 progress=self.step / max(1, self.cfg.stage2.steps),
@@ -625,7 +658,7 @@ class CoTrainer:
             ) from None
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self._streams = None  # the data streams continue from the checkpoint's positions
+        self._close_streams()  # the data streams continue from the checkpoint's positions
         self.stage, self.step = int(state["stage"]), int(state["step"])
         self.module.load_state_dict(state["module"])
         self.optimizers = self._make_optimizers(self.stage)

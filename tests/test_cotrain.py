@@ -113,7 +113,14 @@ def test_run_logs_metrics_and_reports_mean_of_last_evaluations(tmp_path):
     assert all(np.isfinite(r["loss"]) for r in lines)
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+def prefetching(cfg, prefetch: str):
+    cfg.data.prefetch = prefetch
+    return cfg
+
+
+@pytest.mark.parametrize("prefetch", ["off", "on"])
+def test_resume_equals_uninterrupted(tmp_path, prefetch):
+    """Also with the next batch finished in a prefetch thread: the same batches, and checkpoints record what was used."""
     full = CoTrainer(toy_config(tmp_path / "full"), datasets=toy_datasets(), model=toy_model())
     full_summary = full.run()
 
@@ -124,10 +131,14 @@ def test_resume_equals_uninterrupted(tmp_path):
         if (stage, step) == (2, 6):  # checkpoints every 3 steps: the last one is at stage 2, step 6
             raise Interrupt
 
-    cut = CoTrainer(toy_config(tmp_path / "cut"), datasets=toy_datasets(), model=toy_model(), on_step=stop_at)
+    cut = CoTrainer(
+        prefetching(toy_config(tmp_path / "cut"), prefetch), datasets=toy_datasets(), model=toy_model(), on_step=stop_at
+    )
     with pytest.raises(Interrupt):
         cut.run()
-    resumed = CoTrainer(toy_config(tmp_path / "cut"), datasets=toy_datasets(), model=toy_model(seed=123))
+    resumed = CoTrainer(
+        prefetching(toy_config(tmp_path / "cut"), prefetch), datasets=toy_datasets(), model=toy_model(seed=123)
+    )
     resumed_summary = resumed.run(resume=True)
     assert torch.equal(params(full.model), params(resumed.model))
     assert torch.equal(params(full.discriminators), params(resumed.discriminators))

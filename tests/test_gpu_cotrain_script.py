@@ -91,6 +91,13 @@ def test_projection_arithmetic():
     assert p["stage2_cpu_decode_h"] == pytest.approx(8000 * max(0.4, 80 / 160) / 3600)  # loader-bound: 0.5 s a step
     assert p["stage2_gpu_decode_h"] == pytest.approx(8000 * (0.4 + 80 * 0.001) / 3600)
     assert p["snapshot_clips"] == 2495 + 1543
+    assert "total_gpu_decode_prefetched_h" not in p  # no fed steps measured: no prefetched projection
+    fed = script.project(
+        cfg, 0.5, 0.4, 1000.0, 160.0, gpu_decode_s_per_clip=0.001, prefetched_step_factor=1.25
+    )  # a fed, prefetched step 25% over compute
+    assert fed["total_gpu_decode_prefetched_h"] == pytest.approx(
+        (4000 * 0.5 + 8000 * 0.4) * 1.25 / 3600 + fed["evaluations_gpu_decode_h"] + fed["snapshot_h"]
+    )
 
 
 def test_bad_arguments_are_one_line_errors(capsys):
