@@ -106,13 +106,22 @@ class ReplayBuffer:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty replay buffer")
         idx = torch.randint(self.size, (batch_size,), generator=generator, device="cpu").to(self.device)
-        mask, next_mask = self.masks[idx], self.next_masks[idx]
+        # index_select, not indexing: the same rows, in a fraction of the time for the [capacity, n_c, d] states
+        mask, next_mask = self.masks.index_select(0, idx), self.next_masks.index_select(0, idx)
         if self.pool is None:
-            base = self.states[idx].float()
+            base = self.states.index_select(0, idx).float()
         else:
-            base = self.pool[self.states[idx]]
+            base = self.pool[self.states.index_select(0, idx)]
         obs = base * mask.unsqueeze(-1)
-        return ReplaySample(obs, mask, self.actions[idx], self.rewards[idx], next_mask, self.dones[idx], base)
+        return ReplaySample(
+            obs,
+            mask,
+            self.actions.index_select(0, idx),
+            self.rewards.index_select(0, idx),
+            next_mask,
+            self.dones.index_select(0, idx),
+            base,
+        )
 
     def spread(self, limit: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Up to ``limit`` stored transitions evenly spaced over the buffer: ``(obs, mask, actions, rewards)``.

@@ -235,8 +235,7 @@ class CoTrainer:
             opt.step()
         for refiner in refiners:  # 5. the agents' own updates (optimizer step, target sync, epsilon)
             refiner.after_backward()
-        for key, result in out.refinement.items():  # 6. what the refiners removed, for reports
-            self.refinement_stats.add(key, result, batch.stats_labels.get(key.rpartition("/")[2]))
+        self.refinement_stats.add_all(out.refinement, batch.stats_labels)  # 6. what the refiners removed, for reports
         log = StepLog({"loss": _f(out.loss), **{k: _f(v) for k, v in out.terms.items()}}, out.refinement)
         self._check_finite(log.terms)  # reads the floats the log holds anyway: no extra device sync
         return log

@@ -238,12 +238,15 @@ class BatchedRefinementEnv(VectorEnv):
         logits: Tensor | np.ndarray | None = None,
         other_logits: Tensor | np.ndarray | None = None,
         reference: Tensor | np.ndarray | None = None,
+        finite_checked: bool = False,
     ) -> Tensor:
         """Replace all sets by ``features: [num_envs, n_c, d]`` (e.g. a training batch's) and return the observation.
 
         For the relevance signals: ``logits`` / ``other_logits`` ``[num_envs, n_c, C]`` (or
         ``[num_envs * n_c, C]``, a half-batch's rows in order) and ``reference`` ``[R, d]`` or
         ``[num_envs, R, d]`` (features of the other domain; default: the other pool, if any).
+        ``finite_checked``: the caller has checked that ``features`` are finite (a group of refiners
+        checks its halves at once, one host synchronisation for all; see :func:`check_finite`).
         """
         feats = torch.as_tensor(features)
         expected = (self.num_envs, self.n_c, self.feature_dim)
@@ -251,8 +254,8 @@ class BatchedRefinementEnv(VectorEnv):
             raise ValueError(f"features must have shape (num_envs, n_c, d) = {expected}, got {tuple(feats.shape)}")
         if not feats.is_floating_point():
             raise TypeError(f"features must be floating point, got dtype {feats.dtype}")
-        if not bool(torch.isfinite(feats).all()):
-            raise ValueError("features contains NaN or inf values")
+        if not finite_checked:
+            check_finite(feats)
         inputs = handed_in_inputs(
             {"logits": logits, "other_logits": other_logits, "reference": reference}, self.num_envs, self.n_c
         )
@@ -280,6 +283,7 @@ class BatchedRefinementEnv(VectorEnv):
         return self._out(self._obs)
 
     def step(self, actions: Tensor | np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        """Select ``actions`` (one row index per set) out of the sets: ``(obs, rewards, terminated, truncated, infos)``."""
         a = torch.as_tensor(actions, device=self.device).reshape(-1)
         if a.shape[0] != self.num_envs or a.is_floating_point() or a.dtype == torch.bool:
             raise ValueError(
@@ -298,7 +302,22 @@ class BatchedRefinementEnv(VectorEnv):
                 self._refill(self._arange[restart])
         elif bool(self._done.any()):
             raise RuntimeError("some candidate sets have ended and were not reset: call reset() (autoreset DISABLED)")
+        return self._advance(a, stepping)
 
+    def step_unchecked(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        """:meth:`step` without its checks, for a caller that guarantees them: ``actions`` int64 ``[num_envs]`` on the
+        device, each a selectable row (a masked argmax or draw), no set ended, ``autoreset_mode`` DISABLED.
+
+        The same transition as :meth:`step` without its two host synchronisations (the action range and
+        the ended sets): the co-training refiners select ``E`` times from freshly loaded sets, so
+        neither check can fail there, and on a GPU each would stall the step.
+        """
+        if self.autoreset_mode != AutoresetMode.DISABLED:
+            raise ValueError("step_unchecked() needs autoreset_mode DISABLED (no set is refilled); use step()")
+        return self._advance(actions, None)
+
+    def _advance(self, a: Tensor, stepping: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        """The transition of :meth:`step` for checked int64 actions ``a``; ``stepping``: the sets that step (None: all)."""
         ar = self._arange
         selectable = self._mask[ar, a]
         valid = selectable if stepping is None else selectable & stepping
@@ -449,3 +468,9 @@ class BatchedRefinementEnv(VectorEnv):
 
     def _out(self, tensor: Tensor) -> Tensor:
         return tensor.clone() if self.copy else tensor
+
+
+def check_finite(features: Tensor) -> None:
+    """Raise ``ValueError`` unless every value of ``features`` is finite (one host synchronisation)."""
+    if not bool(torch.isfinite(features).all()):
+        raise ValueError("features contains NaN or inf values")

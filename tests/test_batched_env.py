@@ -85,6 +85,39 @@ def test_disabled_requires_explicit_reset_and_accepts_handed_in_features(small_s
         env.reset()
 
 
+@pytest.mark.parametrize("score_all_rows", [False, True])
+def test_step_unchecked_is_the_transition_of_step(small_source, score_all_rows):
+    def env() -> BatchedRefinementEnv:
+        return BatchedRefinementEnv(
+            None,
+            discriminator=small_source.discriminator,
+            num_envs=4,
+            E=2,
+            autoreset_mode="Disabled",
+            feature_dim=32,
+            score_all_rows=score_all_rows,
+        )
+
+    feats, negative = torch.randn(4, 5, 32), torch.rand(4, 5) < 0.3
+    checked, unchecked = env(), env()
+    checked.load_candidate_sets(feats, negative)
+    unchecked.load_candidate_sets(feats, negative, finite_checked=True)
+    for actions in (torch.tensor([0, 4, 2, 2]), torch.tensor([1, 4, 3, 0])):  # the second re-selects row 4: invalid
+        a, b = checked.step(actions), unchecked.step_unchecked(actions)
+        for x, y in zip(a[:4], b[:4]):
+            assert torch.equal(x, y)
+        assert a[4].keys() == b[4].keys()
+        for key in a[4]:
+            torch.testing.assert_close(a[4][key], b[4][key], rtol=0, atol=0, equal_nan=True)
+
+
+def test_step_unchecked_refuses_envs_that_autoreset(small_source):
+    env = BatchedRefinementEnv(small_source, num_envs=2)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="autoreset_mode DISABLED"):
+        env.step_unchecked(torch.tensor([0, 1]))
+
+
 def test_seeded_reset_is_deterministic(small_source):
     a = BatchedRefinementEnv(small_source, num_envs=32)
     b = BatchedRefinementEnv(small_source, num_envs=32)

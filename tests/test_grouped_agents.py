@@ -110,3 +110,16 @@ def test_co_training_with_the_agents_grouped_is_the_run_of_agents_one_by_one(tmp
     assert runs[True]["metrics"] == runs[False]["metrics"]
     assert runs[True]["evaluations"] == runs[False]["evaluations"]
     assert any(r.get("dqn", 0.0) > 0 for r in runs[True]["metrics"])  # the agents learned
+
+
+def test_a_group_refuses_halves_with_nan_features_as_each_env_would(tmp_path):
+    trainer = CoTrainer(toy_config(tmp_path), datasets=toy_datasets(), model=toy_model())
+    trainer.begin_stage(2)
+    refiners = list(trainer.refiners.values())
+    d = refiners[0].feature_dim
+    halves = [torch.randn(10, d) for _ in refiners]
+    halves[2][3, 1] = float("nan")
+    with pytest.raises(ValueError, match="features contains NaN or inf values"):
+        AgentRefiner.refine_together(refiners, [(h, None) for h in halves])
+    with pytest.raises(ValueError, match="features contains NaN or inf values"):
+        refiners[2].refine(halves[2])  # one refiner alone: its env's own check

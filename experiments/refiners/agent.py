@@ -27,7 +27,7 @@ from agents.stepwise import make_stepwise_agent
 from experiments.config_layers import ConfigError
 from experiments.refiners import SIGNAL_ROW_INPUTS, RefinementResult, RefinerContext, SignalRows
 from experiments.refiners.diagnostics import set_diagnostics, signal_aucs, staleness
-from mmir_env.batched import BatchedRefinementEnv
+from mmir_env.batched import BatchedRefinementEnv, check_finite
 from mmir_env.domains import SOURCE
 from mmir_env.reward import compute_reward
 from mmir_env.scoring import discriminator_relevance
@@ -239,23 +239,28 @@ class AgentRefiner:
             return [r.refine(*x) for r, x in zip(refiners, inputs)]
         group = AgentGroup(agents)  # type: ignore[arg-type]
         weights = group.weights()  # stacked once for the acts and the TD losses of this step
-        selections = [r.begin(*x) for r, x in zip(refiners, inputs)]
+        check_finite(torch.stack([x[0] for x in inputs]))  # every half at once: one host synchronisation
+        selections = [r.begin(*x, finite_checked=True) for r, x in zip(refiners, inputs)]
         for _ in range(refiners[0].E):
             # stacking copies the envs' live buffers, which their steps zero in place: the states stay as acted on
             states = torch.stack([sel.obs for sel in selections])
             masks = torch.stack([r.env.mask for r in refiners])
             actions = group.act(states, masks, weights)
             for r, sel, state, mask, chosen in zip(refiners, selections, states, masks, actions):
-                r.record(sel, state, mask, chosen)
+                r.record(sel, state, mask, chosen, checked=True)  # the group's masked choices of fresh sets
         losses = group.td_losses(weights)
-        counts = torch.stack(
-            [r.counts(sel, loss, r.env.mask) for r, sel, loss in zip(refiners, selections, losses)]
-        ).tolist()  # one host synchronisation for the group's statistics
+        counts = AgentRefiner.group_counts(selections, losses, [r.env.mask for r in refiners])
         return [r.finish(sel, loss, c) for r, sel, loss, c in zip(refiners, selections, losses, counts)]
 
-    def begin(self, features: Tensor, is_negative: Tensor | None, signals: SignalRows | None = None) -> Selection:
+    def begin(
+        self,
+        features: Tensor,
+        is_negative: Tensor | None,
+        signals: SignalRows | None = None,
+        finite_checked: bool = False,
+    ) -> Selection:
         """Load the half-batch's candidate sets (and the signal inputs) into the env, and take the diagnostics that
-        precede selection."""
+        precede selection; ``finite_checked``: the caller has checked ``features`` for NaN and inf."""
         b, d = features.shape
         s = b // self.n_c
         stats: dict[str, float] = {}
@@ -268,7 +273,9 @@ class AgentRefiner:
             stats["diag/staleness"] = staleness(rewards_r, self.current_reward(obs_r, mask_r, actions_r))
         sets = features.detach().float().reshape(s, self.n_c, d)
         negatives = None if is_negative is None else is_negative.reshape(s, self.n_c)
-        obs = self.env.load_candidate_sets(sets, negatives, **({} if signals is None else signals.env_inputs()))
+        obs = self.env.load_candidate_sets(
+            sets, negatives, finite_checked=finite_checked, **({} if signals is None else signals.env_inputs())
+        )
         if diagnose:
             stats.update(self.signals.aucs_now(negatives))
         first_mask = self.env.mask.clone()
@@ -277,9 +284,14 @@ class AgentRefiner:
         selection.relevance = self.signals.report_relevance(self.scorer, sets)
         return selection
 
-    def record(self, selection: Selection, state: Tensor, mask: Tensor, actions: Tensor) -> None:
-        """One selection step: the env removes ``actions``' rows and rewards them; the agent stores the transitions."""
-        obs, rewards, terminated, _, info = self.env.step(actions)
+    def record(self, selection: Selection, state: Tensor, mask: Tensor, actions: Tensor, checked: bool = False) -> None:
+        """One selection step: the env removes ``actions``' rows and rewards them; the agent stores the transitions.
+
+        ``checked``: ``actions`` are int64 row indices on the device of one of the ``E`` selections from the
+        sets :meth:`begin` loaded (the env's :meth:`~mmir_env.batched.BatchedRefinementEnv.step_unchecked`).
+        """
+        step = self.env.step_unchecked if checked else self.env.step
+        obs, rewards, terminated, _, info = step(actions)
         selection.obs = obs
         if self.reward_signals is not None:
             if selection.reward_relevance is None:
@@ -314,6 +326,33 @@ class AgentRefiner:
                 zero.new_full((), float("nan")) if loss is None else loss.detach().double(),
             ]
         )
+
+    @staticmethod
+    def group_counts(
+        selections: Sequence[Selection], losses: Sequence[Tensor], masks: Sequence[Tensor]
+    ) -> list[list[float]]:
+        """:meth:`counts` of a group's selections (each with its TD loss and env mask), read to the host together.
+
+        Computed over the stacked group where every selection has the same kind of ground truth (one
+        host synchronisation and a handful of kernels for all), else selection by selection.
+        """
+        truth = {(sel.is_negative is None, sel.negatives_removed is None) for sel in selections}
+        if len(truth) != 1 or any(sel.reward_total is None for sel in selections):
+            return torch.stack([AgentRefiner.counts(*x) for x in zip(selections, losses, masks)]).tolist()
+        removed = (~torch.stack(list(masks))).flatten(1).sum(1).double()
+        if next(iter(truth)) == (False, False):
+            negatives_removed = torch.stack([sel.negatives_removed for sel in selections]).double()  # type: ignore[misc]
+            present = torch.stack([sel.is_negative for sel in selections]).flatten(1).sum(1).double()  # type: ignore[misc]
+        else:  # no ground truth (or none removed yet: counts() gives 0 alike)
+            negatives_removed = removed.new_zeros(removed.shape)
+            present = (
+                removed.new_zeros(removed.shape)
+                if selections[0].is_negative is None
+                else torch.stack([sel.is_negative for sel in selections]).flatten(1).sum(1).double()  # type: ignore[misc]
+            )
+        rewards = torch.stack([sel.reward_total for sel in selections])  # type: ignore[misc]
+        loss = torch.stack([x.detach() for x in losses]).double()
+        return torch.stack([rewards, removed, negatives_removed, present, loss], dim=1).tolist()
 
     def finish(
         self, selection: Selection, loss: Tensor | None, counts: Sequence[float] | None = None

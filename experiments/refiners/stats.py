@@ -5,6 +5,7 @@ The refinement policies are the rest of :mod:`experiments.refiners`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -28,19 +29,57 @@ class RefinementStats:
         # tensors on the rows' device between checkpoints: adding them costs no host synchronisation
         self._counts: dict[str, tuple[Tensor, Tensor]] = {}
 
-    def add(self, key: str, result: RefinementResult, labels: Tensor | None) -> None:
-        keep = result.keep
+    def add_all(self, results: Mapping[str, RefinementResult], labels: Mapping[str, Tensor | None]) -> None:
+        """:meth:`add` of every agent's result (``modality/domain`` keys; ``labels`` by domain) in one batched count.
+
+        The counts are those of one :meth:`add` per agent; batching needs results of one shape and
+        device with relevance for all (or none), else the agents are added one by one.
+        """
+        keys = list(results)
+        items = [results[k] for k in keys]
+        rows = {(r.keep.shape, r.keep.device, r.relevance is None) for r in items}
+        rels = {r.relevance.dtype for r in items if r.relevance is not None}
+        domain_labels = [labels.get(k.rpartition("/")[2]) for k in keys]
+        with_labels = {x is None for x in domain_labels}
+        if len(keys) < 2 or len(rows) != 1 or len(rels) > 1 or len(with_labels) != 1:
+            for key, result, lab in zip(keys, items, domain_labels):
+                self.add(key, result, lab)
+            return
+        (_, device, no_relevance), k = next(iter(rows)), len(keys)
+        entries = [self._entry(key, device) for key in keys]
+        removed = (~torch.stack([r.keep for r in items])).long()  # [K, B]
+        offsets = torch.arange(k, device=device).unsqueeze(1)
+        if not no_relevance:
+            relevance = torch.stack([r.relevance for r in items]).to(device)  # type: ignore[misc]
+            bins = (relevance * self.BINS).long().clamp(0, self.BINS - 1)
+            codes = bins + self.BINS * removed + 2 * self.BINS * offsets
+            histograms = torch.bincount(codes.flatten(), minlength=k * 2 * self.BINS).view(k, 2, self.BINS)
+            for (hist, _), h in zip(entries, histograms):
+                hist += h
+        if domain_labels[0] is not None:
+            lab = torch.stack([x.to(device) for x in domain_labels]).long()  # type: ignore[union-attr]
+            valid = (lab >= 0) & (lab < self.num_classes)
+            codes = (lab + self.num_classes * removed + 2 * self.num_classes * offsets)[valid]
+            counts = torch.bincount(codes, minlength=k * 2 * self.num_classes).view(k, 2, self.num_classes)
+            for (_, classes), c in zip(entries, counts):
+                classes += c
+
+    def _entry(self, key: str, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The agent's count tensors on ``device`` (created at its first add, moved after a restore on the CPU)."""
         entry = self._counts.get(key)
-        if entry is None or entry[0].device != keep.device:  # first add, or restored from a checkpoint on the CPU
+        if entry is None or entry[0].device != device:
             entry = self._counts[key] = (
-                torch.zeros((2, self.BINS), dtype=torch.int64, device=keep.device)
+                torch.zeros((2, self.BINS), dtype=torch.int64, device=device) if entry is None else entry[0].to(device),
+                torch.zeros((2, self.num_classes), dtype=torch.int64, device=device)
                 if entry is None
-                else entry[0].to(keep.device),
-                torch.zeros((2, self.num_classes), dtype=torch.int64, device=keep.device)
-                if entry is None
-                else entry[1].to(keep.device),
+                else entry[1].to(device),
             )
-        histograms, classes = entry
+        return entry
+
+    def add(self, key: str, result: RefinementResult, labels: Tensor | None) -> None:
+        """Count one agent's step: its kept and removed rows by relevance bin and by class (``labels`` of its half)."""
+        keep = result.keep
+        histograms, classes = self._entry(key, keep.device)
         removed = (~keep).long()
         if result.relevance is not None:
             bins = (result.relevance.to(keep.device) * self.BINS).long().clamp(0, self.BINS - 1)
