@@ -21,6 +21,7 @@ from mmir_env.discriminator import (
 )
 from mmir_env.domains import DOMAIN_NAMES, SOURCE, TARGET, domain_id
 from mmir_env.env import InstanceRefinementEnv
+from mmir_env.env_group import EnvGroup
 from mmir_env.reward import REWARD_KINDS, rank_reward, refinement_reward, relevance
 from mmir_env.scoring import discriminator_relevance
 from mmir_env.signals import (
@@ -88,6 +89,7 @@ __all__ = [
     "SignalReward",
     "SnapshotSource",
     "BatchedRefinementEnv",
+    "EnvGroup",
     "SyntheticConfig",
     "SyntheticSource",
     "TARGET",

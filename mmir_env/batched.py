@@ -157,6 +157,35 @@ class BatchedRefinementEnv(VectorEnv):
         self._steps = torch.zeros(n, dtype=torch.int64, device=dev)
         self._done = torch.ones(n, dtype=torch.bool, device=dev)  # needs a reset
         self._arange = torch.arange(n, device=dev)
+        self._group: Any = None  # the mmir_env.env_group.EnvGroup whose stacks hold this env's state, if any
+
+    def share_state(self, obs: Tensor, mask: Tensor, steps: Tensor, done: Tensor, index: Tensor, group: Any) -> None:
+        """Keep the state in ``obs [num_envs, n_c, d + k]``, ``mask``, ``steps``, ``done`` and ``index`` from now on
+        (views of an :class:`~mmir_env.env_group.EnvGroup`'s stacks, so that the group loads and steps every env at
+        once); the current state is copied in, and every method keeps working on it."""
+        for name, new in (("obs", obs), ("mask", mask), ("steps", steps), ("done", done), ("index", index)):
+            old = getattr(self, f"_{name}")
+            if new.shape != old.shape or new.dtype != old.dtype or new.device != old.device:
+                raise ValueError(
+                    f"share_state: {name} must be {tuple(old.shape)} {old.dtype} on {old.device}, "
+                    f"got {tuple(new.shape)} {new.dtype} on {new.device}"
+                )
+            new.copy_(old)
+        self._obs, self._mask, self._steps, self._done, self._index = obs, mask, steps, done, index
+        self._feats = self._obs if not self.observation_signals else self._obs[..., : self.feature_dim]
+        self._group = group
+
+    def loaded_by_group(self, is_negative: Tensor | None) -> None:
+        """What :meth:`load_candidate_sets` does beyond the shared state, after the group wrote this env's sets into
+        it: the sets' ground truth ``[num_envs, n_c]`` (kept, not copied) and no handed-in signal inputs."""
+        self._is_negative = is_negative
+        self._rows = {}
+        self._reference = self._default_reference()
+
+    @property
+    def group(self) -> Any:
+        """The :class:`~mmir_env.env_group.EnvGroup` that holds this env's state (:meth:`share_state`), or None."""
+        return self._group
 
     # -- state views ----------------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ from agents.grouped import AgentGroup, groupable, stacked_set_q
 from agents.stepwise import make_stepwise_agent
 from experiments.cotrain import CoTrainer
 from experiments.refiners.agent import AgentRefiner
+from mmir_env.env_group import EnvGroup
 
 
 def agents(n: int = 4, feature_dim: int = 16, **kw) -> list:
@@ -95,18 +96,24 @@ def _metrics(path) -> list[dict]:
     return [{k: v for k, v in json.loads(x).items() if k != "time"} for x in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("overrides", [{}, {"E": 2, "gamma": 0.9}])
+@pytest.mark.parametrize("overrides", [{}, {"E": 2, "gamma": 0.9}, {"reward": "margin"}, {"reward": "rank"}])
 def test_co_training_with_the_agents_grouped_is_the_run_of_agents_one_by_one(tmp_path, monkeypatch, overrides):
     runs = {}
+    group_steps = []
+    step = EnvGroup.step
+    monkeypatch.setattr(EnvGroup, "step", lambda self, actions: group_steps.append(1) or step(self, actions))
     for grouped in (True, False):
         cfg = toy_config(tmp_path / str(grouped))
         cfg.env.E = overrides.get("E", cfg.env.E)
+        cfg.env.reward = overrides.get("reward", cfg.env.reward)
         cfg.agents.gamma = overrides.get("gamma", cfg.agents.gamma)
         if not grouped:  # every refiner on its own: the loop's path for refiners without refine_together
             monkeypatch.delattr(AgentRefiner, "refine_together")
         trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
         runs[grouped] = trainer.run()
         runs[grouped]["metrics"] = _metrics(tmp_path / str(grouped) / "toy" / "metrics.jsonl")
+        if grouped:
+            assert group_steps, "the grouped run stepped its envs as one EnvGroup"
     assert runs[True]["metrics"] == runs[False]["metrics"]
     assert runs[True]["evaluations"] == runs[False]["evaluations"]
     assert any(r.get("dqn", 0.0) > 0 for r in runs[True]["metrics"])  # the agents learned

@@ -22,13 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from agents.grouped import AgentGroup, groupable
+from agents.grouped import AgentGroup, SetQWeights, groupable
 from agents.stepwise import make_stepwise_agent
 from experiments.config_layers import ConfigError
 from experiments.refiners import SIGNAL_ROW_INPUTS, RefinementResult, RefinerContext, SignalRows
 from experiments.refiners.diagnostics import set_diagnostics, signal_aucs, staleness
 from mmir_env.batched import BatchedRefinementEnv, check_finite
 from mmir_env.domains import SOURCE
+from mmir_env.env_group import EnvGroup
 from mmir_env.reward import compute_reward
 from mmir_env.scoring import discriminator_relevance
 from mmir_env.signals import SignalInputs, resolve_signal
@@ -239,18 +240,76 @@ class AgentRefiner:
             return [r.refine(*x) for r, x in zip(refiners, inputs)]
         group = AgentGroup(agents)  # type: ignore[arg-type]
         weights = group.weights()  # stacked once for the acts and the TD losses of this step
-        check_finite(torch.stack([x[0] for x in inputs]))  # every half at once: one host synchronisation
-        selections = [r.begin(*x, finite_checked=True) for r, x in zip(refiners, inputs)]
-        for _ in range(refiners[0].E):
-            # stacking copies the envs' live buffers, which their steps zero in place: the states stay as acted on
-            states = torch.stack([sel.obs for sel in selections])
-            masks = torch.stack([r.env.mask for r in refiners])
-            actions = group.act(states, masks, weights)
-            for r, sel, state, mask, chosen in zip(refiners, selections, states, masks, actions):
-                r.record(sel, state, mask, chosen, checked=True)  # the group's masked choices of fresh sets
+        halves = torch.stack([x[0].detach() for x in inputs])
+        check_finite(halves)  # every half at once: one host synchronisation
+        envs = AgentRefiner.env_group(refiners, inputs)
+        if envs is not None and all(len(x) < 3 or x[2] is None for x in inputs):  # no signal inputs to hand in
+            truth = None if inputs[0][1] is None else torch.stack([x[1] for x in inputs])
+            obs = envs.load(halves.float(), truth).unbind()
+            negatives = [None] * len(refiners) if truth is None else [env.candidate_is_negative for env in envs.envs]
+            selections = [r.begin(x[0], x[1], loaded=(o, n)) for r, x, o, n in zip(refiners, inputs, obs, negatives)]
+        else:
+            selections = [r.begin(*x, finite_checked=True) for r, x in zip(refiners, inputs)]
+        if envs is None:
+            for _ in range(refiners[0].E):
+                # stacking copies the envs' live buffers, which their steps zero in place: the states stay as acted on
+                states = torch.stack([sel.obs for sel in selections])
+                masks = torch.stack([r.env.mask for r in refiners])
+                actions = group.act(states, masks, weights)
+                for r, sel, state, mask, chosen in zip(refiners, selections, states, masks, actions):
+                    r.record(sel, state, mask, chosen, checked=True)  # the group's masked choices of fresh sets
+            totals = hits = None
+        else:
+            totals, hits = AgentRefiner.select_together(refiners, selections, group, envs, weights)
         losses = group.td_losses(weights)
-        counts = AgentRefiner.group_counts(selections, losses, [r.env.mask for r in refiners])
+        counts = AgentRefiner.group_counts(selections, losses, [r.env.mask for r in refiners], totals, hits)
         return [r.finish(sel, loss, c) for r, sel, loss, c in zip(refiners, selections, losses, counts)]
+
+    @staticmethod
+    def env_group(refiners: Sequence[AgentRefiner], inputs: Sequence[tuple[Any, ...]]) -> EnvGroup | None:
+        """The refiners' envs as one :class:`~mmir_env.env_group.EnvGroup`, where they and their inputs allow it:
+        rewards from eq. 3 alone and the same kind of ground truth in every half (else None: env by env)."""
+        if any(r.reward_signals is not None for r in refiners):
+            return None
+        if len({x[1] is None for x in inputs}) != 1:
+            return None
+        return EnvGroup.of([r.env for r in refiners])
+
+    @staticmethod
+    def select_together(
+        refiners: Sequence[AgentRefiner],
+        selections: Sequence[Selection],
+        group: AgentGroup,
+        envs: EnvGroup,
+        weights: SetQWeights,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The ``E`` selections of a group of refiners whose envs step as one: what :meth:`record` does refiner by
+        refiner, with the rewards summed and the planted negatives counted for the group at once.
+
+        Returns each refiner's total reward (float64, summed in selection order) and planted negatives
+        removed (None without ground truth), ``[G]`` each.
+        """
+        totals: Tensor | None = None
+        hits: Tensor | None = None
+        for _ in range(refiners[0].E):
+            states, masks = envs.obs.clone(), envs.mask.clone()  # the states as acted on: the step zeroes rows in place
+            actions = group.act(states, masks, weights)
+            step = envs.step(actions)
+            rows = step.relevance_rows.flatten(1).unbind()
+            for r, sel, state, mask, chosen, rewards, terminated, relevance, obs in zip(
+                refiners, selections, states, masks, actions, step.rewards, step.terminated, rows, step.obs.unbind()
+            ):
+                sel.obs = obs  # the refiner's env's live observation (a slice of the group's buffer)
+                if sel.relevance is None:
+                    sel.relevance = relevance
+                r.agent.observe(state, chosen, rewards, None, terminated, r.env.mask, obs_masks=mask)
+            reward = step.rewards.sum(-1).double()  # per refiner, as record() sums: float32 over the sets, then float64
+            totals = reward if totals is None else totals + reward
+            if step.is_negative is not None:
+                hit = step.is_negative.sum(-1)
+                hits = hit if hits is None else hits + hit
+        assert totals is not None  # E >= 1
+        return totals, hits
 
     def begin(
         self,
@@ -258,9 +317,11 @@ class AgentRefiner:
         is_negative: Tensor | None,
         signals: SignalRows | None = None,
         finite_checked: bool = False,
+        loaded: tuple[Tensor, Tensor | None] | None = None,
     ) -> Selection:
         """Load the half-batch's candidate sets (and the signal inputs) into the env, and take the diagnostics that
-        precede selection; ``finite_checked``: the caller has checked ``features`` for NaN and inf."""
+        precede selection; ``finite_checked``: the caller has checked ``features`` for NaN and inf; ``loaded``: the
+        env's group has loaded them already (its observation and ground truth ``[S, n_c]``, as the env holds them)."""
         b, d = features.shape
         s = b // self.n_c
         stats: dict[str, float] = {}
@@ -271,11 +332,15 @@ class AgentRefiner:
         if replayed is not None:  # rewards stored by earlier steps against the relevance model now
             obs_r, mask_r, actions_r, rewards_r = replayed
             stats["diag/staleness"] = staleness(rewards_r, self.current_reward(obs_r, mask_r, actions_r))
-        sets = features.detach().float().reshape(s, self.n_c, d)
-        negatives = None if is_negative is None else is_negative.reshape(s, self.n_c)
-        obs = self.env.load_candidate_sets(
-            sets, negatives, finite_checked=finite_checked, **({} if signals is None else signals.env_inputs())
-        )
+        if loaded is None:
+            sets = features.detach().float().reshape(s, self.n_c, d)
+            negatives = None if is_negative is None else is_negative.reshape(s, self.n_c)
+            obs = self.env.load_candidate_sets(
+                sets, negatives, finite_checked=finite_checked, **({} if signals is None else signals.env_inputs())
+            )
+        else:
+            obs, negatives = loaded
+            sets = obs[..., :d]
         if diagnose:
             stats.update(self.signals.aucs_now(negatives))
         first_mask = self.env.mask.clone()
@@ -329,28 +394,36 @@ class AgentRefiner:
 
     @staticmethod
     def group_counts(
-        selections: Sequence[Selection], losses: Sequence[Tensor], masks: Sequence[Tensor]
+        selections: Sequence[Selection],
+        losses: Sequence[Tensor],
+        masks: Sequence[Tensor],
+        totals: Tensor | None = None,
+        hits: Tensor | None = None,
     ) -> list[list[float]]:
         """:meth:`counts` of a group's selections (each with its TD loss and env mask), read to the host together.
 
-        Computed over the stacked group where every selection has the same kind of ground truth (one
-        host synchronisation and a handful of kernels for all), else selection by selection.
+        ``totals`` / ``hits``: the group's rewards and planted negatives removed, ``[G]``, where
+        :meth:`select_together` counted them (else each selection's own). Computed over the stacked
+        group where every selection has the same kind of ground truth (one host synchronisation and a
+        handful of kernels for all), else selection by selection.
         """
-        truth = {(sel.is_negative is None, sel.negatives_removed is None) for sel in selections}
-        if len(truth) != 1 or any(sel.reward_total is None for sel in selections):
+        truth = {(sel.is_negative is None, sel.negatives_removed is None and hits is None) for sel in selections}
+        if totals is None and (len(truth) != 1 or any(sel.reward_total is None for sel in selections)):
             return torch.stack([AgentRefiner.counts(*x) for x in zip(selections, losses, masks)]).tolist()
         removed = (~torch.stack(list(masks))).flatten(1).sum(1).double()
-        if next(iter(truth)) == (False, False):
+        no_truth, none_removed = next(iter(truth))
+        present = (
+            removed.new_zeros(removed.shape)
+            if no_truth
+            else torch.stack([sel.is_negative for sel in selections]).flatten(1).sum(1).double()  # type: ignore[misc]
+        )
+        if hits is not None:
+            negatives_removed = hits.double()
+        elif not none_removed:
             negatives_removed = torch.stack([sel.negatives_removed for sel in selections]).double()  # type: ignore[misc]
-            present = torch.stack([sel.is_negative for sel in selections]).flatten(1).sum(1).double()  # type: ignore[misc]
         else:  # no ground truth (or none removed yet: counts() gives 0 alike)
             negatives_removed = removed.new_zeros(removed.shape)
-            present = (
-                removed.new_zeros(removed.shape)
-                if selections[0].is_negative is None
-                else torch.stack([sel.is_negative for sel in selections]).flatten(1).sum(1).double()  # type: ignore[misc]
-            )
-        rewards = torch.stack([sel.reward_total for sel in selections])  # type: ignore[misc]
+        rewards = totals if totals is not None else torch.stack([sel.reward_total for sel in selections])  # type: ignore[misc]
         loss = torch.stack([x.detach() for x in losses]).double()
         return torch.stack([rewards, removed, negatives_removed, present, loss], dim=1).tolist()
 
