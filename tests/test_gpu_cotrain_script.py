@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,20 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_cotrain.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_cotrain", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_smoke_run_prints_every_row_and_writes_json(tmp_path):
-    script = load_script()
+    script = load_benchmark("gpu_cotrain")
     out = tmp_path / "smoke.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "240", "PYTHONUNBUFFERED": "1"}  # wide: rows unwrapped
     start = time.perf_counter()
@@ -74,7 +66,7 @@ def test_smoke_run_prints_every_row_and_writes_json(tmp_path):
 
 
 def test_projection_arithmetic():
-    script = load_script()
+    script = load_benchmark("gpu_cotrain")
     cfg = script.paper_config()
     p = script.project(
         cfg, step1_s=0.5, step2_s=0.4, forward_clips_s=1000.0, loader_cpu_clips_s=160.0, gpu_decode_s_per_clip=0.001
@@ -101,7 +93,7 @@ def test_projection_arithmetic():
 
 
 def test_bad_arguments_are_one_line_errors(capsys):
-    script = load_script()
+    script = load_benchmark("gpu_cotrain")
     for argv, expected in (
         (["--smoke", "--workers", "2,x"], "--workers must be comma-separated integers"),
         (["--smoke", "--steps", "0"], "--steps must be >= 1"),
@@ -119,7 +111,7 @@ def test_bad_arguments_are_one_line_errors(capsys):
 
 
 def test_the_refiners_own_time_counts_the_joint_refine_and_every_after_backward():
-    script = load_script()
+    script = load_benchmark("gpu_cotrain")
 
     class Refiner:
         def after_backward(self) -> None:

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import torch
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_i3d_pools_times_every_variant_and_pool(tmp_path: Path) -> None:
-    script = load("i3d_pools")
+    script = load_benchmark("i3d_pools")
     out = tmp_path / "pools.json"
     threads = torch.get_num_threads()
     try:
@@ -43,7 +30,7 @@ def test_i3d_pools_times_every_variant_and_pool(tmp_path: Path) -> None:
 def test_todays_pool_of_the_benchmark_is_the_network_pool_bit_for_bit() -> None:
     from features.i3d import MaxPool3dSamePadding
 
-    script = load("i3d_pools")
+    script = load_benchmark("i3d_pools")
     x = torch.randint(0, 3, (2, 4, 5, 8, 9)).float().contiguous(memory_format=torch.channels_last_3d)
     for kernel, stride in (
         ((1, 3, 3), (1, 2, 2)),
@@ -57,7 +44,7 @@ def test_todays_pool_of_the_benchmark_is_the_network_pool_bit_for_bit() -> None:
 def test_loader_workers_checks_its_batches(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from features.data.synthetic_video import generate_video_domains, tiny_config
 
-    script = load("loader_workers")
+    script = load_benchmark("loader_workers")
     root = generate_video_domains(tmp_path / "video", tiny_config(0))
     dataset = script.EpicClips(root, "S", "train", size=24, num_frames=8, seed=0)
     _, reference = script.measure(dataset, 4, 0, 2, None)

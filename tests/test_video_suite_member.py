@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "video_suite_member.py"
-
-
-def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("video_suite_member", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 def test_finished_seeds_are_reused_and_the_filter_applies_to_the_mean_gain(tmp_path: Path) -> None:
-    script = load()
+    script = load_benchmark("video_suite_member")
     stored = {
         "0": {"adversarial-only": 50.0, "ground-truth-removal": 54.0},
         "1": {"adversarial-only": 40.0, "ground-truth-removal": 43.0},
@@ -43,6 +30,6 @@ def test_bad_seed_lists_exit_2_naming_the_argument(
     tmp_path: Path, seeds: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as stop:
-        load().main(["--seeds", seeds, "--out", str(tmp_path)])
+        load_benchmark("video_suite_member").main(["--seeds", seeds, "--out", str(tmp_path)])
     assert stop.value.code == 2
     assert "--seeds" in capsys.readouterr().err
