@@ -302,20 +302,29 @@ class RefinementDQN:
 
     def td_batch(self) -> tuple[ReplaySample, Tensor]:
         """A replay minibatch drawn from this agent's generator and its TD targets ``y`` (eq. 5, no gradient)."""
-        batch = self.replay.sample(self.batch_size, self.generator if self.device.type == "cpu" else None)
-        with torch.no_grad():
-            target = (
-                batch.rewards
-                if self.reward_relabel is None
-                else self.reward_relabel(batch.obs, batch.mask, batch.actions).float()
-            )
-            # with E = 1 every transition is terminal (y = r): one check, no target network forward
-            if self.gamma > 0 and not bool(batch.dones.all()):
-                bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
-                next_mask = batch.next_mask
-                next_q = masked_q(self.q_net_target(batch.next_obs, next_mask), next_mask).amax(dim=1)
-                target = target + self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
-        return batch, target
+        batch = self.replay.sample(self.batch_size, self.replay_generator())
+        return batch, self.td_target(batch)
+
+    def replay_generator(self) -> torch.Generator | None:
+        """The generator replay minibatches draw from: the agent's own on the CPU (else the global one)."""
+        return self.generator if self.device.type == "cpu" else None
+
+    @torch.no_grad()
+    def td_target(self, batch: ReplaySample) -> Tensor:
+        """Eq. 5's targets ``y [B]`` of a replay minibatch: its rewards (re-scored when ``reward_relabel`` is set),
+        plus the discounted target network's value of the next states that have not ended."""
+        target = (
+            batch.rewards
+            if self.reward_relabel is None
+            else self.reward_relabel(batch.obs, batch.mask, batch.actions).float()
+        )
+        # with E = 1 every transition is terminal (y = r): one check, no target network forward
+        if self.gamma > 0 and not bool(batch.dones.all()):
+            bootstrap = (~batch.dones) & batch.next_mask.any(dim=1)
+            next_mask = batch.next_mask
+            next_q = masked_q(self.q_net_target(batch.next_obs, next_mask), next_mask).amax(dim=1)
+            target = target + self.gamma * torch.where(bootstrap, next_q, torch.zeros_like(next_q))
+        return target
 
     def td_error(self, q: Tensor, actions: Tensor, target: Tensor) -> Tensor:
         """Eq. 6: the loss between the Q-values ``q [B, n_c]`` of the taken ``actions`` and the targets."""
@@ -354,6 +363,11 @@ class RefinementDQN:
         if max_norm is not None:
             nn.utils.clip_grad_norm_(self.q_net.parameters(), max_norm)
         self.optimizer.step()
+        self.count_update()
+
+    def count_update(self) -> None:
+        """What follows each optimizer step: count the update, copy to the target network when due
+        (:class:`~agents.grouped.AgentGroup` steps several agents' optimizers at once, then calls this)."""
         self.updates += 1
         if self.selections - self._last_sync >= self.hyperparameters["target_update_interval"]:
             self.q_net_target.load_state_dict(self.q_net.state_dict())

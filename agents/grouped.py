@@ -10,7 +10,8 @@ act or a TD loss of the four is one network call, not four.
 
 What stays per agent, so that a group consumes exactly the random numbers of its agents acting
 alone: exploration draws and replay sampling from each agent's own generator, replay buffers,
-optimizers, target networks, counters and checkpoints. On the CPU the batched products give the
+optimizers, target networks, counters and checkpoints. The optimizers' steps run as one fused Adam
+call over the group's parameters (:meth:`AgentGroup.optimizer_step`), each optimizer's state its own. On the CPU the batched products give the
 very bits of the agents' own ``nn.Linear`` calls (``tests/test_grouped_agents.py``); on a GPU
 they may differ in rounding only.
 """
@@ -21,8 +22,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam
 
 from agents.qnets import CandidateSetQNet, masked_q
+from agents.replay_group import ReplayGroup
 from agents.stepwise import StepwiseRefinementDQN
 
 
@@ -138,15 +141,20 @@ class AgentGroup:
         ready = [i for i, agent in enumerate(self.agents) if agent.ready()]
         if not ready:
             return [torch.zeros((), device=agent.device) for agent in self.agents]
-        batches = [self.agents[i].td_batch() for i in ready]
         if len(ready) == 1:
-            (i,), ((batch, target),) = ready, batches
+            (i,) = ready
+            batch, target = self.agents[i].td_batch()
             loss = self.agents[i].td_error(self.agents[i].q_net(batch.obs, batch.mask), batch.actions, target)
             return self._in_place_of_ready(ready, [loss])
-        obs = torch.stack([batch.obs for batch, _ in batches])
-        mask = torch.stack([batch.mask for batch, _ in batches])
-        actions = torch.stack([batch.actions for batch, _ in batches])
-        targets = torch.stack([target for _, target in batches])
+        replays = self.replays() if len(ready) == len(self.agents) else None
+        if replays is not None:
+            obs, mask, actions, targets = self._td_batches(replays)
+        else:
+            batches = [self.agents[i].td_batch() for i in ready]
+            obs = torch.stack([batch.obs for batch, _ in batches])
+            mask = torch.stack([batch.mask for batch, _ in batches])
+            actions = torch.stack([batch.actions for batch, _ in batches])
+            targets = torch.stack([target for _, target in batches])
         if weights is None:
             weights = stack_set_q_weights([self.agents[i].q_net for i in ready])
         elif len(ready) < len(self.agents):
@@ -155,6 +163,57 @@ class AgentGroup:
         q = stacked_set_q(weights, obs, mask)
         # one gather and one loss for the group: each agent's mean over its minibatch, the bits of its td_error
         return self._in_place_of_ready(ready, self.agents[ready[0]].td_errors(q, actions, targets).unbind())
+
+    def replays(self) -> ReplayGroup | None:
+        """The agents' replay buffers as one :class:`~agents.replay_group.ReplayGroup` (None where they cannot be)."""
+        return ReplayGroup.of([agent.replay for agent in self.agents])
+
+    def observe(
+        self, states: Tensor, actions: Tensor, rewards: Tensor, dones: Tensor, masks: Tensor, obs_masks: Tensor
+    ) -> None:
+        """Each agent's :meth:`~agents.dqn.RefinementDQN.observe` of its transitions, every argument ``[G, B, ...]``
+        (``masks``: the next states' selectable rows; ``obs_masks``: the states'): one write per field for the group
+        where the replays form a :class:`~agents.replay_group.ReplayGroup`."""
+        replays = self.replays()
+        if replays is None:
+            for agent, *transitions in zip(self.agents, states, actions, rewards, dones, masks, obs_masks):
+                s, a, r, d, m, o = transitions
+                agent.observe(s, a, r, None, d, m, obs_masks=o)
+            return
+        first = self.agents[0]
+        if tuple(states.shape[2:]) != (first.n_c, first.feature_dim):
+            raise ValueError(
+                f"states must be [G, B, n_c={first.n_c}, d={first.feature_dim}], got {tuple(states.shape)}"
+            )
+        # float32 first, as each agent's observe converts: the storage dtype then rounds the same values
+        replays.add(states.to(first.device, torch.float32), obs_masks, actions, rewards, masks, dones)
+
+    def _td_batches(self, replays: ReplayGroup) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Every agent's :meth:`~agents.dqn.RefinementDQN.td_batch` from the group's replays at once:
+        ``(obs, mask, actions, targets)``, each ``[G, B, ...]``."""
+        agents = self.agents
+        batch = replays.sample(agents[0].batch_size, [agent.replay_generator() for agent in agents])
+        with torch.no_grad():
+            plain = all(agent.reward_relabel is None for agent in agents)
+            # the targets are the rewards when no agent re-scores them and none bootstraps (each agent's own check)
+            if plain and (all(agent.gamma <= 0 for agent in agents) or bool(batch.dones.all())):
+                targets = batch.rewards
+            else:
+                targets = torch.stack([agent.td_target(batch.member(i)) for i, agent in enumerate(agents)])
+        return batch.obs, batch.mask, batch.actions, targets
+
+    def optimizer_step(self) -> None:
+        """Each agent's :meth:`~agents.dqn.RefinementDQN.optimizer_step` after the joint backward, the ``G`` Adam
+        updates as one fused call where the optimizers allow it (:func:`adams_together_blocker`), else one by one."""
+        optimizers = [agent.optimizer for agent in self.agents]
+        clipping = any(agent.hyperparameters["max_grad_norm"] is not None for agent in self.agents)
+        if clipping or adams_together_blocker(optimizers) is not None:
+            for agent in self.agents:
+                agent.optimizer_step()
+            return
+        step_adams_together(optimizers)
+        for agent in self.agents:
+            agent.count_update()
 
     def _in_place_of_ready(self, ready: list[int], losses: Sequence[Tensor]) -> list[Tensor]:
         """One loss per agent: ``losses`` for the ``ready`` agents, a zero tensor for the others."""
@@ -165,4 +224,89 @@ class AgentGroup:
         ]
 
 
-__all__ = ["AgentGroup", "SetQWeights", "groupable", "stack_set_q_weights", "stacked_set_q"]
+# the per-group settings the fused kernel takes once for all tensors: every optimizer must agree on them
+_ADAM_SETTINGS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "capturable", "differentiable")
+
+
+def adams_together_blocker(optimizers: Sequence[torch.optim.Optimizer]) -> str | None:
+    """Why ``optimizers`` cannot step as one fused Adam call (:func:`step_adams_together`), or None when they can:
+    each a plain fused ``torch.optim.Adam`` with one parameter group, no step hooks, the same settings."""
+    for optimizer in optimizers:
+        if type(optimizer) is not torch.optim.Adam:
+            return f"{type(optimizer).__name__} is not torch.optim.Adam"
+        if len(optimizer.param_groups) != 1 or not optimizer.param_groups[0]["fused"]:
+            return "an optimizer has several parameter groups or is not fused"
+        if getattr(optimizer, "_optimizer_step_pre_hooks", None) or getattr(
+            optimizer, "_optimizer_step_post_hooks", None
+        ):
+            return "an optimizer has step hooks"
+        if getattr(optimizer, "grad_scale", None) is not None or getattr(optimizer, "found_inf", None) is not None:
+            return "an optimizer is driven by a gradient scaler"
+    first = optimizers[0].param_groups[0]
+    for optimizer in optimizers[1:]:
+        group = optimizer.param_groups[0]
+        differing = [key for key in _ADAM_SETTINGS if group.get(key) != first.get(key)]
+        if differing:
+            return f"the optimizers' {', '.join(differing)} differ"
+    return None
+
+
+@torch.no_grad()
+def step_adams_together(optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """Step fused Adam optimizers (:func:`adams_together_blocker` None) as one call of ``torch.optim.adam.adam``.
+
+    Adam updates every element from its own gradient and moments, so the one call leaves every
+    parameter and every optimizer's state exactly as the optimizers' own ``step()`` would: each
+    optimizer's own lazy state set-up (``_init_group``) gathers its tensors, one fused kernel
+    updates them all.
+    """
+    params: list[Tensor] = []
+    grads: list[Tensor] = []
+    exp_avgs: list[Tensor] = []
+    exp_avg_sqs: list[Tensor] = []
+    max_exp_avg_sqs: list[Tensor] = []
+    steps: list[Tensor] = []
+    has_complex = False
+    for optimizer in optimizers:
+        has_complex |= bool(
+            optimizer._init_group(  # type: ignore[attr-defined]
+                optimizer.param_groups[0], params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps
+            )
+        )
+    if not params:
+        return
+    group = optimizers[0].param_groups[0]
+    beta1, beta2 = group["betas"]
+    extra = {"decoupled_weight_decay": group["decoupled_weight_decay"]} if "decoupled_weight_decay" in group else {}
+    adam(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        steps,
+        amsgrad=group["amsgrad"],
+        has_complex=has_complex,
+        beta1=beta1,
+        beta2=beta2,
+        lr=group["lr"],
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+        foreach=group["foreach"],
+        capturable=group["capturable"],
+        differentiable=group["differentiable"],
+        fused=True,
+        **extra,
+    )
+
+
+__all__ = [
+    "AgentGroup",
+    "adams_together_blocker",
+    "step_adams_together",
+    "SetQWeights",
+    "groupable",
+    "stack_set_q_weights",
+    "stacked_set_q",
+]

@@ -10,6 +10,7 @@ rows of its candidate set instead of their features (``pool=``): a few integers 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -24,6 +25,18 @@ class ReplaySample:
     next_mask: Tensor  # [B, n_c]
     dones: Tensor  # [B]
     states: Tensor  # [B, n_c, d] the stored sets before any row was zeroed
+
+    def member(self, i: int) -> ReplaySample:
+        """Buffer ``i``'s minibatch of a :class:`~agents.replay_group.ReplayGroup`'s sample (fields ``[G, B, ...]``)."""
+        return ReplaySample(
+            self.obs[i],
+            self.mask[i],
+            self.actions[i],
+            self.rewards[i],
+            self.next_mask[i],
+            self.dones[i],
+            self.states[i],
+        )
 
     @property
     def next_obs(self) -> Tensor:
@@ -64,6 +77,41 @@ class ReplayBuffer:
         self.dones = torch.zeros(capacity, dtype=torch.bool, device=self.device)
         self.pos = 0
         self.size = 0
+        self._group: Any = None
+
+    FIELDS = (
+        "states",
+        "masks",
+        "next_masks",
+        "actions",
+        "rewards",
+        "dones",
+    )  # the stored tensors, [capacity, ...] each
+
+    def share_storage(self, group: Any, **fields: Tensor) -> None:
+        """Keep the transitions in ``fields`` (one tensor per name of :attr:`FIELDS`, each shaped as now: views of a
+        :class:`~agents.replay_group.ReplayGroup`'s stacks, so that the group writes and samples every buffer at
+        once) from now on; what is stored is copied in, and every method keeps working on it."""
+        if set(fields) != set(self.FIELDS):
+            raise ValueError(
+                f"share_storage needs exactly the fields {', '.join(self.FIELDS)}, got {', '.join(fields)}"
+            )
+        for name, new in fields.items():
+            old = getattr(self, name)
+            if new.shape != old.shape or new.dtype != old.dtype or new.device != old.device:
+                raise ValueError(
+                    f"share_storage: {name} must be {tuple(old.shape)} {old.dtype} on {old.device}, "
+                    f"got {tuple(new.shape)} {new.dtype} on {new.device}"
+                )
+            new.copy_(old)
+        for name, new in fields.items():
+            setattr(self, name, new)
+        self._group = group
+
+    @property
+    def group(self) -> Any:
+        """The :class:`~agents.replay_group.ReplayGroup` whose stacks hold this buffer's transitions, or None."""
+        return self._group
 
     @property
     def indexed(self) -> bool:
@@ -138,16 +186,13 @@ class ReplayBuffer:
         return base * mask.unsqueeze(-1), mask, self.actions[idx], self.rewards[idx]
 
     def state_dict(self) -> dict[str, Tensor | int]:
-        return {
-            "states": self.states[: self.size].cpu(),
-            "masks": self.masks[: self.size].cpu(),
-            "actions": self.actions[: self.size].cpu(),
-            "rewards": self.rewards[: self.size].cpu(),
-            "next_masks": self.next_masks[: self.size].cpu(),
-            "dones": self.dones[: self.size].cpu(),
-            "pos": self.pos,
-            "size": self.size,
+        # copies of the stored rows: a view would carry its whole storage (the unused capacity, a group's other
+        # buffers) into a checkpoint
+        state: dict[str, Tensor | int] = {
+            name: getattr(self, name)[: self.size].to("cpu", copy=True)
+            for name in ("states", "masks", "actions", "rewards", "next_masks", "dones")
         }
+        return {**state, "pos": self.pos, "size": self.size}
 
     def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
         size = int(state["size"])

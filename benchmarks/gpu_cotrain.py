@@ -403,13 +403,15 @@ def refiner_share(run: Stage2, steps: int) -> list[float]:
 
         return inner
 
-    # The refiners act together (refine_all -> AgentRefiner.refine_together), not through each one's
-    # refine(): time the module's refine, which runs them all, and each refiner's after_backward.
-    # Instance attributes, so the forward's self.refine and the loop's calls pick them up.
-    module, refiners = run.trainer.module, list(run.trainer.refiners.values())
+    # The refiners act and learn together (refine_all -> AgentRefiner.refine_together, after_backward_all ->
+    # AgentRefiner.after_backward_together), not through each one's refine() and after_backward(): time the
+    # module's refine (an instance attribute, which the forward's self.refine picks up) and the loop's
+    # after_backward_all (the name the loop calls).
+    import experiments.cotrain as loop
+
+    module, after_backward_all = run.trainer.module, loop.after_backward_all
     module.refine = timed(module.refine)
-    for refiner in refiners:
-        refiner.after_backward = timed(refiner.after_backward)
+    loop.after_backward_all = timed(after_backward_all)
     shares = []
     try:
         for _ in range(steps):
@@ -418,8 +420,7 @@ def refiner_share(run: Stage2, steps: int) -> list[float]:
             shares.append(spent[0] / total)
     finally:
         del module.refine
-        for refiner in refiners:
-            del refiner.after_backward
+        loop.after_backward_all = after_backward_all
     return shares
 
 

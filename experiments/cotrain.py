@@ -43,7 +43,7 @@ from experiments.distributed import convert_sync_batchnorm, init_distributed, wr
 from experiments.evaluation import evaluate
 from experiments.evaluation.schedule import full_evaluation_steps, monitor_indices, monitor_steps
 from experiments.loop_parts import build_parts, make_optimizer
-from experiments.refiners import Refiner
+from experiments.refiners import Refiner, after_backward_all
 from experiments.refiners.stats import RefinementStats
 from experiments.runs import (
     CHECKPOINT_FORMAT,
@@ -230,12 +230,12 @@ class CoTrainer:
             out = self.forward(batch, self.stage)  # features -> logits -> refiners' keep masks -> objectives -> sum
         if skip and not bool(torch.isfinite(out.loss)):
             return self._skip_step(out, buffers)
-        out.loss.backward()  # 3. one backward for L_cls + L_adv + L_dqn (+ the other objectives)
-        for opt in self.optimizers.values():  # 4. step the backbones, heads and discriminators
+        # 3. what the refiners removed, for reports: counted before the backward, while its inputs are in cache
+        self.refinement_stats.add_all(out.refinement, batch.stats_labels)
+        out.loss.backward()  # 4. one backward for L_cls + L_adv + L_dqn (+ the other objectives)
+        for opt in self.optimizers.values():  # 5. step the backbones, heads and discriminators
             opt.step()
-        for refiner in refiners:  # 5. the agents' own updates (optimizer step, target sync, epsilon)
-            refiner.after_backward()
-        self.refinement_stats.add_all(out.refinement, batch.stats_labels)  # 6. what the refiners removed, for reports
+        after_backward_all(refiners)  # 6. the agents' own updates (optimizer step, target sync, epsilon)
         log = StepLog({"loss": _f(out.loss), **{k: _f(v) for k, v in out.terms.items()}}, out.refinement)
         self._check_finite(log.terms)  # reads the floats the log holds anyway: no extra device sync
         return log

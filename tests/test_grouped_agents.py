@@ -9,7 +9,9 @@ import pytest
 import torch
 from cotrain_helpers import toy_config, toy_datasets, toy_model
 
-from agents.grouped import AgentGroup, groupable, stacked_set_q
+import agents.grouped as grouped_module
+from agents.grouped import AgentGroup, adams_together_blocker, groupable, stacked_set_q, step_adams_together
+from agents.replay_group import ReplayGroup
 from agents.stepwise import make_stepwise_agent
 from experiments.cotrain import CoTrainer
 from experiments.refiners.agent import AgentRefiner
@@ -99,9 +101,12 @@ def _metrics(path) -> list[dict]:
 @pytest.mark.parametrize("overrides", [{}, {"E": 2, "gamma": 0.9}, {"reward": "margin"}, {"reward": "rank"}])
 def test_co_training_with_the_agents_grouped_is_the_run_of_agents_one_by_one(tmp_path, monkeypatch, overrides):
     runs = {}
-    group_steps = []
-    step = EnvGroup.step
+    group_steps, replay_adds, replay_samples, adam_steps = [], [], [], []
+    step, add, sample = EnvGroup.step, ReplayGroup.add, ReplayGroup.sample
     monkeypatch.setattr(EnvGroup, "step", lambda self, actions: group_steps.append(1) or step(self, actions))
+    monkeypatch.setattr(ReplayGroup, "add", lambda self, *a: replay_adds.append(1) or add(self, *a))
+    monkeypatch.setattr(ReplayGroup, "sample", lambda self, *a: replay_samples.append(1) or sample(self, *a))
+    monkeypatch.setattr(grouped_module, "step_adams_together", lambda o: adam_steps.append(1) or step_adams_together(o))
     for grouped in (True, False):
         cfg = toy_config(tmp_path / str(grouped))
         cfg.env.E = overrides.get("E", cfg.env.E)
@@ -109,11 +114,15 @@ def test_co_training_with_the_agents_grouped_is_the_run_of_agents_one_by_one(tmp
         cfg.agents.gamma = overrides.get("gamma", cfg.agents.gamma)
         if not grouped:  # every refiner on its own: the loop's path for refiners without refine_together
             monkeypatch.delattr(AgentRefiner, "refine_together")
+            monkeypatch.delattr(AgentRefiner, "after_backward_together")
         trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
         runs[grouped] = trainer.run()
         runs[grouped]["metrics"] = _metrics(tmp_path / str(grouped) / "toy" / "metrics.jsonl")
-        if grouped:
-            assert group_steps, "the grouped run stepped its envs as one EnvGroup"
+        if grouped:  # the envs stepped, the replays wrote and sampled, the optimizers stepped as groups
+            assert group_steps and replay_adds and replay_samples and adam_steps
+            used = (len(group_steps), len(replay_adds), len(replay_samples), len(adam_steps))
+        else:
+            assert (len(group_steps), len(replay_adds), len(replay_samples), len(adam_steps)) == used
     assert runs[True]["metrics"] == runs[False]["metrics"]
     assert runs[True]["evaluations"] == runs[False]["evaluations"]
     assert any(r.get("dqn", 0.0) > 0 for r in runs[True]["metrics"])  # the agents learned
@@ -130,3 +139,77 @@ def test_a_group_refuses_halves_with_nan_features_as_each_env_would(tmp_path):
         AgentRefiner.refine_together(refiners, [(h, None) for h in halves])
     with pytest.raises(ValueError, match="features contains NaN or inf values"):
         refiners[2].refine(halves[2])  # one refiner alone: its env's own check
+
+
+def _zero_grads(group: list) -> None:
+    for agent in group:
+        agent.optimizer.zero_grad(set_to_none=True)
+
+
+def test_a_groups_optimizer_step_leaves_each_agent_as_its_own_step_would():
+    alone = agents(target_update_interval=12)
+    for i, agent in enumerate(alone):
+        fill(agent, 5, seed=i)
+    grouped = copy.deepcopy(alone)
+    assert adams_together_blocker([a.optimizer for a in grouped]) is None
+    for _ in range(3):  # the first step sets up the optimizers' state, the later ones update it
+        sum(a.update(optimize=False) for a in alone).backward()
+        for agent in alone:
+            agent.optimizer_step()
+        group = AgentGroup(grouped)
+        sum(group.td_losses()).backward()
+        group.optimizer_step()
+        _zero_grads(alone), _zero_grads(grouped)
+        for agent in (*alone, *grouped):  # selections move on: the target networks sync when due
+            agent.selections += 5
+    for a, b in zip(alone, grouped):
+        assert (a.updates, a._last_sync) == (b.updates, b._last_sync) == (3, 15)
+        for p, q in zip(
+            [*a.q_net.parameters(), *a.q_net_target.parameters()], [*b.q_net.parameters(), *b.q_net_target.parameters()]
+        ):
+            assert torch.equal(p, q)
+        want, got = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+        assert want.keys() == got.keys()
+        for key in want:
+            assert all(torch.equal(want[key][name], got[key][name]) for name in ("step", "exp_avg", "exp_avg_sq"))
+
+
+def test_optimizers_that_disagree_step_one_by_one_and_the_blocker_says_why():
+    alone = agents(2)
+    alone[1].optimizer.param_groups[0]["lr"] = 0.5
+    for i, agent in enumerate(alone):
+        fill(agent, 5, seed=i)
+    grouped = copy.deepcopy(alone)
+    assert adams_together_blocker([a.optimizer for a in grouped]) == "the optimizers' lr differ"
+    sum(a.update(optimize=False) for a in alone).backward()
+    for agent in alone:
+        agent.optimizer_step()
+    group = AgentGroup(grouped)
+    sum(group.td_losses()).backward()
+    group.optimizer_step()
+    for a, b in zip(alone, grouped):
+        assert all(torch.equal(p, q) for p, q in zip(a.q_net.parameters(), b.q_net.parameters()))
+    sgd = torch.optim.SGD(alone[0].q_net.parameters(), lr=0.1)
+    assert adams_together_blocker([sgd, alone[1].optimizer]) == "SGD is not torch.optim.Adam"
+
+
+def test_a_group_stores_transitions_as_each_agent_would_alone():
+    alone = agents()
+    grouped = copy.deepcopy(alone)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        states = torch.randn(4, 3, 5, 16, generator=g)
+        obs_masks = torch.rand(4, 3, 5, generator=g) > 0.2
+        masks = obs_masks & (torch.rand(4, 3, 5, generator=g) > 0.2)
+        actions = torch.randint(5, (4, 3), generator=g)
+        rewards, dones = torch.randn(4, 3, generator=g), torch.rand(4, 3, generator=g) > 0.5
+        for i, agent in enumerate(alone):
+            agent.observe(states[i], actions[i], rewards[i], None, dones[i], masks[i], obs_masks=obs_masks[i])
+        AgentGroup(grouped).observe(states, actions, rewards, dones, masks, obs_masks)
+    assert grouped[0].replay.group is not None and alone[0].replay.group is None
+    for a, b in zip(alone, grouped):
+        want, got = a.replay.state_dict(), b.replay.state_dict()
+        assert want.keys() == got.keys()
+        assert all(
+            torch.equal(want[k], got[k]) if isinstance(want[k], torch.Tensor) else want[k] == got[k] for k in want
+        )

@@ -26,7 +26,7 @@ calls ``refine(features, is_negative, signals)``. A refiner without ``signal_nee
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -43,6 +43,7 @@ __all__ = [
     "RefinerContext",
     "RefinementResult",
     "SignalRows",
+    "after_backward_all",
     "build_refiner",
     "refine_all",
     "register_refiner",
@@ -182,3 +183,18 @@ def refine_all(
     for runner, keys in together.items():
         results.update(zip(keys, runner([refiners[k] for k in keys], [inputs[k] for k in keys])))
     return {key: results[key] for key in inputs}
+
+
+def after_backward_all(refiners: Sequence[Refiner]) -> None:
+    """Every refiner's :meth:`Refiner.after_backward`; refiners whose class offers
+    ``after_backward_together(refiners)`` run through it in one call per class (the agents of
+    :class:`~experiments.refiners.agent.AgentRefiner` then step their optimizers as one fused call)."""
+    together: dict[Callable[..., None], list[Refiner]] = {}
+    for refiner in refiners:
+        runner = getattr(type(refiner), "after_backward_together", None)
+        if runner is None:
+            refiner.after_backward()
+        else:
+            together.setdefault(runner, []).append(refiner)
+    for runner, members in together.items():
+        runner(members)

@@ -296,13 +296,11 @@ class AgentRefiner:
             actions = group.act(states, masks, weights)
             step = envs.step(actions)
             rows = step.relevance_rows.flatten(1).unbind()
-            for r, sel, state, mask, chosen, rewards, terminated, relevance, obs in zip(
-                refiners, selections, states, masks, actions, step.rewards, step.terminated, rows, step.obs.unbind()
-            ):
+            for sel, relevance, obs in zip(selections, rows, step.obs.unbind()):
                 sel.obs = obs  # the refiner's env's live observation (a slice of the group's buffer)
                 if sel.relevance is None:
                     sel.relevance = relevance
-                r.agent.observe(state, chosen, rewards, None, terminated, r.env.mask, obs_masks=mask)
+            group.observe(states, actions, step.rewards, step.terminated, envs.mask, masks)  # the replays copy
             reward = step.rewards.sum(-1).double()  # per refiner, as record() sums: float32 over the sets, then float64
             totals = reward if totals is None else totals + reward
             if step.is_negative is not None:
@@ -489,6 +487,19 @@ class AgentRefiner:
             td = self.agent.update(optimize=True)
             if self._stats is not None:
                 self._stats["td_loss"] = float(td)
+
+    @staticmethod
+    def after_backward_together(refiners: Sequence[AgentRefiner]) -> None:
+        """:meth:`after_backward` of several refiners: the optimizer steps of the joint-loss agents that learned in
+        this backward as one :meth:`~agents.grouped.AgentGroup.optimizer_step` where they can be grouped."""
+        learned = [r for r in refiners if r.learns_in_backward()]
+        if not groupable([r.agent for r in learned]):
+            learned = []
+        else:
+            AgentGroup([r.agent for r in learned]).optimizer_step()  # type: ignore[misc]
+        for refiner in refiners:
+            if not any(refiner is r for r in learned):
+                refiner.after_backward()
 
     def trainable_modules(self) -> list[nn.Module]:
         return list(self.agent.trainable_modules())
