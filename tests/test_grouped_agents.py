@@ -141,8 +141,15 @@ def test_a_group_refuses_halves_with_nan_features_as_each_env_would(tmp_path):
         refiners[2].refine(halves[2])  # one refiner alone: its env's own check
 
 
-def _zero_grads(group: list) -> None:
-    for agent in group:
+def _learn_alone_and_grouped(alone: list, grouped: list) -> None:
+    """One joint-loss update of each agent alone (its own optimizer step) and of the copies as a group."""
+    sum(a.update(optimize=False) for a in alone).backward()
+    for agent in alone:
+        agent.optimizer_step()
+    group = AgentGroup(grouped)
+    sum(group.td_losses()).backward()
+    group.optimizer_step()
+    for agent in (*alone, *grouped):
         agent.optimizer.zero_grad(set_to_none=True)
 
 
@@ -153,13 +160,7 @@ def test_a_groups_optimizer_step_leaves_each_agent_as_its_own_step_would():
     grouped = copy.deepcopy(alone)
     assert adams_together_blocker([a.optimizer for a in grouped]) is None
     for _ in range(3):  # the first step sets up the optimizers' state, the later ones update it
-        sum(a.update(optimize=False) for a in alone).backward()
-        for agent in alone:
-            agent.optimizer_step()
-        group = AgentGroup(grouped)
-        sum(group.td_losses()).backward()
-        group.optimizer_step()
-        _zero_grads(alone), _zero_grads(grouped)
+        _learn_alone_and_grouped(alone, grouped)
         for agent in (*alone, *grouped):  # selections move on: the target networks sync when due
             agent.selections += 5
     for a, b in zip(alone, grouped):
@@ -181,12 +182,7 @@ def test_optimizers_that_disagree_step_one_by_one_and_the_blocker_says_why():
         fill(agent, 5, seed=i)
     grouped = copy.deepcopy(alone)
     assert adams_together_blocker([a.optimizer for a in grouped]) == "the optimizers' lr differ"
-    sum(a.update(optimize=False) for a in alone).backward()
-    for agent in alone:
-        agent.optimizer_step()
-    group = AgentGroup(grouped)
-    sum(group.td_losses()).backward()
-    group.optimizer_step()
+    _learn_alone_and_grouped(alone, grouped)
     for a, b in zip(alone, grouped):
         assert all(torch.equal(p, q) for p, q in zip(a.q_net.parameters(), b.q_net.parameters()))
     sgd = torch.optim.SGD(alone[0].q_net.parameters(), lr=0.1)
