@@ -11,9 +11,9 @@ act or a TD loss of the four is one network call, not four.
 What stays per agent, so that a group consumes exactly the random numbers of its agents acting
 alone: exploration draws and replay sampling from each agent's own generator, replay buffers,
 optimizers, target networks, counters and checkpoints. The optimizers' steps run as one fused Adam
-call over the group's parameters (:meth:`AgentGroup.optimizer_step`), each optimizer's state its own. On the CPU the batched products give the
-very bits of the agents' own ``nn.Linear`` calls (``tests/test_grouped_agents.py``); on a GPU
-they may differ in rounding only.
+call over the group's parameters (:meth:`AgentGroup.optimizer_step`), each optimizer's state its
+own. On the CPU the batched products give the very bits of the agents' own ``nn.Linear`` calls
+(``tests/test_grouped_agents.py``); on a GPU they may differ in rounding only.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ rows of its candidate set instead of their features (``pool=``): a few integers 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -28,15 +28,7 @@ class ReplaySample:
 
     def member(self, i: int) -> ReplaySample:
         """Buffer ``i``'s minibatch of a :class:`~agents.replay_group.ReplayGroup`'s sample (fields ``[G, B, ...]``)."""
-        return ReplaySample(
-            self.obs[i],
-            self.mask[i],
-            self.actions[i],
-            self.rewards[i],
-            self.next_mask[i],
-            self.dones[i],
-            self.states[i],
-        )
+        return ReplaySample(*(getattr(self, f.name)[i] for f in fields(self)))
 
     @property
     def next_obs(self) -> Tensor:
@@ -79,14 +71,8 @@ class ReplayBuffer:
         self.size = 0
         self._group: Any = None
 
-    FIELDS = (
-        "states",
-        "masks",
-        "next_masks",
-        "actions",
-        "rewards",
-        "dones",
-    )  # the stored tensors, [capacity, ...] each
+    #: the stored tensors, ``[capacity, ...]`` each
+    FIELDS = ("states", "masks", "next_masks", "actions", "rewards", "dones")
 
     def share_storage(self, group: Any, **fields: Tensor) -> None:
         """Keep the transitions in ``fields`` (one tensor per name of :attr:`FIELDS`, each shaped as now: views of a
@@ -189,8 +175,7 @@ class ReplayBuffer:
         # copies of the stored rows: a view would carry its whole storage (the unused capacity, a group's other
         # buffers) into a checkpoint
         state: dict[str, Tensor | int] = {
-            name: getattr(self, name)[: self.size].to("cpu", copy=True)
-            for name in ("states", "masks", "actions", "rewards", "next_masks", "dones")
+            name: getattr(self, name)[: self.size].to("cpu", copy=True) for name in self.FIELDS
         }
         return {**state, "pos": self.pos, "size": self.size}
 
@@ -198,6 +183,6 @@ class ReplayBuffer:
         size = int(state["size"])
         if size > self.capacity:
             raise ValueError(f"replay state holds {size} transitions, more than the capacity {self.capacity}")
-        for name in ("states", "masks", "actions", "rewards", "next_masks", "dones"):
+        for name in self.FIELDS:
             getattr(self, name)[:size] = state[name].to(self.device)  # type: ignore[union-attr]
         self.size, self.pos = size, int(state["pos"])

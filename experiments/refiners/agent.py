@@ -493,12 +493,12 @@ class AgentRefiner:
         """:meth:`after_backward` of several refiners: the optimizer steps of the joint-loss agents that learned in
         this backward as one :meth:`~agents.grouped.AgentGroup.optimizer_step` where they can be grouped."""
         learned = [r for r in refiners if r.learns_in_backward()]
-        if not groupable([r.agent for r in learned]):
-            learned = []
-        else:
+        stepped: set[int] = set()
+        if groupable([r.agent for r in learned]):
             AgentGroup([r.agent for r in learned]).optimizer_step()  # type: ignore[misc]
+            stepped = {id(r) for r in learned}
         for refiner in refiners:
-            if not any(refiner is r for r in learned):
+            if id(refiner) not in stepped:
                 refiner.after_backward()
 
     def trainable_modules(self) -> list[nn.Module]:

@@ -37,27 +37,35 @@ class RefinementStats:
         """
         keys = list(results)
         items = [results[k] for k in keys]
+        domain_labels = [labels.get(k.rpartition("/")[2]) for k in keys]
         rows = {(r.keep.shape, r.keep.device, r.relevance is None) for r in items}
         rels = {r.relevance.dtype for r in items if r.relevance is not None}
-        domain_labels = [labels.get(k.rpartition("/")[2]) for k in keys]
-        with_labels = {x is None for x in domain_labels}
-        if len(keys) < 2 or len(rows) != 1 or len(rels) > 1 or len(with_labels) != 1:
+        if len(rows) == 1 and len(rels) <= 1 and len({x is None for x in domain_labels}) == 1:
+            self._count(keys, items, domain_labels)
+        else:
             for key, result, lab in zip(keys, items, domain_labels):
-                self.add(key, result, lab)
-            return
-        (_, device, no_relevance), k = next(iter(rows)), len(keys)
+                self._count([key], [result], [lab])
+
+    def add(self, key: str, result: RefinementResult, labels: Tensor | None) -> None:
+        """Count one agent's step: its kept and removed rows by relevance bin and by class (``labels`` of its half)."""
+        self._count([key], [result], [labels])
+
+    def _count(self, keys: list[str], results: list[RefinementResult], labels: list[Tensor | None]) -> None:
+        """Add ``K`` agents' steps in one bincount per count kind: results of one shape and device, relevance and
+        labels present for all or for none. Each agent's codes are offset by its index, so the bins stay apart."""
+        device, k = results[0].keep.device, len(keys)
         entries = [self._entry(key, device) for key in keys]
-        removed = (~torch.stack([r.keep for r in items])).long()  # [K, B]
+        removed = (~torch.stack([r.keep for r in results])).long()  # [K, B]
         offsets = torch.arange(k, device=device).unsqueeze(1)
-        if not no_relevance:
-            relevance = torch.stack([r.relevance for r in items]).to(device)  # type: ignore[misc]
+        if results[0].relevance is not None:
+            relevance = torch.stack([r.relevance for r in results]).to(device)  # type: ignore[misc]
             bins = (relevance * self.BINS).long().clamp(0, self.BINS - 1)
-            codes = bins + self.BINS * removed + 2 * self.BINS * offsets
+            codes = bins + self.BINS * removed + 2 * self.BINS * offsets  # code = bin + BINS * removed, per agent
             histograms = torch.bincount(codes.flatten(), minlength=k * 2 * self.BINS).view(k, 2, self.BINS)
             for (hist, _), h in zip(entries, histograms):
                 hist += h
-        if domain_labels[0] is not None:
-            lab = torch.stack([x.to(device) for x in domain_labels]).long()  # type: ignore[union-attr]
+        if labels[0] is not None:
+            lab = torch.stack([x.to(device) for x in labels]).long()  # type: ignore[union-attr]
             valid = (lab >= 0) & (lab < self.num_classes)
             codes = (lab + self.num_classes * removed + 2 * self.num_classes * offsets)[valid]
             counts = torch.bincount(codes, minlength=k * 2 * self.num_classes).view(k, 2, self.num_classes)
@@ -75,21 +83,6 @@ class RefinementStats:
                 else entry[1].to(device),
             )
         return entry
-
-    def add(self, key: str, result: RefinementResult, labels: Tensor | None) -> None:
-        """Count one agent's step: its kept and removed rows by relevance bin and by class (``labels`` of its half)."""
-        keep = result.keep
-        histograms, classes = self._entry(key, keep.device)
-        removed = (~keep).long()
-        if result.relevance is not None:
-            bins = (result.relevance.to(keep.device) * self.BINS).long().clamp(0, self.BINS - 1)
-            # one bincount for both rows: code = bin + BINS * removed
-            histograms += torch.bincount(bins + self.BINS * removed, minlength=2 * self.BINS).view(2, self.BINS)
-        if labels is not None:
-            labels = labels.to(keep.device).long()
-            valid = (labels >= 0) & (labels < self.num_classes)
-            codes = (labels + self.num_classes * removed)[valid]
-            classes += torch.bincount(codes, minlength=2 * self.num_classes).view(2, self.num_classes)
 
     @property
     def agents(self) -> dict[str, dict[str, list[int]]]:
