@@ -3,10 +3,10 @@
 Co-training runs four agents per step (an S- and a T-agent per modality), each on a handful of
 candidate sets with a Q-network of a few thousand parameters: per agent, the work is dozens of tiny
 kernels, and launching them costs more than computing them. :class:`AgentGroup` runs the agents'
-Q-networks as one stacked network: the parameters of the ``G`` networks are stacked (a
-differentiable ``torch.stack``, so each agent's own parameters still receive their gradients and
-its own optimizer steps them) and every layer is one batched matrix product over the group, so an
-act or a TD loss of the four is one network call, not four.
+Q-networks as one stacked network: the parameters of the ``G`` networks live in ``[G, ...]`` stacks
+(:mod:`agents.shared_weights`; each agent's own parameters still receive their gradients and its
+own optimizer steps them) and every layer is one batched matrix product over the group, so an act
+or a TD loss of the four is one network call, not four.
 
 What stays per agent, so that a group consumes exactly the random numbers of its agents acting
 alone: exploration draws and replay sampling from each agent's own generator, replay buffers,
@@ -26,6 +26,7 @@ from torch.optim.adam import adam
 
 from agents.qnets import CandidateSetQNet, masked_q
 from agents.replay_group import ReplayGroup
+from agents.shared_weights import SharedSetQWeights, set_q_parameters
 from agents.stepwise import StepwiseRefinementDQN
 
 
@@ -53,7 +54,12 @@ def stack_set_q_weights(nets: Sequence[CandidateSetQNet]) -> SetQWeights:
     A snapshot: valid until an optimizer steps the networks. Computing it once per step serves
     the group's acts and its TD losses alike.
     """
-    w1, b1, w2, b2, w3, b3, w4, b4 = (torch.stack(p) for p in zip(*(_set_q_parameters(n) for n in nets)))
+    return arrange_set_q_weights([torch.stack(p) for p in zip(*(set_q_parameters(n) for n in nets))])
+
+
+def arrange_set_q_weights(stacks: Sequence[Tensor]) -> SetQWeights:
+    """The eight ``[G, ...]`` layer stacks (w1, b1, ..., w4, b4) as views for :func:`stacked_set_q`'s products."""
+    w1, b1, w2, b2, w3, b3, w4, b4 = stacks
     # [G, 1, out] biases and [G, in, out] weights for baddbmm; the last layer stays [G, 1, in]
     return (
         b1.unsqueeze(1),
@@ -87,20 +93,6 @@ def stacked_set_q(nets: Sequence[CandidateSetQNet] | SetQWeights, obs: Tensor, m
     return torch.baddbmm(b4, w4, hidden.transpose(1, 2)).reshape(g, b, n_c)
 
 
-def _set_q_parameters(net: CandidateSetQNet) -> tuple[Tensor, ...]:
-    enc, head = net.row_encoder, net.head
-    return (
-        enc[0].weight,
-        enc[0].bias,
-        enc[2].weight,
-        enc[2].bias,
-        head[0].weight,
-        head[0].bias,
-        head[2].weight,
-        head[2].bias,
-    )
-
-
 class AgentGroup:
     """``G`` :class:`~agents.stepwise.StepwiseRefinementDQN` agents whose act and TD loss run as one network call.
 
@@ -114,9 +106,15 @@ class AgentGroup:
         self.agents = list(agents)
 
     def weights(self) -> SetQWeights:
-        """The group's Q-networks stacked (:func:`stack_set_q_weights`): pass it to :meth:`act` and :meth:`td_losses`
-        of the same step to stack once; it is stale once the agents' optimizers have stepped."""
-        return stack_set_q_weights([a.q_net for a in self.agents])
+        """The group's Q-networks as one: pass it to :meth:`act` and :meth:`td_losses` of the same step.
+
+        Views of the stacks the networks' parameters live in (:class:`~agents.shared_weights.SharedSetQWeights`,
+        made on first use), else a stack of them (:func:`stack_set_q_weights`: under ``torch.distributed``),
+        which is stale once the agents' optimizers have stepped.
+        """
+        nets = [a.q_net for a in self.agents]
+        shared = SharedSetQWeights.of(nets)
+        return stack_set_q_weights(nets) if shared is None else arrange_set_q_weights(shared.stacks)
 
     @torch.no_grad()
     def act(self, obs: Tensor, mask: Tensor, weights: SetQWeights | None = None) -> Tensor:
@@ -133,10 +131,17 @@ class AgentGroup:
             agent.selections += obs.shape[1]
         return actions
 
+    @torch.no_grad()
+    def greedy(self, obs: Tensor, mask: Tensor, weights: SetQWeights | None = None) -> Tensor:
+        """Each agent's :meth:`~agents.stepwise.StepwiseRefinementDQN.greedy` choice ``[G, B]`` at once: no exploration,
+        counting or random draw (diagnostics)."""
+        q = stacked_set_q(self.weights() if weights is None else weights, obs.float(), mask.bool())
+        return masked_q(q, mask.bool()).argmax(dim=-1)
+
     def td_losses(self, weights: SetQWeights | None = None) -> list[Tensor]:
         """Each agent's eq. 6 TD loss (attached to its Q-network's graph), a zero tensor for an agent not yet ready.
 
-        ``weights``: this step's :meth:`weights` (stacked with gradients enabled), else they are stacked here.
+        ``weights``: this step's :meth:`weights` (taken with gradients enabled), else they are taken here.
         """
         ready = [i for i, agent in enumerate(self.agents) if agent.ready()]
         if not ready:
@@ -155,11 +160,11 @@ class AgentGroup:
             mask = torch.stack([batch.mask for batch, _ in batches])
             actions = torch.stack([batch.actions for batch, _ in batches])
             targets = torch.stack([target for _, target in batches])
-        if weights is None:
+        if len(ready) < len(self.agents):
+            # the learning agents' own stack: the others' parameters get no gradient, not a zero one
             weights = stack_set_q_weights([self.agents[i].q_net for i in ready])
-        elif len(ready) < len(self.agents):
-            index = torch.tensor(ready, device=obs.device)
-            weights = tuple(w.index_select(0, index) for w in weights)
+        elif weights is None:
+            weights = self.weights()
         q = stacked_set_q(weights, obs, mask)
         # one gather and one loss for the group: each agent's mean over its minibatch, the bits of its td_error
         return self._in_place_of_ready(ready, self.agents[ready[0]].td_errors(q, actions, targets).unbind())

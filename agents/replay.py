@@ -167,9 +167,10 @@ class ReplayBuffer:
             raise RuntimeError("the replay buffer is empty")
         n = min(int(limit), self.size)
         idx = torch.linspace(0, self.size - 1, n, device=self.device).round().long()
-        mask = self.masks[idx]
-        base = self.states[idx].float() if self.pool is None else self.pool[self.states[idx]]
-        return base * mask.unsqueeze(-1), mask, self.actions[idx], self.rewards[idx]
+        mask = self.masks.index_select(0, idx)
+        states = self.states.index_select(0, idx)
+        base = states.float() if self.pool is None else self.pool[states]
+        return base * mask.unsqueeze(-1), mask, self.actions.index_select(0, idx), self.rewards.index_select(0, idx)
 
     def state_dict(self) -> dict[str, Tensor | int]:
         # copies of the stored rows: a view would carry its whole storage (the unused capacity, a group's other

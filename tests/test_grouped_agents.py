@@ -118,11 +118,15 @@ def test_co_training_with_the_agents_grouped_is_the_run_of_agents_one_by_one(tmp
         trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
         runs[grouped] = trainer.run()
         runs[grouped]["metrics"] = _metrics(tmp_path / str(grouped) / "toy" / "metrics.jsonl")
+        weights = [r.agent.q_net.row_encoder[0].weight for r in trainer.refiners.values()]
+        one_storage = len({w.untyped_storage().data_ptr() for w in weights}) == 1
         if grouped:  # the envs stepped, the replays wrote and sampled, the optimizers stepped as groups
             assert group_steps and replay_adds and replay_samples and adam_steps
+            assert one_storage  # the Q-networks' parameters live in the group's stacks
             used = (len(group_steps), len(replay_adds), len(replay_samples), len(adam_steps))
         else:
             assert (len(group_steps), len(replay_adds), len(replay_samples), len(adam_steps)) == used
+            assert not one_storage
     assert runs[True]["metrics"] == runs[False]["metrics"]
     assert runs[True]["evaluations"] == runs[False]["evaluations"]
     assert any(r.get("dqn", 0.0) > 0 for r in runs[True]["metrics"])  # the agents learned

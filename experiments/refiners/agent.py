@@ -122,7 +122,7 @@ class Selection:
     stats: dict[str, float]
     diagnose: bool  # this step takes the diagnostics
     obs: Tensor  # [S, n_c, d] the env's current observation
-    first_mask: Tensor  # [S, n_c] selectable rows before the first selection
+    first_mask: Tensor | None  # [S, n_c] selectable rows before the first selection (diagnostics steps)
     greedy: Tensor | None  # [S] the agent's greedy choice before the first selection (diagnostics)
     relevance: Tensor | None = None  # [B] every row's eq. 3 relevance before the first selection (reports)
     # [S, n_c] every row's relevance under the reward's signal combination before the first selection
@@ -239,7 +239,7 @@ class AgentRefiner:
         if not (same_shape and groupable(agents)):
             return [r.refine(*x) for r, x in zip(refiners, inputs)]
         group = AgentGroup(agents)  # type: ignore[arg-type]
-        weights = group.weights()  # stacked once for the acts and the TD losses of this step
+        weights = group.weights()  # the group's Q-networks for the acts and the TD losses of this step
         halves = torch.stack([x[0].detach() for x in inputs])
         check_finite(halves)  # every half at once: one host synchronisation
         envs = AgentRefiner.env_group(refiners, inputs)
@@ -247,8 +247,15 @@ class AgentRefiner:
             truth = None if inputs[0][1] is None else torch.stack([x[1] for x in inputs])
             obs = envs.load(halves.float(), truth).unbind()
             negatives = [None] * len(refiners) if truth is None else [env.candidate_is_negative for env in envs.envs]
-            selections = [r.begin(x[0], x[1], loaded=(o, n)) for r, x, o, n in zip(refiners, inputs, obs, negatives)]
+            # the diagnostics' greedy choices of every agent in one network call
+            diagnosing = all(r.diagnoses_now() for r in refiners)
+            greedy = group.greedy(envs.obs, envs.mask, weights).unbind() if diagnosing else [None] * len(refiners)
+            selections = [
+                r.begin(x[0], x[1], loaded=(o, n), greedy=c)
+                for r, x, o, n, c in zip(refiners, inputs, obs, negatives, greedy)
+            ]
         else:
+            truth = None
             selections = [r.begin(*x, finite_checked=True) for r, x in zip(refiners, inputs)]
         if envs is None:
             for _ in range(refiners[0].E):
@@ -259,11 +266,15 @@ class AgentRefiner:
                 for r, sel, state, mask, chosen in zip(refiners, selections, states, masks, actions):
                     r.record(sel, state, mask, chosen, checked=True)  # the group's masked choices of fresh sets
             totals = hits = None
+            left: Sequence[Tensor] | Tensor = [r.env.mask for r in refiners]
+            keeps: Sequence[Tensor | None] = [None] * len(refiners)
         else:
             totals, hits = AgentRefiner.select_together(refiners, selections, group, envs, weights)
+            left = envs.mask
+            keeps = left.reshape(len(refiners), -1).clone().unbind()  # every refiner's rows left in, one copy
         losses = group.td_losses(weights)
-        counts = AgentRefiner.group_counts(selections, losses, [r.env.mask for r in refiners], totals, hits)
-        return [r.finish(sel, loss, c) for r, sel, loss, c in zip(refiners, selections, losses, counts)]
+        counts = AgentRefiner.group_counts(selections, losses, left, totals, hits, truth)
+        return [r.finish(sel, loss, c, k) for r, sel, loss, c, k in zip(refiners, selections, losses, counts, keeps)]
 
     @staticmethod
     def env_group(refiners: Sequence[AgentRefiner], inputs: Sequence[tuple[Any, ...]]) -> EnvGroup | None:
@@ -316,14 +327,16 @@ class AgentRefiner:
         signals: SignalRows | None = None,
         finite_checked: bool = False,
         loaded: tuple[Tensor, Tensor | None] | None = None,
+        greedy: Tensor | None = None,
     ) -> Selection:
         """Load the half-batch's candidate sets (and the signal inputs) into the env, and take the diagnostics that
         precede selection; ``finite_checked``: the caller has checked ``features`` for NaN and inf; ``loaded``: the
-        env's group has loaded them already (its observation and ground truth ``[S, n_c]``, as the env holds them)."""
+        env's group has loaded them already (its observation and ground truth ``[S, n_c]``, as the env holds them);
+        ``greedy``: the agent's greedy choice on them, where the group took it (diagnostics steps)."""
         b, d = features.shape
         s = b // self.n_c
         stats: dict[str, float] = {}
-        diagnose = self.diagnostics and self.calls % self.diagnostics_every == 0
+        diagnose = self.diagnoses_now()
         # staleness re-scores replayed states: only where the reward can score them again
         can_rescore = diagnose and self.relabel_blocker is None and hasattr(self.agent, "replayed")
         replayed = self.agent.replayed(self.STALENESS_ROWS) if can_rescore else None
@@ -338,14 +351,21 @@ class AgentRefiner:
             )
         else:
             obs, negatives = loaded
-            sets = obs[..., :d]
+            sets = obs  # report_relevance reads it only with reward signals, which an env group never loads
         if diagnose:
             stats.update(self.signals.aucs_now(negatives))
-        first_mask = self.env.mask.clone()
-        greedy = self.agent.greedy(obs, first_mask) if diagnose and hasattr(self.agent, "greedy") else None
+        first_mask = self.env.mask.clone() if diagnose else None
+        if first_mask is None:
+            greedy = None
+        elif greedy is None and hasattr(self.agent, "greedy"):
+            greedy = self.agent.greedy(obs, first_mask)
         selection = Selection(features, is_negative, negatives, stats, diagnose, obs, first_mask, greedy)
         selection.relevance = self.signals.report_relevance(self.scorer, sets)
         return selection
+
+    def diagnoses_now(self) -> bool:
+        """Whether this call (the next :meth:`refine`) takes the diagnostics."""
+        return self.diagnostics and self.calls % self.diagnostics_every == 0
 
     def record(self, selection: Selection, state: Tensor, mask: Tensor, actions: Tensor, checked: bool = False) -> None:
         """One selection step: the env removes ``actions``' rows and rewards them; the agent stores the transitions.
@@ -391,30 +411,35 @@ class AgentRefiner:
         )
 
     @staticmethod
+    @torch.no_grad()
     def group_counts(
         selections: Sequence[Selection],
         losses: Sequence[Tensor],
-        masks: Sequence[Tensor],
+        masks: Sequence[Tensor] | Tensor,
         totals: Tensor | None = None,
         hits: Tensor | None = None,
+        is_negative: Tensor | None = None,
     ) -> list[list[float]]:
         """:meth:`counts` of a group's selections (each with its TD loss and env mask), read to the host together.
 
-        ``totals`` / ``hits``: the group's rewards and planted negatives removed, ``[G]``, where
-        :meth:`select_together` counted them (else each selection's own). Computed over the stacked
+        ``masks``: one per selection, or stacked ``[G, ...]`` (an env group's); ``totals`` / ``hits``: the group's
+        rewards and planted negatives removed, ``[G]``, where :meth:`select_together` counted them (else each
+        selection's own); ``is_negative``: the selections' ground truth stacked, where the caller has it. Computed
+        over the stacked
         group where every selection has the same kind of ground truth (one host synchronisation and a
         handful of kernels for all), else selection by selection.
         """
         truth = {(sel.is_negative is None, sel.negatives_removed is None and hits is None) for sel in selections}
         if totals is None and (len(truth) != 1 or any(sel.reward_total is None for sel in selections)):
             return torch.stack([AgentRefiner.counts(*x) for x in zip(selections, losses, masks)]).tolist()
-        removed = (~torch.stack(list(masks))).flatten(1).sum(1).double()
+        removed = (~(masks if isinstance(masks, Tensor) else torch.stack(list(masks)))).flatten(1).sum(1).double()
         no_truth, none_removed = next(iter(truth))
-        present = (
-            removed.new_zeros(removed.shape)
-            if no_truth
-            else torch.stack([sel.is_negative for sel in selections]).flatten(1).sum(1).double()  # type: ignore[misc]
-        )
+        if no_truth:
+            present = removed.new_zeros(removed.shape)
+        else:
+            if is_negative is None:
+                is_negative = torch.stack([sel.is_negative for sel in selections])  # type: ignore[misc]
+            present = is_negative.flatten(1).sum(1).double()
         if hits is not None:
             negatives_removed = hits.double()
         elif not none_removed:
@@ -422,17 +447,22 @@ class AgentRefiner:
         else:  # no ground truth (or none removed yet: counts() gives 0 alike)
             negatives_removed = removed.new_zeros(removed.shape)
         rewards = totals if totals is not None else torch.stack([sel.reward_total for sel in selections])  # type: ignore[misc]
-        loss = torch.stack([x.detach() for x in losses]).double()
+        loss = torch.stack(list(losses)).double()  # no gradient: read for the logs
         return torch.stack([rewards, removed, negatives_removed, present, loss], dim=1).tolist()
 
     def finish(
-        self, selection: Selection, loss: Tensor | None, counts: Sequence[float] | None = None
+        self,
+        selection: Selection,
+        loss: Tensor | None,
+        counts: Sequence[float] | None = None,
+        keep: Tensor | None = None,
     ) -> RefinementResult:
         """The keep mask and statistics of the finished selection; ``loss``: the agent's TD loss (joint-loss agents);
-        ``counts``: :meth:`counts` already read to the host (else read here)."""
+        ``counts``: :meth:`counts` already read to the host (else read here); ``keep``: the rows left in ``[B]``, where
+        the refiners' group read them for all at once (else read here)."""
         sel, stats = selection, selection.stats
-        s = sel.first_mask.shape[0]
-        keep = self.env.mask.reshape(-1).clone()
+        s = sel.features.shape[0] // self.n_c
+        keep = self.env.mask.reshape(-1).clone() if keep is None else keep
         if counts is None:
             counts = self.counts(sel, loss, self.env.mask).tolist()
         total_reward, removed, negatives_removed, negatives_present = (
@@ -453,7 +483,7 @@ class AgentRefiner:
             stats["selected"], stats["selected_negatives"] = float(removed), float(negatives_removed)
             negatives_removed = 0
         p_target = None
-        if sel.relevance is not None and sel.diagnose:
+        if sel.relevance is not None and sel.first_mask is not None:
             rows = sel.relevance.reshape(s, self.n_c) if sel.reward_relevance is None else sel.reward_relevance
             diag = set_diagnostics(
                 rows, sel.first_mask, sel.greedy, ~self.env.mask, sel.negatives, self.reward_kind, self.reward_threshold
