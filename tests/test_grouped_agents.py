@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -98,6 +99,36 @@ def _metrics(path) -> list[dict]:
     return [{k: v for k, v in json.loads(x).items() if k != "time"} for x in path.read_text().splitlines()]
 
 
+def _products_give_linears_bits(nets, n_c: int, d: int, max_sets: int) -> bool:
+    """Whether this machine's batched products give each network's own ``nn.Linear`` bits for 1..``max_sets`` sets.
+
+    The math library picks its kernels by CPU and by shape: on some CPUs (seen with MKL on an AVX2
+    AMD EPYC) a product of 5 or 10 rows, or of one output column, adds in another order batched than
+    alone, and the grouped run then differs from the one-by-one run in the last bits.
+    """
+    g = torch.Generator().manual_seed(0)
+    for sets in range(1, max_sets + 1):
+        obs = torch.randn(len(nets), sets, n_c, d, generator=g)
+        mask = torch.rand(len(nets), sets, n_c, generator=g) > 0.3
+        with torch.no_grad():
+            grouped = stacked_set_q(nets, obs, mask)
+            alone = torch.stack([net(o, m) for net, o, m in zip(nets, obs, mask)])
+        if not torch.equal(grouped, alone):
+            return False
+    return True
+
+
+def _agree_to_rounding(a, b, rel: float = 1e-5) -> bool:
+    """Whether ``a`` and ``b`` (JSON values) are equal but for floats within ``rel`` of each other."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_agree_to_rounding(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_agree_to_rounding(x, y, rel) for x, y in zip(a, b))
+    return a == b
+
+
 @pytest.mark.parametrize("overrides", [{}, {"E": 2, "gamma": 0.9}, {"reward": "margin"}, {"reward": "rank"}])
 def test_co_training_with_the_agents_grouped_is_the_run_of_agents_one_by_one(tmp_path, monkeypatch, overrides):
     runs = {}
@@ -118,17 +149,25 @@ def test_co_training_with_the_agents_grouped_is_the_run_of_agents_one_by_one(tmp
         trainer = CoTrainer(cfg, datasets=toy_datasets(), model=toy_model())
         runs[grouped] = trainer.run()
         runs[grouped]["metrics"] = _metrics(tmp_path / str(grouped) / "toy" / "metrics.jsonl")
-        weights = [r.agent.q_net.row_encoder[0].weight for r in trainer.refiners.values()]
+        refiners = list(trainer.refiners.values())
+        weights = [r.agent.q_net.row_encoder[0].weight for r in refiners]
         one_storage = len({w.untyped_storage().data_ptr() for w in weights}) == 1
         if grouped:  # the envs stepped, the replays wrote and sampled, the optimizers stepped as groups
             assert group_steps and replay_adds and replay_samples and adam_steps
             assert one_storage  # the Q-networks' parameters live in the group's stacks
             used = (len(group_steps), len(replay_adds), len(replay_samples), len(adam_steps))
+            sets = max(cfg.stage2.batch_size // 2 // refiners[0].n_c, cfg.agents.batch_size)
+            same_bits = _products_give_linears_bits(
+                [r.agent.q_net for r in refiners], refiners[0].n_c, weights[0].shape[1], sets
+            )
         else:
             assert (len(group_steps), len(replay_adds), len(replay_samples), len(adam_steps)) == used
             assert not one_storage
-    assert runs[True]["metrics"] == runs[False]["metrics"]
-    assert runs[True]["evaluations"] == runs[False]["evaluations"]
+    compared = ("metrics", "evaluations")
+    if same_bits:
+        assert all(runs[True][key] == runs[False][key] for key in compared)
+    else:  # the same run up to the products' last bits
+        assert all(_agree_to_rounding(runs[True][key], runs[False][key]) for key in compared)
     assert any(r.get("dqn", 0.0) > 0 for r in runs[True]["metrics"])  # the agents learned
 
 

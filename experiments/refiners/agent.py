@@ -231,8 +231,9 @@ class AgentRefiner:
         """:meth:`refine` of several refiners, their agents acting and learning as one :class:`~agents.grouped.AgentGroup`.
 
         The same results as each refiner's own :meth:`refine` (the agents draw from their own
-        generators in the same order); agents that cannot be grouped (other algorithms, other
-        shapes) refine one by one.
+        generators in the same order), up to the rounding of the batched products where the math
+        library adds them in another order (:mod:`agents.grouped`); agents that cannot be grouped
+        (other algorithms, other shapes) refine one by one.
         """
         agents = [r.agent for r in refiners]
         same_shape = len({(r.E, tuple(x[0].shape)) for r, x in zip(refiners, inputs)}) == 1
@@ -424,10 +425,9 @@ class AgentRefiner:
 
         ``masks``: one per selection, or stacked ``[G, ...]`` (an env group's); ``totals`` / ``hits``: the group's
         rewards and planted negatives removed, ``[G]``, where :meth:`select_together` counted them (else each
-        selection's own); ``is_negative``: the selections' ground truth stacked, where the caller has it. Computed
-        over the stacked
-        group where every selection has the same kind of ground truth (one host synchronisation and a
-        handful of kernels for all), else selection by selection.
+        selection's own); ``is_negative``: the selections' ground truth stacked, where the caller has it.
+        Computed over the stacked group where every selection has the same kind of ground truth (one host
+        synchronisation and a handful of kernels for all), else selection by selection.
         """
         truth = {(sel.is_negative is None, sel.negatives_removed is None and hits is None) for sel in selections}
         if totals is None and (len(truth) != 1 or any(sel.reward_total is None for sel in selections)):
