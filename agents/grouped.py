@@ -127,8 +127,7 @@ class AgentGroup:
         if bool(explore.all()):  # nobody acts greedily: no Q forward
             actions = random_actions
         else:
-            q = stacked_set_q(self.weights() if weights is None else weights, obs, mask)
-            actions = torch.where(explore, random_actions, masked_q(q, mask).argmax(dim=-1))
+            actions = torch.where(explore, random_actions, self.greedy(obs, mask, weights))
         for agent in self.agents:
             agent.selections += obs.shape[1]
         return actions

@@ -158,7 +158,7 @@ def test_co_training_with_the_agents_grouped_is_the_run_of_agents_one_by_one(tmp
             used = (len(group_steps), len(replay_adds), len(replay_samples), len(adam_steps))
             sets = max(cfg.stage2.batch_size // 2 // refiners[0].n_c, cfg.agents.batch_size)
             same_bits = _products_give_linears_bits(
-                [r.agent.q_net for r in refiners], refiners[0].n_c, weights[0].shape[1], sets
+                [r.agent.q_net for r in refiners], refiners[0].n_c, refiners[0].agent.feature_dim, sets
             )
         else:
             assert (len(group_steps), len(replay_adds), len(replay_samples), len(adam_steps)) == used

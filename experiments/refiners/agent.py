@@ -120,7 +120,6 @@ class Selection:
     is_negative: Tensor | None  # [B] planted ground truth
     negatives: Tensor | None  # [S, n_c] the same, per candidate set
     stats: dict[str, float]
-    diagnose: bool  # this step takes the diagnostics
     obs: Tensor  # [S, n_c, d] the env's current observation
     first_mask: Tensor | None  # [S, n_c] selectable rows before the first selection (diagnostics steps)
     greedy: Tensor | None  # [S] the agent's greedy choice before the first selection (diagnostics)
@@ -186,8 +185,6 @@ class AgentRefiner:
         self.learn_only = bool(r.learn_only)
         self.warmup_steps = int(r.warmup_steps)
         self.calls = 0  # refine() calls so far (stage-2 steps): the warm-up's clock, kept in checkpoints
-        self.diagnostics = bool(r.diagnostics)
-        self.diagnostics_every = int(r.diagnostics_every)
         if r.relabel:
             if not hasattr(self.agent, "reward_relabel"):
                 raise ConfigError(
@@ -360,13 +357,13 @@ class AgentRefiner:
             greedy = None
         elif greedy is None and hasattr(self.agent, "greedy"):
             greedy = self.agent.greedy(obs, first_mask)
-        selection = Selection(features, is_negative, negatives, stats, diagnose, obs, first_mask, greedy)
+        selection = Selection(features, is_negative, negatives, stats, obs, first_mask, greedy)
         selection.relevance = self.signals.report_relevance(self.scorer, sets)
         return selection
 
     def diagnoses_now(self) -> bool:
         """Whether this call (the next :meth:`refine`) takes the diagnostics."""
-        return self.diagnostics and self.calls % self.diagnostics_every == 0
+        return self.signals.diagnoses(self.calls)
 
     def record(self, selection: Selection, state: Tensor, mask: Tensor, actions: Tensor, checked: bool = False) -> None:
         """One selection step: the env removes ``actions``' rows and rewards them; the agent stores the transitions.

@@ -66,8 +66,6 @@ class _SetwiseRefiner(_Stateless):
         self.env = refinement_env(context)
         self.discriminator = context.scorer  # the relevance the rewards use
         self.gan_discriminator = context.discriminator
-        self.diagnostics = bool(context.config.refinement.diagnostics)
-        self.diagnostics_every = int(context.config.refinement.diagnostics_every)
         self.calls = 0  # refine() calls so far: the diagnostics' clock, kept in checkpoints
         self.generator = torch.Generator(device=context.device).manual_seed(int(context.seed))
         self.signals = SignalDiagnostics(context, self.env)
@@ -87,7 +85,7 @@ class _SetwiseRefiner(_Stateless):
         negatives = None if is_negative is None else is_negative.reshape(b // self.n_c, self.n_c)
         obs = self.env.load_candidate_sets(sets, negatives, **({} if signals is None else signals.env_inputs()))
         first_mask = self.env.mask.clone()
-        diagnose = self.diagnostics and self.calls % self.diagnostics_every == 0
+        diagnose = self.signals.diagnoses(self.calls)
         stats = self.signals.aucs_now(negatives) if diagnose else {}
         report = self.signals.report_relevance(self.discriminator, sets)  # eq. 3 where the reward's is not
         relevance, total_reward, negatives_removed = None, 0.0, 0
